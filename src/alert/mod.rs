@@ -1,0 +1,546 @@
+//! Decoding of alert packets and lightcurve tables into [`crate::model::Alert`]s.
+//!
+//! Pure: every function takes bytes and a name and returns alerts plus rejects; nothing here
+//! opens a file, a socket or a database, so the same code serves files, gRPC streams and,
+//! later, Kafka. The format is recognised from the bytes, not the file name:
+//!
+//! | bytes start with | format |
+//! |---|---|
+//! | `Obj\x01` | Avro object container (ZTF, Fink, Rubin, ELAsTiCC; null, deflate or snappy) |
+//! | `PAR1` | Parquet: alert rows (`candidate` or `diaSource` column) or a lightcurve table |
+//! | `\x1f\x8b` | gzip: a tar of packets, or one packet |
+//! | `ustar` at offset 257 | tar of packets |
+//! | `\x00` + 4-byte schema id | Confluent wire format: one Avro datum, needs a schema |
+//! | text with a header line | CSV lightcurve table |
+//!
+//! Imports only [`crate::model`].
+
+mod lsst;
+mod table;
+pub mod value;
+mod ztf;
+
+use std::io::Read;
+use std::sync::Arc;
+
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
+use apache_avro::{Reader, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+
+use crate::model::Alert;
+
+/// Why a packet, a row or a file could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty file")]
+    Empty,
+    #[error("unrecognised format: {detail}")]
+    UnknownFormat { detail: String },
+    #[error("Avro: {detail}")]
+    Avro { detail: String },
+    #[error("Parquet: {detail}")]
+    Parquet { detail: String },
+    #[error("CSV: {detail}")]
+    Csv { detail: String },
+    #[error("archive: {detail}")]
+    Archive { detail: String },
+    #[error(
+        "a Confluent-framed Avro datum (schema id {schema_id}) needs a writer schema (--schema)"
+    )]
+    NeedsSchema { schema_id: u32 },
+    #[error("record is neither a ZTF alert (no `candidate`) nor an LSST alert (no `diaSource`)")]
+    UnknownRecord,
+    #[error("missing field `{field}`")]
+    MissingField { field: &'static str },
+    #[error("invalid `{field}`: {reason}")]
+    InvalidValue { field: &'static str, reason: String },
+    #[error("not a lightcurve table: no {missing} column (columns: {columns})")]
+    NotALightcurveTable { missing: String, columns: String },
+    #[error("{reason}")]
+    BadRow { reason: String },
+}
+
+pub type Result<T> = std::result::Result<T, DecodeError>;
+
+/// Something that was not decoded, with where it came from (`file`, `file#record 3`,
+/// `archive.tar.gz:member.avro`, `table.csv:line 12`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    pub source: String,
+    pub error: DecodeError,
+}
+
+/// The alerts and rejects of one input.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub alerts: Vec<Alert>,
+    pub rejects: Vec<Reject>,
+}
+
+impl Decoded {
+    fn reject(&mut self, source: impl Into<String>, error: DecodeError) {
+        self.rejects.push(Reject {
+            source: source.into(),
+            error,
+        });
+    }
+}
+
+/// A writer schema for Confluent-framed datums: the alert schema and the named schemas it uses.
+#[derive(Debug)]
+pub struct AvroSchema {
+    main: Schema,
+    named: Vec<Schema>,
+}
+
+impl AvroSchema {
+    /// Parses schema texts; with several (LSST and ZTF split their schemas into one `.avsc` per
+    /// record), the one named `alert` is the writer schema and the others resolve its references.
+    pub fn parse(texts: &[String]) -> Result<AvroSchema> {
+        let err = |e: apache_avro::Error| DecodeError::Avro {
+            detail: format!("schema: {e}"),
+        };
+        if texts.len() == 1 {
+            let main = Schema::parse_str(&texts[0]).map_err(err)?;
+            return Ok(AvroSchema {
+                main,
+                named: Vec::new(),
+            });
+        }
+        let mut named = Schema::parse_list(texts).map_err(err)?;
+        let at = named
+            .iter()
+            .position(|s| s.name().is_some_and(|n| n.name() == "alert"))
+            .ok_or(DecodeError::Avro {
+                detail: "schema: no record named `alert` among the schema files".into(),
+            })?;
+        // References resolve in list order: the alert record, which uses the others, goes last.
+        let main = named.remove(at);
+        named.push(main.clone());
+        Ok(AvroSchema { main, named })
+    }
+
+    fn read(&self, datum: &[u8]) -> Result<Value> {
+        let err = |e: apache_avro::Error| DecodeError::Avro {
+            detail: e.to_string(),
+        };
+        let builder = GenericDatumReader::builder(&self.main);
+        let reader = if self.named.is_empty() {
+            builder.build()
+        } else {
+            builder
+                .writer_schemata(self.named.iter().collect())
+                .map_err(err)?
+                .build()
+        }
+        .map_err(err)?;
+        let mut cursor = datum;
+        let value = reader.read_value(&mut cursor).map_err(err)?;
+        if !cursor.is_empty() {
+            return Err(DecodeError::Avro {
+                detail: format!("{} bytes left after the datum: wrong schema?", cursor.len()),
+            });
+        }
+        Ok(value)
+    }
+}
+
+/// Options for decoding.
+#[derive(Debug, Default, Clone)]
+pub struct DecodeOptions {
+    /// Writer schema for Confluent-framed datums (Rubin's Kafka stream).
+    pub confluent_schema: Option<Arc<AvroSchema>>,
+}
+
+/// Decodes one ZTF or LSST alert record, whatever container it came from.
+pub fn decode_record(record: &Value) -> Result<Alert> {
+    if value::field(record, "candidate").is_some() {
+        ztf::decode(record)
+    } else if value::field(record, "diaSource").is_some() {
+        lsst::decode(record)
+    } else {
+        Err(DecodeError::UnknownRecord)
+    }
+}
+
+/// Decodes the bytes of one input named `name` (a file path, an archive member, a stream id).
+pub fn decode(name: &str, bytes: &[u8], opts: &DecodeOptions) -> Decoded {
+    let mut out = Decoded::default();
+    decode_into(name, bytes, opts, &mut out, 0);
+    out
+}
+
+const MAX_NESTING: usize = 4;
+
+fn decode_into(name: &str, bytes: &[u8], opts: &DecodeOptions, out: &mut Decoded, depth: usize) {
+    let reject = |out: &mut Decoded, error| out.reject(name, error);
+    if bytes.is_empty() {
+        return reject(out, DecodeError::Empty);
+    }
+    if depth > MAX_NESTING {
+        return reject(
+            out,
+            DecodeError::Archive {
+                detail: "archives nested too deep".into(),
+            },
+        );
+    }
+    if bytes.starts_with(b"Obj\x01") {
+        avro_container(name, bytes, out);
+    } else if bytes.starts_with(b"PAR1") {
+        parquet_file(name, bytes, out);
+    } else if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut inner = Vec::new();
+        match flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut inner) {
+            Ok(_) => {
+                let inner_name = name.strip_suffix(".gz").unwrap_or(name);
+                decode_into(inner_name, &inner, opts, out, depth + 1);
+            }
+            Err(e) => reject(
+                out,
+                DecodeError::Archive {
+                    detail: format!("gzip: {e}"),
+                },
+            ),
+        }
+    } else if is_tar(bytes) {
+        tar_archive(name, bytes, opts, out, depth);
+    } else if bytes[0] == 0 && bytes.len() > 5 {
+        confluent(name, bytes, opts, out);
+    } else if bytes.starts_with(b"PK\x03\x04") {
+        reject(
+            out,
+            DecodeError::UnknownFormat {
+                detail: "a zip archive; Asterism reads tar, tar.gz, gzip and plain files".into(),
+            },
+        );
+    } else if looks_like_csv(name, bytes) {
+        csv_table(name, bytes, out);
+    } else {
+        reject(
+            out,
+            DecodeError::UnknownFormat {
+                detail: "not Avro, Parquet, tar, gzip, a Confluent-framed datum or a CSV table"
+                    .into(),
+            },
+        );
+    }
+}
+
+fn is_tar(bytes: &[u8]) -> bool {
+    bytes.len() >= 262 && &bytes[257..262] == b"ustar"
+}
+
+fn looks_like_csv(name: &str, bytes: &[u8]) -> bool {
+    let lower = name.to_ascii_lowercase();
+    if lower.ends_with(".csv") || lower.ends_with(".csv.gz") {
+        return true;
+    }
+    let head = &bytes[..bytes.len().min(4096)];
+    std::str::from_utf8(head).is_ok_and(|s| s.lines().next().is_some_and(|l| l.contains(',')))
+        && !lower.ends_with(".json")
+}
+
+fn avro_container(name: &str, bytes: &[u8], out: &mut Decoded) {
+    let reader = match Reader::new(bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            out.reject(
+                name,
+                DecodeError::Avro {
+                    detail: e.to_string(),
+                },
+            );
+            return;
+        }
+    };
+    for (i, record) in reader.enumerate() {
+        let source = || format!("{name}#record {i}");
+        match record {
+            Ok(v) => match decode_record(&v) {
+                Ok(alert) => out.alerts.push(alert),
+                Err(error) => out.reject(source(), error),
+            },
+            Err(e) => {
+                // A corrupt block cannot be resynchronised: the rest of the file is lost.
+                out.reject(
+                    source(),
+                    DecodeError::Avro {
+                        detail: e.to_string(),
+                    },
+                );
+                break;
+            }
+        }
+    }
+}
+
+fn confluent(name: &str, bytes: &[u8], opts: &DecodeOptions, out: &mut Decoded) {
+    let schema_id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    let result = match &opts.confluent_schema {
+        None => Err(DecodeError::NeedsSchema { schema_id }),
+        Some(schema) => schema.read(&bytes[5..]).and_then(|v| decode_record(&v)),
+    };
+    match result {
+        Ok(alert) => out.alerts.push(alert),
+        Err(error) => out.reject(name, error),
+    }
+}
+
+fn tar_archive(name: &str, bytes: &[u8], opts: &DecodeOptions, out: &mut Decoded, depth: usize) {
+    let mut archive = tar::Archive::new(bytes);
+    let entries = match archive.entries() {
+        Ok(e) => e,
+        Err(e) => {
+            out.reject(
+                name,
+                DecodeError::Archive {
+                    detail: e.to_string(),
+                },
+            );
+            return;
+        }
+    };
+    for entry in entries {
+        let result = entry.and_then(|mut e| {
+            let path = e.path()?.to_string_lossy().into_owned();
+            let is_file = e.header().entry_type().is_file();
+            let mut data = Vec::new();
+            if is_file {
+                e.read_to_end(&mut data)?;
+            }
+            Ok((path, is_file, data))
+        });
+        match result {
+            Ok((path, true, data)) => {
+                let member = format!("{name}:{path}");
+                let base = path.rsplit('/').next().unwrap_or(&path);
+                // macOS tar writes `._name` resource forks beside each member.
+                if !base.starts_with("._") {
+                    decode_into(&member, &data, opts, out, depth + 1);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                out.reject(
+                    name,
+                    DecodeError::Archive {
+                        detail: format!("truncated or corrupt tar: {e}"),
+                    },
+                );
+                break;
+            }
+        }
+    }
+}
+
+/// Columns never needed for decoding; skipping them makes Parquet alerts much cheaper to read.
+fn unneeded_column(name: &str) -> bool {
+    name.starts_with("cutout") || name.starts_with("lc_features")
+}
+
+fn parquet_file(name: &str, bytes: &[u8], out: &mut Decoded) {
+    let perr = |e: &dyn std::fmt::Display| DecodeError::Parquet {
+        detail: e.to_string(),
+    };
+    let builder =
+        match ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(bytes)) {
+            Ok(b) => b,
+            Err(e) => {
+                out.reject(name, perr(&e));
+                return;
+            }
+        };
+    let columns: Vec<String> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let is_alerts = columns.iter().any(|c| c == "candidate" || c == "diaSource");
+    let keep: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !unneeded_column(c))
+        .map(|(i, _)| i)
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), keep);
+    let reader = match builder.with_projection(mask).build() {
+        Ok(r) => r,
+        Err(e) => {
+            out.reject(name, perr(&e));
+            return;
+        }
+    };
+    let layout = if is_alerts {
+        None
+    } else {
+        let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
+        match table::layout(&cols) {
+            Ok(l) => Some(l),
+            Err(error) => {
+                out.reject(name, error);
+                return;
+            }
+        }
+    };
+    let mut rows = Vec::new();
+    let mut row_index = 0usize;
+    for batch in reader {
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                out.reject(format!("{name}#row {row_index}"), perr(&e));
+                break;
+            }
+        };
+        for r in 0..batch.num_rows() {
+            let record = value::arrow_row(&batch, r, &|_| false);
+            if is_alerts {
+                match decode_record(&record) {
+                    Ok(alert) => out.alerts.push(alert),
+                    Err(error) => out.reject(format!("{name}#row {row_index}"), error),
+                }
+            } else {
+                rows.push((format!("{name}#row {row_index}"), record));
+            }
+            row_index += 1;
+        }
+    }
+    if let Some(layout) = layout {
+        table::decode_rows(
+            rows.into_iter(),
+            layout,
+            &default_object_id(name),
+            &mut out.alerts,
+            &mut out.rejects,
+        );
+    }
+}
+
+fn csv_table(name: &str, bytes: &[u8], out: &mut Decoded) {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_reader(bytes);
+    let header = match reader.headers() {
+        Ok(h) => h.clone(),
+        Err(e) => {
+            out.reject(
+                name,
+                DecodeError::Csv {
+                    detail: e.to_string(),
+                },
+            );
+            return;
+        }
+    };
+    let cols: Vec<&str> = header.iter().collect();
+    let layout = match table::layout(&cols) {
+        Ok(l) => l,
+        Err(error) => {
+            out.reject(name, error);
+            return;
+        }
+    };
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let line = i + 2;
+        match record {
+            Ok(r) => {
+                let fields = header
+                    .iter()
+                    .zip(r.iter())
+                    .map(|(h, cell)| {
+                        let v = if cell.is_empty() {
+                            Value::Null
+                        } else {
+                            Value::String(cell.to_string())
+                        };
+                        (h.to_string(), v)
+                    })
+                    .collect();
+                rows.push((format!("{name}:line {line}"), Value::Record(fields)));
+            }
+            Err(e) => out.reject(
+                format!("{name}:line {line}"),
+                DecodeError::Csv {
+                    detail: e.to_string(),
+                },
+            ),
+        }
+    }
+    table::decode_rows(
+        rows.into_iter(),
+        layout,
+        &default_object_id(name),
+        &mut out.alerts,
+        &mut out.rejects,
+    );
+}
+
+/// The object id of a one-object-per-file table: the file's stem. A stem of fewer than four
+/// characters (`1.csv`) names no object, so the parent folder's name is put before it
+/// (`light-curve-3/1`), which keeps such files apart.
+pub fn default_object_id(name: &str) -> String {
+    let path = name.rsplit(':').next().unwrap_or(name);
+    let mut parts = path.rsplit('/');
+    let file = parts.next().unwrap_or(path);
+    let stem = file
+        .split_once('.')
+        .map_or(file, |(stem, _)| stem)
+        .to_string();
+    match parts.next() {
+        Some(parent) if stem.len() < 4 && !parent.is_empty() => format!("{parent}/{stem}"),
+        _ => stem,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_ids_come_from_file_names() {
+        assert_eq!(
+            default_object_id("data/lc/ZTF18aaa.csv"),
+            "ZTF18aaa".to_string()
+        );
+        assert_eq!(
+            default_object_id("x/light-curve-3/1.csv"),
+            "light-curve-3/1"
+        );
+        assert_eq!(default_object_id("a.tar.gz:dir/1013184.csv"), "1013184");
+    }
+
+    #[test]
+    fn garbage_is_rejected_with_a_reason() {
+        let d = decode("x.bin", b"\x7fELF....", &DecodeOptions::default());
+        assert!(d.alerts.is_empty());
+        assert!(matches!(
+            d.rejects[0].error,
+            DecodeError::UnknownFormat { .. }
+        ));
+        let d = decode("x.avro", b"", &DecodeOptions::default());
+        assert_eq!(d.rejects[0].error, DecodeError::Empty);
+        let d = decode("x.avro", b"\0\0\0\0\x07abc", &DecodeOptions::default());
+        assert_eq!(
+            d.rejects[0].error,
+            DecodeError::NeedsSchema { schema_id: 7 }
+        );
+    }
+
+    #[test]
+    fn csv_rows_with_bad_values_are_rejected_alone() {
+        let csv =
+            b"time,mag,magerr,band\n1.0,18.0,0.1,g\n2.0,NaN,0.1,g\n3.0,,0.1,r\n4.0,17.5,0.2,r\n";
+        let d = decode("dir/ZTF00test.csv", csv, &DecodeOptions::default());
+        assert_eq!(d.alerts.len(), 1);
+        assert_eq!(d.alerts[0].object_id, "ZTF00test");
+        assert_eq!(d.alerts[0].detections.len(), 2);
+        assert_eq!(d.rejects.len(), 2);
+        assert_eq!(d.rejects[0].source, "dir/ZTF00test.csv:line 3");
+    }
+}

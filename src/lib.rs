@@ -1,0 +1,21 @@
+//! Asterism: a similarity graph over the alert streams of time-domain sky surveys.
+//!
+//! Alerts (ZTF and Rubin/LSST Avro packets, Fink Parquet, lightcurve tables) are decoded into a
+//! survey-neutral [`model::Alert`] by the pure [`alert`] decoders, merged into one de-duplicated
+//! lightcurve per object and stored durably in RocksDB by [`store`], behind the [`engine`]
+//! facade that the CLI (and later the gRPC server) call. See ARCHITECTURE.md for the map.
+//!
+//! Layers, imports pointing down: `model` <- `alert` <- `source` ; `model` <- `store` <-
+//! `engine` <- `cli`.
+
+#![forbid(unsafe_code)]
+
+pub mod alert;
+pub mod engine;
+pub mod model;
+pub mod source;
+pub mod store;
+
+pub use alert::{decode, DecodeOptions, Decoded};
+pub use engine::{Engine, EngineConfig, EngineError, IngestReport};
+pub use model::{Alert, Band, Detection, ObjectRecord, Survey, Unit};

@@ -1,0 +1,485 @@
+//! Plain data shared by every layer: surveys, bands, detections, alerts and lightcurves.
+//!
+//! Nothing here does I/O or knows a file format. Decoders in [`crate::alert`] produce
+//! [`Alert`]s; the store merges them into [`ObjectRecord`]s. This module imports nothing
+//! from the crate.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Offset between Julian Date and Modified Julian Date.
+pub const JD_TO_MJD: f64 = 2_400_000.5;
+
+/// Two measurements of the same object in the same band closer in time than this (in days,
+/// ~0.86 s) are the same measurement. No survey we read takes two exposures of one field in one
+/// band within a second, while the same detection re-serialised by another format (a CSV of an
+/// alert's history, a float32 round trip) differs by far less.
+pub const SAME_EPOCH_TOLERANCE_DAYS: f64 = 1e-5;
+
+/// The survey that observed an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Survey {
+    /// Zwicky Transient Facility (bands g, r, i; difference magnitudes).
+    Ztf,
+    /// Vera C. Rubin Observatory LSST (bands u, g, r, i, z, y; fluxes in nJy).
+    Lsst,
+    /// A lightcurve table from a data release or catalogue (SDSS Stripe 82, ...).
+    External,
+}
+
+impl Survey {
+    pub const ALL: [Survey; 3] = [Survey::Ztf, Survey::Lsst, Survey::External];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Survey::Ztf => "ztf",
+            Survey::Lsst => "lsst",
+            Survey::External => "external",
+        }
+    }
+
+    /// One byte used in storage keys.
+    pub fn code(self) -> u8 {
+        match self {
+            Survey::Ztf => 1,
+            Survey::Lsst => 2,
+            Survey::External => 3,
+        }
+    }
+}
+
+impl fmt::Display for Survey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A photometric band. ZTF's `fid` 1/2/3 and filter names `zg`/`zr`/`zi` map to `g`/`r`/`i`;
+/// LSST's `band` strings map to `u`..`y`; anything else (Johnson `V`, ...) is kept by name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", from = "String")]
+pub enum Band {
+    U,
+    G,
+    R,
+    I,
+    Z,
+    Y,
+    Other(String),
+}
+
+impl Band {
+    /// Parses a band name as surveys and lightcurve tables write it. `R` is read as `r`: the
+    /// ZTF tables of ../shared/data write ZTF's r band that way.
+    pub fn parse(name: &str) -> Band {
+        match name.trim() {
+            "u" | "U" => Band::U,
+            "g" | "zg" | "ztfg" | "ZTF_g" => Band::G,
+            "r" | "R" | "zr" | "ztfr" | "ZTF_r" => Band::R,
+            "i" | "zi" | "ztfi" | "ZTF_i" => Band::I,
+            "z" => Band::Z,
+            "y" | "Y" => Band::Y,
+            other => Band::Other(other.to_string()),
+        }
+    }
+
+    /// ZTF filter id (`fid`): 1 = g, 2 = r, 3 = i.
+    pub fn from_ztf_fid(fid: i64) -> Option<Band> {
+        match fid {
+            1 => Some(Band::G),
+            2 => Some(Band::R),
+            3 => Some(Band::I),
+            _ => None,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Band::U => "u",
+            Band::G => "g",
+            Band::R => "r",
+            Band::I => "i",
+            Band::Z => "z",
+            Band::Y => "y",
+            Band::Other(s) => s,
+        }
+    }
+}
+
+impl From<Band> for String {
+    fn from(b: Band) -> String {
+        b.name().to_string()
+    }
+}
+
+impl From<String> for Band {
+    fn from(s: String) -> Band {
+        Band::parse(&s)
+    }
+}
+
+impl fmt::Display for Band {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a measurement's `value` and `error` are. Each survey's own quantity is kept; the
+/// embedding layer brings them to one scale (see ARCHITECTURE.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    /// ZTF difference-image PSF magnitude (`magpsf`) of |science - reference|; `positive` is
+    /// `isdiffpos` (the source got brighter than the reference).
+    DiffMag { positive: bool },
+    /// An apparent magnitude from a lightcurve table.
+    Mag,
+    /// Rubin difference-image PSF flux, nJy (sign kept).
+    FluxNjy,
+    /// ZTF forced-photometry difference flux, in data numbers at the image's zero point.
+    FluxDn,
+    /// A flux from a lightcurve table, in the table's own unit.
+    Flux,
+}
+
+/// One measurement of an object at one epoch in one band.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub mjd: f64,
+    pub band: Band,
+    pub value: f64,
+    pub error: f64,
+    pub unit: Unit,
+    /// The survey's id for this measurement (ZTF `candid`, LSST `diaSourceId`), if any.
+    pub source_id: Option<i64>,
+    pub ra: Option<f64>,
+    pub dec: Option<f64>,
+}
+
+/// A non-detection: the object was fainter than `limit_mag` at `mjd` in `band`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UpperLimit {
+    pub mjd: f64,
+    pub band: Band,
+    pub limit_mag: f64,
+}
+
+/// A broker annotation value (a cross-match name, a classifier score, a flag).
+#[derive(Clone, Debug, PartialEq, PartialOrd, Serialize, Deserialize)]
+pub enum AnnotationValue {
+    Bool(bool),
+    Number(f64),
+    Text(String),
+}
+
+/// An annotation as stored on an object: the value and the MJD of the alert that carried it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Annotation {
+    pub value: AnnotationValue,
+    pub mjd: f64,
+}
+
+/// One decoded alert packet (or one object's rows of a lightcurve table), survey-neutral.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alert {
+    pub object_id: String,
+    /// ZTF `candid` / LSST `diaSourceId` of the triggering detection; `None` for tables.
+    pub alert_id: Option<i64>,
+    pub survey: Survey,
+    /// Time of the alert (its triggering detection), MJD; dates the annotations.
+    pub mjd: f64,
+    pub ra: Option<f64>,
+    pub dec: Option<f64>,
+    /// Detections: the triggering one and the history the packet carries.
+    pub detections: Vec<Detection>,
+    /// Forced photometry (LSST `prvDiaForcedSources`, ZTF 4.x `fp_hists`).
+    pub forced: Vec<Detection>,
+    pub upper_limits: Vec<UpperLimit>,
+    /// Broker columns (Fink cross-matches, classifier scores, ...), flattened `a.b` names.
+    pub annotations: BTreeMap<String, AnnotationValue>,
+}
+
+/// Per-object metadata derived from its lightcurve.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ObjectMeta {
+    pub first_mjd: Option<f64>,
+    pub last_mjd: Option<f64>,
+    pub n_per_band: BTreeMap<String, u32>,
+    pub ra: Option<f64>,
+    pub dec: Option<f64>,
+}
+
+/// Everything stored about one object: its merged, de-duplicated lightcurve and annotations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    pub object_id: String,
+    pub survey: Survey,
+    /// Sorted by (mjd, band); one entry per distinct measurement.
+    pub detections: Vec<Detection>,
+    pub forced: Vec<Detection>,
+    pub upper_limits: Vec<UpperLimit>,
+    pub annotations: BTreeMap<String, Annotation>,
+    pub meta: ObjectMeta,
+}
+
+/// What merging an alert into a record changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MergeOutcome {
+    pub detections_added: u64,
+    pub forced_added: u64,
+    pub upper_limits_added: u64,
+    pub annotations_changed: u64,
+}
+
+impl MergeOutcome {
+    pub fn changed(&self) -> bool {
+        self.detections_added
+            + self.forced_added
+            + self.upper_limits_added
+            + self.annotations_changed
+            > 0
+    }
+}
+
+impl ObjectRecord {
+    pub fn new(object_id: String, survey: Survey) -> ObjectRecord {
+        ObjectRecord {
+            object_id,
+            survey,
+            detections: Vec::new(),
+            forced: Vec::new(),
+            upper_limits: Vec::new(),
+            annotations: BTreeMap::new(),
+            meta: ObjectMeta::default(),
+        }
+    }
+
+    /// Merges an alert. The result depends only on the set of measurements and annotations
+    /// merged so far, not on their order, so replays and out-of-order packets converge.
+    pub fn merge(&mut self, alert: &Alert) -> MergeOutcome {
+        let mut out = MergeOutcome::default();
+        for d in &alert.detections {
+            out.detections_added += u64::from(merge_epoch(&mut self.detections, d, preferred));
+        }
+        for d in &alert.forced {
+            out.forced_added += u64::from(merge_epoch(&mut self.forced, d, preferred));
+        }
+        for l in &alert.upper_limits {
+            out.upper_limits_added +=
+                u64::from(merge_epoch(&mut self.upper_limits, l, |new, old| {
+                    new.limit_mag > old.limit_mag
+                }));
+        }
+        for (name, value) in &alert.annotations {
+            let candidate = Annotation {
+                value: value.clone(),
+                mjd: alert.mjd,
+            };
+            let replace = match self.annotations.get(name) {
+                None => true,
+                Some(old) => newer_annotation(&candidate, old),
+            };
+            if replace {
+                self.annotations.insert(name.clone(), candidate);
+                out.annotations_changed += 1;
+            }
+        }
+        if out.changed() {
+            self.refresh_meta();
+        }
+        out
+    }
+
+    /// Recomputes [`ObjectMeta`] from the lightcurve.
+    pub fn refresh_meta(&mut self) {
+        let mut meta = ObjectMeta {
+            first_mjd: self.detections.first().map(|d| d.mjd),
+            last_mjd: self.detections.last().map(|d| d.mjd),
+            ..ObjectMeta::default()
+        };
+        let (mut sra, mut sdec, mut n) = (0.0, 0.0, 0u32);
+        for d in &self.detections {
+            *meta
+                .n_per_band
+                .entry(d.band.name().to_string())
+                .or_default() += 1;
+            if let (Some(ra), Some(dec)) = (d.ra, d.dec) {
+                sra += ra;
+                sdec += dec;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            meta.ra = Some(sra / f64::from(n));
+            meta.dec = Some(sdec / f64::from(n));
+        }
+        self.meta = meta;
+    }
+}
+
+/// An annotation replaces another when its alert is later; at equal dates the larger value
+/// wins, so the outcome does not depend on arrival order.
+fn newer_annotation(candidate: &Annotation, old: &Annotation) -> bool {
+    match candidate.mjd.total_cmp(&old.mjd) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => {
+            candidate.value != old.value
+                && candidate.value.partial_cmp(&old.value) == Some(std::cmp::Ordering::Greater)
+        }
+    }
+}
+
+fn same_epoch(a: f64, b: f64) -> bool {
+    (a - b).abs() < SAME_EPOCH_TOLERANCE_DAYS
+}
+
+/// Which of two copies of one measurement to keep: the one the survey gave an id, then the one
+/// with the smaller error, then the smaller value; a total order, so the choice is stable.
+fn preferred(new: &Detection, old: &Detection) -> bool {
+    let key = |d: &Detection| (d.source_id.is_none(), d.error, d.value);
+    let (a, b) = (key(new), key(old));
+    (a.0, a.1, a.2)
+        .partial_cmp(&(b.0, b.1, b.2))
+        .is_some_and(|o| o == std::cmp::Ordering::Less)
+}
+
+/// A measurement at one epoch in one band, as kept in an object's sorted lists.
+trait Epoch: Clone {
+    fn mjd(&self) -> f64;
+    fn band(&self) -> &Band;
+}
+
+impl Epoch for Detection {
+    fn mjd(&self) -> f64 {
+        self.mjd
+    }
+    fn band(&self) -> &Band {
+        &self.band
+    }
+}
+
+impl Epoch for UpperLimit {
+    fn mjd(&self) -> f64 {
+        self.mjd
+    }
+    fn band(&self) -> &Band {
+        &self.band
+    }
+}
+
+/// Inserts `item` into the sorted `list` unless the same band and epoch is there, in which case
+/// `prefer(new, old)` decides which copy stays; returns whether an entry was added.
+fn merge_epoch<T: Epoch>(list: &mut Vec<T>, item: &T, prefer: impl Fn(&T, &T) -> bool) -> bool {
+    let t = item.mjd();
+    let mut i = list.partition_point(|x| x.mjd() < t - SAME_EPOCH_TOLERANCE_DAYS);
+    while i < list.len() && list[i].mjd() <= t + SAME_EPOCH_TOLERANCE_DAYS {
+        if list[i].band() == item.band() && same_epoch(list[i].mjd(), t) {
+            if prefer(item, &list[i]) {
+                list[i] = item.clone();
+            }
+            return false;
+        }
+        i += 1;
+    }
+    let at = list.partition_point(|x| (x.mjd(), x.band()) < (t, item.band()));
+    list.insert(at, item.clone());
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(mjd: f64, band: Band, value: f64, id: Option<i64>) -> Detection {
+        Detection {
+            mjd,
+            band,
+            value,
+            error: 0.1,
+            unit: Unit::Mag,
+            source_id: id,
+            ra: None,
+            dec: None,
+        }
+    }
+
+    fn alert(mjd: f64, dets: Vec<Detection>) -> Alert {
+        Alert {
+            object_id: "X".into(),
+            alert_id: None,
+            survey: Survey::Ztf,
+            mjd,
+            ra: None,
+            dec: None,
+            detections: dets,
+            forced: vec![],
+            upper_limits: vec![],
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn merge_is_order_independent_and_deduplicates() {
+        let a = alert(
+            2.0,
+            vec![
+                det(1.0, Band::G, 18.0, Some(1)),
+                det(2.0, Band::R, 17.0, Some(2)),
+            ],
+        );
+        let b = alert(
+            3.0,
+            vec![
+                det(2.0 + 1e-9, Band::R, 17.0, None),
+                det(2.0, Band::G, 19.0, Some(3)),
+                det(3.0, Band::R, 16.5, Some(4)),
+            ],
+        );
+        let mut x = ObjectRecord::new("X".into(), Survey::Ztf);
+        x.merge(&a);
+        let out = x.merge(&b);
+        assert_eq!(out.detections_added, 2);
+        let mut y = ObjectRecord::new("X".into(), Survey::Ztf);
+        y.merge(&b);
+        y.merge(&a);
+        assert_eq!(x, y);
+        assert_eq!(x.detections.len(), 4);
+        assert_eq!(
+            x.detections[2].source_id,
+            Some(2),
+            "the copy with an id is kept"
+        );
+        assert_eq!(x.meta.n_per_band.get("r"), Some(&2));
+        assert!(!x.merge(&a).changed(), "replaying an alert changes nothing");
+    }
+
+    #[test]
+    fn later_annotation_wins_whatever_the_arrival_order() {
+        let mut early = alert(1.0, vec![]);
+        early
+            .annotations
+            .insert("cdsxmatch".into(), AnnotationValue::Text("Unknown".into()));
+        let mut late = alert(5.0, vec![]);
+        late.annotations
+            .insert("cdsxmatch".into(), AnnotationValue::Text("RRLyr".into()));
+        let mut x = ObjectRecord::new("X".into(), Survey::Ztf);
+        x.merge(&late);
+        assert!(!x.merge(&early).changed());
+        assert_eq!(
+            x.annotations["cdsxmatch"].value,
+            AnnotationValue::Text("RRLyr".into())
+        );
+    }
+
+    #[test]
+    fn band_names_normalise() {
+        assert_eq!(Band::parse("zg"), Band::G);
+        assert_eq!(Band::parse("R"), Band::R);
+        assert_eq!(Band::from_ztf_fid(3), Some(Band::I));
+        assert_eq!(Band::parse("V"), Band::Other("V".into()));
+    }
+}

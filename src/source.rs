@@ -1,0 +1,107 @@
+//! Input from the file system: expands paths into files and decodes each with [`crate::alert`].
+//!
+//! The only part of ingest that touches files, kept apart so the decoders stay pure. Imports
+//! `alert`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::alert::{self, AvroSchema, DecodeError, DecodeOptions, Decoded, Reject};
+
+/// An input path that could not be listed, with the reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreadable {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// Expands files and directories (recursively, in name order, hidden entries skipped) into
+/// the files to read. Paths that cannot be read are returned apart, never dropped silently.
+pub fn expand(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Unreadable>) {
+    let mut files = Vec::new();
+    let mut bad = Vec::new();
+    for p in paths {
+        walk(p, &mut files, &mut bad);
+    }
+    (files, bad)
+}
+
+fn walk(path: &Path, files: &mut Vec<PathBuf>, bad: &mut Vec<Unreadable>) {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            bad.push(Unreadable {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            });
+            return;
+        }
+    };
+    if meta.is_file() {
+        files.push(path.to_path_buf());
+        return;
+    }
+    let entries = match fs::read_dir(path) {
+        Ok(rd) => rd,
+        Err(e) => {
+            bad.push(Unreadable {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            });
+            return;
+        }
+    };
+    let mut children: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            !p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'))
+        })
+        .collect();
+    children.sort();
+    for child in children {
+        walk(&child, files, bad);
+    }
+}
+
+/// Reads and decodes one file; a read error becomes a reject of that file.
+pub fn decode_file(path: &Path, opts: &DecodeOptions) -> Decoded {
+    let name = path.to_string_lossy();
+    match fs::read(path) {
+        Ok(bytes) => alert::decode(&name, &bytes, opts),
+        Err(e) => Decoded {
+            alerts: Vec::new(),
+            rejects: vec![Reject {
+                source: name.into_owned(),
+                error: DecodeError::Archive {
+                    detail: format!("cannot read: {e}"),
+                },
+            }],
+        },
+    }
+}
+
+/// Loads a writer schema for Confluent-framed datums: one `.avsc` file, or a directory whose
+/// `.avsc` files together define the alert record (as LSST ships them).
+pub fn load_schema(path: &Path) -> Result<AvroSchema, String> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut v: Vec<PathBuf> = fs::read_dir(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "avsc"))
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    if files.is_empty() {
+        return Err(format!("{}: no .avsc files", path.display()));
+    }
+    let texts = files
+        .iter()
+        .map(|f| fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display())))
+        .collect::<Result<Vec<_>, _>>()?;
+    AvroSchema::parse(&texts).map_err(|e| format!("{}: {e}", path.display()))
+}

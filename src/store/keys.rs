@@ -1,0 +1,58 @@
+//! Key encoding: the only place that lays out key bytes.
+//!
+//! Integers are big-endian and fixed-width, signed ones with the sign bit flipped, so that the
+//! byte order of keys is their logical order (RocksDB iterates in byte order).
+
+use crate::model::Survey;
+
+/// Encodes an `i64` so that byte order equals numeric order.
+pub fn i64_key(v: i64) -> [u8; 8] {
+    ((v as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+pub fn i64_from_key(bytes: &[u8]) -> Option<i64> {
+    let arr: [u8; 8] = bytes.try_into().ok()?;
+    Some((u64::from_be_bytes(arr) ^ (1 << 63)) as i64)
+}
+
+/// Key of an alert in the `alerts` column family: survey code, then the alert id.
+pub fn alert_key(survey: Survey, alert_id: i64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = survey.code();
+    key[1..].copy_from_slice(&i64_key(alert_id));
+    key
+}
+
+/// Key of an object in the `objects` column family: its id, as UTF-8.
+pub fn object_key(object_id: &str) -> &[u8] {
+    object_id.as_bytes()
+}
+
+/// Key of a survey's counters in the `meta` column family.
+pub fn counts_key(survey: Survey) -> Vec<u8> {
+    format!("counts/{}", survey.as_str()).into_bytes()
+}
+
+pub const FORMAT_VERSION_KEY: &[u8] = b"format_version";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn i64_keys_round_trip_and_sort_like_numbers() {
+        let values = [i64::MIN, -5, -1, 0, 1, 7, 1 << 40, i64::MAX];
+        for w in values.windows(2) {
+            assert!(i64_key(w[0]) < i64_key(w[1]), "{} < {}", w[0], w[1]);
+        }
+        for v in values {
+            assert_eq!(i64_from_key(&i64_key(v)), Some(v));
+        }
+    }
+
+    #[test]
+    fn alert_keys_group_by_survey() {
+        assert!(alert_key(Survey::Ztf, i64::MAX) < alert_key(Survey::Lsst, i64::MIN));
+        assert_eq!(&alert_key(Survey::Lsst, 3)[1..], &i64_key(3));
+    }
+}

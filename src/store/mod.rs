@@ -1,0 +1,280 @@
+//! Durable state in RocksDB: the only module that names `rocksdb`.
+//!
+//! Column families (names in [`cf`]):
+//! - `objects`: object id -> [`ObjectRecord`] (merged lightcurve, annotations, metadata);
+//! - `alerts`: (survey, alert id) -> object id, one entry per distinct alert packet ingested;
+//! - `meta`: per-survey [`Counts`] and the store's format version.
+//!
+//! Every change of an ingest batch is one [`WriteBatch`] written with the WAL (and fsync unless
+//! configured otherwise), so a batch is either wholly in the store or not at all. Values are
+//! bincode-encoded serde structs. Imports [`crate::model`] only.
+
+pub mod keys;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::model::{ObjectRecord, Survey};
+
+/// Column-family names.
+pub mod cf {
+    pub const OBJECTS: &str = "objects";
+    pub const ALERTS: &str = "alerts";
+    pub const META: &str = "meta";
+    pub const ALL: [&str; 3] = [OBJECTS, ALERTS, META];
+}
+
+/// Version of the on-disk layout; bumped when a value's encoding changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum StoreError {
+    #[error("cannot open the database at {path}: {detail}")]
+    Open { path: PathBuf, detail: String },
+    #[error("the database at {path} has format version {found}; this build reads {expected}")]
+    FormatVersion {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    #[error("RocksDB: {detail}")]
+    Rocks { detail: String },
+    #[error("corrupt value under key {key:?} in `{cf}`: {detail}")]
+    Corrupt {
+        cf: &'static str,
+        key: String,
+        detail: String,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> Self {
+        StoreError::Rocks {
+            detail: e.into_string(),
+        }
+    }
+}
+
+/// Store settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// fsync the WAL on every batch: survives power loss, not only a killed process.
+    pub sync_writes: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { sync_writes: true }
+    }
+}
+
+/// Running totals for one survey.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub objects: u64,
+    pub alerts: u64,
+    pub detections: u64,
+}
+
+/// Everything one ingest batch changes, written atomically.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub objects: Vec<ObjectRecord>,
+    /// New alerts: (survey, alert id, object id).
+    pub alerts: Vec<(Survey, i64, String)>,
+    /// New totals for the surveys the batch touched.
+    pub counts: BTreeMap<Survey, Counts>,
+}
+
+/// One stored key and value, with its column family.
+pub type RawEntry = (&'static str, Vec<u8>, Vec<u8>);
+
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+    config: StoreConfig,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Encoding plain structs into a Vec cannot fail.
+    bincode::serde::encode_to_vec(v, bincode::config::standard()).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(cf: &'static str, key: &[u8], bytes: &[u8]) -> Result<T> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|e| StoreError::Corrupt {
+            cf,
+            key: String::from_utf8_lossy(key).into_owned(),
+            detail: e.to_string(),
+        })
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path, config: StoreConfig) -> Result<Store> {
+        let open_err = |detail: String| StoreError::Open {
+            path: path.to_path_buf(),
+            detail,
+        };
+        if path.exists() && !path.is_dir() {
+            return Err(open_err("not a directory".into()));
+        }
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = cf::ALL.iter().map(|name| {
+            let mut o = Options::default();
+            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(*name, o)
+        });
+        let db =
+            DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| open_err(e.into_string()))?;
+        let store = Store {
+            db,
+            path: path.to_path_buf(),
+            config,
+        };
+        store.check_format()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn handle(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily> {
+        self.db.cf_handle(name).ok_or_else(|| StoreError::Rocks {
+            detail: format!("column family `{name}` is missing"),
+        })
+    }
+
+    fn check_format(&self) -> Result<()> {
+        let meta = self.handle(cf::META)?;
+        match self.db.get_cf(meta, keys::FORMAT_VERSION_KEY)? {
+            None => {
+                self.db
+                    .put_cf(meta, keys::FORMAT_VERSION_KEY, FORMAT_VERSION.to_be_bytes())?;
+                Ok(())
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_slice())
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(0);
+                if found == FORMAT_VERSION {
+                    Ok(())
+                } else {
+                    Err(StoreError::FormatVersion {
+                        path: self.path.clone(),
+                        found,
+                        expected: FORMAT_VERSION,
+                    })
+                }
+            }
+        }
+    }
+
+    pub fn get_object(&self, object_id: &str) -> Result<Option<ObjectRecord>> {
+        let handle = self.handle(cf::OBJECTS)?;
+        let key = keys::object_key(object_id);
+        self.db
+            .get_pinned_cf(handle, key)?
+            .map(|v| decode(cf::OBJECTS, key, &v))
+            .transpose()
+    }
+
+    /// Reads several objects in one call; `None` where an object is unknown.
+    pub fn get_objects(&self, ids: &[&str]) -> Result<Vec<Option<ObjectRecord>>> {
+        let handle = self.handle(cf::OBJECTS)?;
+        let values =
+            self.db
+                .batched_multi_get_cf(handle, ids.iter().map(|id| keys::object_key(id)), false);
+        ids.iter()
+            .zip(values)
+            .map(|(id, v)| match v? {
+                Some(bytes) => decode(cf::OBJECTS, keys::object_key(id), &bytes).map(Some),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
+    /// Which of the given alerts are already stored.
+    pub fn known_alerts(&self, alerts: &[(Survey, i64)]) -> Result<Vec<bool>> {
+        let handle = self.handle(cf::ALERTS)?;
+        let keys: Vec<[u8; 9]> = alerts
+            .iter()
+            .map(|(s, id)| keys::alert_key(*s, *id))
+            .collect();
+        self.db
+            .batched_multi_get_cf(handle, keys.iter(), false)
+            .into_iter()
+            .map(|v| Ok(v?.is_some()))
+            .collect()
+    }
+
+    /// Per-survey totals.
+    pub fn counts(&self) -> Result<BTreeMap<Survey, Counts>> {
+        let meta = self.handle(cf::META)?;
+        let mut out = BTreeMap::new();
+        for survey in Survey::ALL {
+            let key = keys::counts_key(survey);
+            if let Some(v) = self.db.get_pinned_cf(meta, &key)? {
+                out.insert(survey, decode(cf::META, &key, &v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a batch atomically.
+    pub fn write(&self, batch: &Batch) -> Result<()> {
+        let objects = self.handle(cf::OBJECTS)?;
+        let alerts = self.handle(cf::ALERTS)?;
+        let meta = self.handle(cf::META)?;
+        let mut wb = WriteBatch::default();
+        for o in &batch.objects {
+            wb.put_cf(objects, keys::object_key(&o.object_id), encode(o));
+        }
+        for (survey, id, object_id) in &batch.alerts {
+            wb.put_cf(alerts, keys::alert_key(*survey, *id), object_id.as_bytes());
+        }
+        for (survey, counts) in &batch.counts {
+            wb.put_cf(meta, keys::counts_key(*survey), encode(counts));
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.config.sync_writes);
+        self.db.write_opt(wb, &wo)?;
+        Ok(())
+    }
+
+    /// Calls `f` on every object, in id order, until it returns `false`.
+    pub fn for_each_object(&self, mut f: impl FnMut(ObjectRecord) -> bool) -> Result<()> {
+        let handle = self.handle(cf::OBJECTS)?;
+        for item in self.db.iterator_cf(handle, IteratorMode::Start) {
+            let (k, v) = item?;
+            if !f(decode(cf::OBJECTS, &k, &v)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every key and value of every column family, in order: for comparing two stores and for
+    /// backups. Loads everything into memory.
+    pub fn raw_entries(&self) -> Result<Vec<RawEntry>> {
+        let mut out = Vec::new();
+        for name in cf::ALL {
+            let handle = self.handle(name)?;
+            for item in self.db.iterator_cf(handle, IteratorMode::Start) {
+                let (k, v) = item?;
+                out.push((name, k.to_vec(), v.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+}

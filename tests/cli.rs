@@ -1,0 +1,199 @@
+//! The `asterism` binary: JSON output of ingest, object and stats; clear errors; and a process
+//! killed with SIGKILL mid-ingest that, run again, ends with the store of an uninterrupted run.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use asterism::engine::Engine;
+use common::{config, data};
+use serde_json::Value;
+
+fn asterism(args: &[&str]) -> (bool, Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_asterism"))
+        .args(args)
+        .output()
+        .expect("run asterism");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (
+        out.status.success(),
+        json,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn db_arg(dir: &Path) -> String {
+    dir.join("db").to_string_lossy().into_owned()
+}
+
+#[test]
+fn ingest_object_and_stats_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_arg(dir.path());
+    let ztf = data("ztf").to_string_lossy().into_owned();
+    let (ok, summary, err) = asterism(&["ingest", "--db", &db, &ztf, "--json"]);
+    assert!(ok, "{err}");
+    for key in [
+        "alerts_read",
+        "alerts_rejected",
+        "objects_new",
+        "objects_updated",
+        "detections_added",
+        "rejects",
+    ] {
+        assert!(summary.get(key).is_some(), "missing {key} in {summary}");
+    }
+    // 1 + 1 + 4 (+5 bad) + 1 (+1 bad) + 21 + 30 + 4 + 3 + 1 good alerts.
+    assert_eq!(summary["alerts_read"], 66);
+    let rejects = summary["rejects"].as_array().unwrap();
+    for bad in [
+        "516401801315010009",
+        "516434762915010006",
+        "516442330015015017",
+        "516442805615015004",
+        "516476004815015005",
+        "121540793515135009",
+    ] {
+        let r = rejects
+            .iter()
+            .find(|r| r["source"].as_str().unwrap().contains(bad))
+            .unwrap_or_else(|| panic!("{bad} not rejected: {rejects:?}"));
+        assert!(!r["reason"].as_str().unwrap().is_empty());
+    }
+
+    let (ok, obj, err) = asterism(&["object", "--db", &db, "ZTF18abxhyqv", "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(obj["object_id"], "ZTF18abxhyqv");
+    assert_eq!(obj["survey"], "ztf");
+    assert_eq!(obj["n_detections"], 7);
+    let dets = obj["detections"].as_array().unwrap();
+    assert_eq!(dets.len(), 7);
+    let named = dets
+        .iter()
+        .find(|d| d["source_id"] == 673285273115015035i64)
+        .expect("the 3.1 packet's candidate");
+    assert_eq!(named["band"], "i");
+    assert!((named["value"].as_f64().unwrap() - 18.883150100708008).abs() < 1e-9);
+    assert!(named["error"].as_f64().is_some());
+    assert!(named["mjd"].as_f64().is_some());
+    assert_eq!(obj["upper_limits"].as_array().unwrap().len(), 9);
+    assert!(obj["annotations"].is_object());
+
+    let (ok, stats, _) = asterism(&["stats", "--db", &db, "--json"]);
+    assert!(ok);
+    assert_eq!(stats["surveys"]["ztf"]["alerts"], 66);
+    assert_eq!(stats["alerts"], 66);
+
+    let (ok, again, _) = asterism(&["ingest", "--db", &db, &ztf, "--json"]);
+    assert!(ok);
+    assert_eq!(again["objects_new"], 0);
+    assert_eq!(again["objects_updated"], 0);
+    assert_eq!(again["detections_added"], 0);
+}
+
+#[test]
+fn unknown_objects_and_bad_paths_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_arg(dir.path());
+    let one = data("ztf/472263571115115000.avro")
+        .to_string_lossy()
+        .into_owned();
+    assert!(asterism(&["ingest", "--db", &db, &one]).0);
+    let (ok, _, err) = asterism(&["object", "--db", &db, "ZTF00nothing"]);
+    assert!(!ok);
+    assert_eq!(err.trim(), "error: unknown object `ZTF00nothing`");
+
+    let missing = dir.path().join("nowhere").to_string_lossy().into_owned();
+    let (ok, _, err) = asterism(&["stats", "--db", &missing]);
+    assert!(!ok);
+    assert!(err.contains("no database at"), "{err}");
+
+    let (ok, _, err) = asterism(&["ingest", "--db", &one, &one]);
+    assert!(!ok);
+    assert!(err.contains("cannot open the database"), "{err}");
+    assert!(!err.contains("panicked"));
+
+    let (ok, summary, _) = asterism(&["ingest", "--db", &db, &missing, "--json"]);
+    assert!(ok, "a missing input is a reject, not a failure");
+    assert_eq!(summary["alerts_rejected"], 1);
+    assert!(summary["rejects"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("No such file"));
+}
+
+/// Kills `asterism ingest` with SIGKILL after a few committed batches, runs it again on the
+/// same input, and compares every key and value with a store that was never interrupted.
+#[test]
+fn sigkill_mid_ingest_then_rerun_equals_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = data(".").to_string_lossy().into_owned();
+    let args = |db: &str| {
+        vec![
+            "ingest".to_string(),
+            "--db".into(),
+            db.into(),
+            input.clone(),
+            "--batch-size".into(),
+            "3".into(),
+            "--json".into(),
+        ]
+    };
+
+    let reference = db_arg(&dir.path().join("reference"));
+    let out = Command::new(env!("CARGO_BIN_EXE_asterism"))
+        .args(args(&reference))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
+    let crashed = db_arg(&dir.path().join("crashed"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_asterism"))
+        .args(args(&crashed))
+        .env("RUST_LOG", "asterism=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut committed = 0;
+    for line in BufReader::new(stderr).lines() {
+        if line.unwrap().contains("committed batch") {
+            committed += 1;
+            if committed == 20 {
+                child.kill().unwrap(); // SIGKILL on Unix
+                break;
+            }
+        }
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(committed, 20, "the ingest ended before it could be killed");
+    assert!(!status.success(), "the child was killed mid-ingest");
+
+    let partial = Engine::open(Path::new(&crashed), config()).unwrap();
+    let partial_entries = partial.store().raw_entries().unwrap().len();
+    drop(partial);
+    assert!(partial_entries > 3, "batches before the kill are durable");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_asterism"))
+        .args(args(&crashed))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
+    let a = Engine::open(Path::new(&reference), config()).unwrap();
+    let b = Engine::open(Path::new(&crashed), config()).unwrap();
+    let (ea, eb) = (
+        a.store().raw_entries().unwrap(),
+        b.store().raw_entries().unwrap(),
+    );
+    assert!(ea.len() > partial_entries);
+    assert_eq!(ea.len(), eb.len());
+    assert!(
+        ea == eb,
+        "the resumed store differs from the uninterrupted one"
+    );
+}

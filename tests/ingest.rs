@@ -1,0 +1,238 @@
+//! Objects in a real RocksDB: merging successive packets, de-duplication across packets and
+//! formats, idempotent re-ingest, rejects that lose nothing.
+
+mod common;
+
+use std::io::Write;
+
+use asterism::alert::DecodeOptions;
+use asterism::engine::{Engine, EngineError};
+use asterism::model::Survey;
+use asterism::source;
+use asterism::store::StoreError;
+use common::{config, data, decode, engine, ingest};
+
+#[test]
+fn successive_ztf_packets_become_one_object_with_each_detection_once() {
+    let (_dir, engine) = engine();
+    let report = ingest(&engine, &["ztf/ZTF18abxhyqv.tar.gz"]);
+    assert_eq!(report.alerts_read, 4);
+    assert_eq!(report.objects_new, 1);
+    let o = engine.object("ZTF18abxhyqv").unwrap();
+    // 7 distinct (jd, fid) detections and 9 distinct limits across the 4 packets (fastavro).
+    assert_eq!(o.detections.len(), 7);
+    assert_eq!(o.upper_limits.len(), 9);
+    assert_eq!(report.detections_added, 7);
+    assert!(o.detections.windows(2).all(|w| w[0].mjd <= w[1].mjd));
+    assert_eq!(o.meta.first_mjd, Some(o.detections[0].mjd));
+    let stats = engine.stats().unwrap();
+    let ztf = stats[&Survey::Ztf];
+    assert_eq!((ztf.objects, ztf.alerts, ztf.detections), (1, 4, 7));
+}
+
+#[test]
+fn the_21_tde_alerts_become_one_lightcurve() {
+    let (_dir, engine) = engine();
+    let report = ingest(&engine, &["fink/tde_ZTF20abfcszi_202008.parquet"]);
+    assert_eq!(report.alerts_read, 21);
+    assert_eq!(report.objects_new, 1);
+    let o = engine.object("ZTF20abfcszi").unwrap();
+    assert_eq!(o.detections.len(), 57);
+    let ids: std::collections::BTreeSet<i64> =
+        o.detections.iter().filter_map(|d| d.source_id).collect();
+    assert_eq!(ids.len(), 57, "each candid once");
+    // Annotations are dated by the alert that carried them: the latest alert's.
+    let last_alert = decode("fink/tde_ZTF20abfcszi_202008.parquet")
+        .alerts
+        .iter()
+        .map(|a| a.mjd)
+        .fold(f64::MIN, f64::max);
+    assert_eq!(o.annotations["cdsxmatch"].mjd, last_alert);
+}
+
+#[test]
+fn out_of_order_packets_give_the_same_object() {
+    let mut alerts = decode("ztf/ZTF18abxhyqv.tar.gz").alerts;
+    alerts.sort_by(|a, b| a.mjd.total_cmp(&b.mjd));
+    let (_d1, in_order) = engine();
+    for a in &alerts {
+        in_order.apply(std::slice::from_ref(a)).unwrap();
+    }
+    let (_d2, reversed) = engine();
+    for a in alerts.iter().rev() {
+        reversed.apply(std::slice::from_ref(a)).unwrap();
+    }
+    assert_eq!(
+        in_order.object("ZTF18abxhyqv").unwrap(),
+        reversed.object("ZTF18abxhyqv").unwrap()
+    );
+    assert_eq!(
+        in_order.store().raw_entries().unwrap(),
+        reversed.store().raw_entries().unwrap()
+    );
+}
+
+#[test]
+fn a_detection_seen_in_a_table_and_in_packets_is_stored_once() {
+    let (dir, engine) = engine();
+    ingest(&engine, &["ztf/ZTF18abxhyqv.tar.gz"]);
+    let before = engine.object("ZTF18abxhyqv").unwrap();
+    // The same photometry as a data release would ship it: a CSV, times in MJD, mags rounded.
+    let csv = dir.path().join("ZTF18abxhyqv.csv");
+    let mut f = std::fs::File::create(&csv).unwrap();
+    writeln!(f, "mjd,band,mag,magerr").unwrap();
+    for d in &before.detections {
+        writeln!(f, "{:.7},{},{:.4},{:.4}", d.mjd, d.band, d.value, d.error).unwrap();
+    }
+    drop(f);
+    let mut session = engine.session();
+    session
+        .add(source::decode_file(&csv, &DecodeOptions::default()))
+        .unwrap();
+    let report = session.finish();
+    assert_eq!(report.alerts_read, 1);
+    assert_eq!(report.detections_added, 0);
+    assert_eq!(engine.object("ZTF18abxhyqv").unwrap(), before);
+}
+
+#[test]
+fn reingesting_everything_changes_nothing() {
+    let (_dir, engine) = engine();
+    let first = ingest(&engine, &["."]);
+    assert!(first.objects_new > 150, "{first:?}");
+    let snapshot = engine.store().raw_entries().unwrap();
+    let second = ingest(&engine, &["."]);
+    assert_eq!(second.objects_new, 0);
+    assert_eq!(second.objects_updated, 0);
+    assert_eq!(second.detections_added, 0);
+    assert_eq!(second.alerts_read, first.alerts_read);
+    assert_eq!(second.alerts_rejected, first.alerts_rejected);
+    assert_eq!(engine.store().raw_entries().unwrap(), snapshot);
+}
+
+#[test]
+fn each_lightcurve_file_becomes_one_object() {
+    let (_dir, engine) = engine();
+    let report = ingest(&engine, &["lightcurves"]);
+    let files = source::expand(&[data("lightcurves")]).0;
+    assert_eq!(files.len(), 71);
+    assert!(report.rejects.is_empty(), "{:?}", report.rejects);
+    assert_eq!(report.objects_new, 71);
+    let stats = engine.stats().unwrap();
+    assert_eq!(stats[&Survey::Ztf].objects, 30, "SN Ia from ZTF");
+    assert_eq!(
+        stats[&Survey::External].objects,
+        41,
+        "Stripe 82 and the edge cases"
+    );
+    let rr = engine.object("1013184").unwrap();
+    let rows = std::fs::read_to_string(data("lightcurves/RRLyrae/1013184.csv"))
+        .unwrap()
+        .lines()
+        .count()
+        - 1;
+    assert_eq!(rr.detections.len(), rows);
+    assert_eq!(rr.meta.n_per_band.len(), 5, "ugriz");
+}
+
+#[test]
+fn rubin_alerts_merge_their_multiband_histories() {
+    let (_dir, engine) = engine();
+    let report = ingest(&engine, &["lsst/rubin_v10_0_fink.avro"]);
+    assert_eq!(report.alerts_read, 7);
+    assert!(report.rejects.is_empty(), "{:?}", report.rejects);
+    // 6 objects per fastavro; the two diaObjectId = 0 sources are Solar System objects.
+    let o = engine.object("170028485706776685").unwrap();
+    assert_eq!(o.survey, Survey::Lsst);
+    assert_eq!(o.detections.len(), 346);
+    assert!(o.meta.n_per_band.len() >= 3, "{:?}", o.meta.n_per_band);
+    let lsst = engine.stats().unwrap()[&Survey::Lsst];
+    assert_eq!(lsst.alerts, 7);
+}
+
+#[test]
+fn bad_input_is_rejected_with_reasons_and_loses_nothing() {
+    let (dir, engine) = engine();
+    ingest(&engine, &["ztf/ZTF18abxhyqv.tar.gz"]);
+    let before = engine.store().raw_entries().unwrap();
+
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    let good = std::fs::read(data("ztf/472263571115115000.avro")).unwrap();
+    std::fs::write(bad.join("truncated.avro"), &good[..good.len() / 2]).unwrap();
+    std::fs::write(bad.join("empty.avro"), b"").unwrap();
+    std::fs::write(bad.join("notes.txt"), b"observing log: clouds all night\n").unwrap();
+    std::fs::write(
+        bad.join("ZTF00nan.csv"),
+        b"mjd,band,mag,magerr\n60000.1,g,NaN,0.1\n60000.2,r,,0.1\n",
+    )
+    .unwrap();
+    let tgz = std::fs::read(data("ztf/ZTF18acruwxq.tar.gz")).unwrap();
+    std::fs::write(bad.join("cut.tar.gz"), &tgz[..tgz.len() / 2]).unwrap();
+    for name in ["516401801315010009.avro", "516434762915010006.avro"] {
+        std::fs::copy(data(&format!("ztf/ampel_20180601/{name}")), bad.join(name)).unwrap();
+    }
+    let report = {
+        let (files, _) = source::expand(std::slice::from_ref(&bad));
+        let mut s = engine.session();
+        for f in files {
+            s.add(source::decode_file(&f, &DecodeOptions::default()))
+                .unwrap();
+        }
+        s.finish()
+    };
+    let reason = |file: &str| {
+        report
+            .rejects
+            .iter()
+            .filter(|r| r.source.contains(file))
+            .map(|r| r.reason.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    assert!(reason("truncated.avro").contains("Avro"), "{report:?}");
+    assert_eq!(reason("empty.avro"), "empty file");
+    assert!(reason("notes.txt").contains("unrecognised format"));
+    assert!(reason("ZTF00nan.csv").contains("not a finite measurement"));
+    assert!(reason("ZTF00nan.csv").contains("mag is missing"));
+    assert!(reason("cut.tar.gz").contains("gzip"), "{report:?}");
+    assert!(!reason("516401801315010009").is_empty());
+    assert!(!reason("516434762915010006").is_empty());
+    assert_eq!(report.alerts_read, 0);
+    assert_eq!(engine.store().raw_entries().unwrap(), before);
+
+    // Good packets in the same run as bad ones are stored.
+    std::fs::copy(data("ztf/472263571115115000.avro"), bad.join("good.avro")).unwrap();
+    let (files, _) = source::expand(&[bad]);
+    let mut s = engine.session();
+    for f in files {
+        s.add(source::decode_file(&f, &DecodeOptions::default()))
+            .unwrap();
+    }
+    let report = s.finish();
+    assert_eq!(report.alerts_read, 1);
+    assert_eq!(report.objects_new, 1);
+    assert!(report.alerts_rejected >= 8);
+    assert!(engine.object("ZTF17aaajnnn").is_ok());
+    assert!(engine.object("ZTF18abxhyqv").is_ok());
+}
+
+#[test]
+fn an_unusable_database_path_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    match Engine::open(&file, config()) {
+        Err(EngineError::Store(StoreError::Open { detail, .. })) => {
+            assert_eq!(detail, "not a directory")
+        }
+        other => panic!("expected an open error, got {:?}", other.err()),
+    }
+    let (_d, engine) = engine();
+    assert_eq!(
+        engine.object("ZTF00nothing").unwrap_err(),
+        EngineError::UnknownObject {
+            object_id: "ZTF00nothing".into()
+        }
+    );
+}
