@@ -66,6 +66,7 @@ fn bench_store(c: &mut Criterion) {
                         EngineConfig {
                             store: StoreConfig { sync_writes: sync },
                             batch_size: 1000,
+                            ..EngineConfig::default()
                         },
                     )
                     .expect("open");

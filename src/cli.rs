@@ -73,6 +73,47 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The objects most similar to one object (nearest first, the object itself excluded).
+    Similar {
+        #[command(flatten)]
+        db: DbArg,
+        object_id: String,
+        /// Number of neighbours.
+        #[arg(short, default_value_t = 10)]
+        k: usize,
+        /// Search the embeddings every object had at this MJD (exact search).
+        #[arg(long, value_name = "MJD")]
+        as_of: Option<f64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write one row per object (id, survey, counts, embedding, labels) to a Parquet file.
+    Export {
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(long, value_name = "FILE.parquet")]
+        out: PathBuf,
+    },
+    /// Connected components of the kNN graph and KMeans clusters of the embeddings.
+    Clusters {
+        #[command(flatten)]
+        db: DbArg,
+        /// Number of KMeans clusters (default: sqrt(n/2), within 2..=20).
+        #[arg(short)]
+        k: Option<usize>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-embed every object with the current feature list, refit the scaler, rebuild the
+    /// index and the kNN graph.
+    Reindex {
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run() -> Result<()> {
@@ -91,6 +132,7 @@ pub fn run() -> Result<()> {
                     sync_writes: !no_sync,
                 },
                 batch_size,
+                ..EngineConfig::default()
             };
             let engine = Engine::open(&db.db, config)?;
             let mut opts = DecodeOptions::default();
@@ -100,6 +142,7 @@ pub fn run() -> Result<()> {
                 opts.confluent_schema = Some(Arc::new(parsed));
             }
             let report = ingest(&engine, &paths, &opts)?;
+            engine.checkpoint()?;
             print_ingest(&report, json)
         }
         Command::Object {
@@ -151,6 +194,76 @@ pub fn run() -> Result<()> {
                         c.detections
                     );
                 }
+            }
+            Ok(())
+        }
+        Command::Similar {
+            db,
+            object_id,
+            k,
+            as_of,
+            json,
+        } => {
+            let engine = open_existing(&db.db)?;
+            let neighbours = engine.similar(&object_id, k, as_of)?;
+            if json {
+                let doc = json!({
+                    "object_id": object_id,
+                    "as_of": as_of,
+                    "neighbours": neighbours.iter().map(|n| json!({
+                        "object_id": n.object_id, "distance": n.distance,
+                    })).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                println!("{:>4}  {:<24} {:>10}", "rank", "object", "distance");
+                for (i, n) in neighbours.iter().enumerate() {
+                    println!("{:>4}  {:<24} {:>10.4}", i + 1, n.object_id, n.distance);
+                }
+            }
+            Ok(())
+        }
+        Command::Export { db, out } => {
+            let engine = open_existing(&db.db)?;
+            let rows = asterism::export::export_parquet(&engine, &out)?;
+            println!("wrote {rows} objects to {}", out.display());
+            Ok(())
+        }
+        Command::Clusters { db, k, seed, json } => {
+            let engine = open_existing(&db.db)?;
+            let report = engine.clusters(k, seed)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} objects; kNN graph components: {} (largest {:?})",
+                    report.objects,
+                    report.component_sizes.len(),
+                    &report.component_sizes[..report.component_sizes.len().min(5)]
+                );
+                for c in &report.clusters {
+                    println!(
+                        "cluster {:>2}: {:>6} objects {:?} e.g. {}",
+                        c.id,
+                        c.size,
+                        c.surveys,
+                        c.examples.join(", ")
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Reindex { db, json } => {
+            let engine = open_existing(&db.db)?;
+            let report = engine.reindex()?;
+            engine.checkpoint()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "re-embedded {} objects ({} versions, {} features)",
+                    report.objects, report.versions, report.dim
+                );
             }
             Ok(())
         }

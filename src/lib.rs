@@ -5,16 +5,21 @@
 //! lightcurve per object and stored durably in RocksDB by [`store`], behind the [`engine`]
 //! facade that the CLI (and later the gRPC server) call. See ARCHITECTURE.md for the map.
 //!
-//! Layers, imports pointing down: `model` <- `alert` <- `source` ; `model` <- `store` <-
-//! `engine` <- `cli`.
+//! Layers, imports pointing down: `model` <- `alert` <- `source`; `model` <- `embed` <- `store`
+//! <- `index` <- `graph` <- `engine` <- `cli`.
 
 #![forbid(unsafe_code)]
 
 pub mod alert;
+pub mod embed;
 pub mod engine;
+pub mod export;
+pub mod graph;
+pub mod index;
 pub mod model;
 pub mod source;
 pub mod store;
+pub mod synth;
 
 pub use alert::{decode, DecodeOptions, Decoded};
 pub use engine::{Engine, EngineConfig, EngineError, IngestReport};

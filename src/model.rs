@@ -202,6 +202,45 @@ pub struct Alert {
     pub annotations: BTreeMap<String, AnnotationValue>,
 }
 
+impl Alert {
+    /// An alert that only carries photometry (a lightcurve table's rows, a synthetic object),
+    /// dated by its last detection.
+    pub fn from_detections(object_id: String, survey: Survey, detections: Vec<Detection>) -> Alert {
+        let mjd = detections
+            .iter()
+            .map(|d| d.mjd)
+            .fold(f64::NEG_INFINITY, f64::max);
+        Alert {
+            object_id,
+            alert_id: None,
+            survey,
+            mjd,
+            ra: None,
+            dec: None,
+            detections,
+            forced: Vec::new(),
+            upper_limits: Vec::new(),
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
+impl Detection {
+    /// A magnitude measurement without survey ids or position.
+    pub fn magnitude(mjd: f64, band: Band, mag: f64, error: f64) -> Detection {
+        Detection {
+            mjd,
+            band,
+            value: mag,
+            error,
+            unit: Unit::Mag,
+            source_id: None,
+            ra: None,
+            dec: None,
+        }
+    }
+}
+
 /// Per-object metadata derived from its lightcurve.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct ObjectMeta {
@@ -223,6 +262,24 @@ pub struct ObjectRecord {
     pub upper_limits: Vec<UpperLimit>,
     pub annotations: BTreeMap<String, Annotation>,
     pub meta: ObjectMeta,
+}
+
+/// One version of an object's embedding: valid from the MJD of the last detection it includes
+/// until the next version. `raw` holds the unscaled features (`NaN` = undefined) so any later
+/// scaler can reproduce the vector.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VectorVersion {
+    pub point: u64,
+    pub from_mjd: f64,
+    pub n_detections: u32,
+    pub raw: Vec<f32>,
+}
+
+/// An entry of an object's neighbour list.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Neighbour {
+    pub object_id: String,
+    pub distance: f32,
 }
 
 /// What merging an alert into a record changed.

@@ -146,26 +146,11 @@ pub fn decode_rows(
         }
     }
     for (object_id, detections) in objects {
-        let mjd = detections
-            .iter()
-            .map(|d| d.mjd)
-            .fold(f64::NEG_INFINITY, f64::max);
         let survey = if object_id.starts_with("ZTF") {
             Survey::Ztf
         } else {
             Survey::External
         };
-        alerts.push(Alert {
-            object_id,
-            alert_id: None,
-            survey,
-            mjd,
-            ra: None,
-            dec: None,
-            detections,
-            forced: Vec::new(),
-            upper_limits: Vec::new(),
-            annotations: BTreeMap::new(),
-        });
+        alerts.push(Alert::from_detections(object_id, survey, detections));
     }
 }

@@ -34,6 +34,36 @@ pub fn counts_key(survey: Survey) -> Vec<u8> {
 }
 
 pub const FORMAT_VERSION_KEY: &[u8] = b"format_version";
+pub const SPEC_KEY: &[u8] = b"embedding_spec";
+pub const NEXT_POINT_KEY: &[u8] = b"next_point";
+pub const INDEX_DUMP_KEY: &[u8] = b"index_dump";
+
+/// Key of one embedding version in the `vectors` column family: the object id, a 0 byte (ids
+/// hold no NUL), then the version number, so an object's versions are adjacent and in order.
+pub fn vector_key(object_id: &str, seq: u32) -> Vec<u8> {
+    let mut key = vector_prefix(object_id);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The prefix shared by all versions of one object.
+pub fn vector_prefix(object_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(object_id.len() + 5);
+    key.extend_from_slice(object_id.as_bytes());
+    key.push(0);
+    key
+}
+
+/// Splits a `vectors` key into object id and version.
+pub fn split_vector_key(key: &[u8]) -> Option<(&str, u32)> {
+    let cut = key.len().checked_sub(5)?;
+    if key[cut] != 0 {
+        return None;
+    }
+    let id = std::str::from_utf8(&key[..cut]).ok()?;
+    let seq = u32::from_be_bytes(key[cut + 1..].try_into().ok()?);
+    Some((id, seq))
+}
 
 #[cfg(test)]
 mod tests {
@@ -48,6 +78,18 @@ mod tests {
         for v in values {
             assert_eq!(i64_from_key(&i64_key(v)), Some(v));
         }
+    }
+
+    #[test]
+    fn vector_keys_round_trip_and_keep_versions_in_order() {
+        let k = vector_key("ZTF18abc", 258);
+        assert_eq!(split_vector_key(&k), Some(("ZTF18abc", 258)));
+        assert!(vector_key("A", 1) < vector_key("A", 2));
+        assert!(
+            vector_key("A", u32::MAX) < vector_key("AB", 0),
+            "versions of A stay together"
+        );
+        assert!(k.starts_with(&vector_prefix("ZTF18abc")));
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //! Column families (names in [`cf`]):
 //! - `objects`: object id -> [`ObjectRecord`] (merged lightcurve, annotations, metadata);
 //! - `alerts`: (survey, alert id) -> object id, one entry per distinct alert packet ingested;
-//! - `meta`: per-survey [`Counts`] and the store's format version.
+//! - `vectors`: (object id, version) -> [`VectorVersion`], every embedding an object has had;
+//! - `neighbours`: object id -> its k nearest neighbours ([`Neighbour`]s), the kNN graph;
+//! - `meta`: per-survey [`Counts`], the [`EmbeddingSpec`], the next point id, the index dump
+//!   that is on disk, and the store's format version.
 //!
 //! Every change of an ingest batch is one [`WriteBatch`] written with the WAL (and fsync unless
 //! configured otherwise), so a batch is either wholly in the store or not at all. Values are
-//! bincode-encoded serde structs. Imports [`crate::model`] only.
+//! bincode-encoded serde structs. Imports `model` and `embed`.
 
 pub mod keys;
 
@@ -17,14 +20,17 @@ use std::path::{Path, PathBuf};
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::model::{ObjectRecord, Survey};
+use crate::embed::EmbeddingSpec;
+use crate::model::{Neighbour, ObjectRecord, Survey, VectorVersion};
 
 /// Column-family names.
 pub mod cf {
     pub const OBJECTS: &str = "objects";
     pub const ALERTS: &str = "alerts";
     pub const META: &str = "meta";
-    pub const ALL: [&str; 3] = [OBJECTS, ALERTS, META];
+    pub const VECTORS: &str = "vectors";
+    pub const NEIGHBOURS: &str = "neighbours";
+    pub const ALL: [&str; 5] = [OBJECTS, ALERTS, META, VECTORS, NEIGHBOURS];
 }
 
 /// Version of the on-disk layout; bumped when a value's encoding changes.
@@ -89,6 +95,22 @@ pub struct Batch {
     pub alerts: Vec<(Survey, i64, String)>,
     /// New totals for the surveys the batch touched.
     pub counts: BTreeMap<Survey, Counts>,
+    /// New embedding versions: (object id, version number, version).
+    pub vectors: Vec<(String, u32, VectorVersion)>,
+    /// Replaced neighbour lists.
+    pub neighbours: Vec<(String, Vec<Neighbour>)>,
+    pub spec: Option<EmbeddingSpec>,
+    pub next_point: Option<u64>,
+}
+
+/// Which index dump is on disk and what it covers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexDump {
+    pub basename: String,
+    /// Spec version of the vectors in the dump.
+    pub spec_version: u64,
+    /// Every point below this id that was live when dumped is in the dump.
+    pub watermark: u64,
 }
 
 /// One stored key and value, with its column family.
@@ -246,9 +268,114 @@ impl Store {
         for (survey, counts) in &batch.counts {
             wb.put_cf(meta, keys::counts_key(*survey), encode(counts));
         }
+        let vectors = self.handle(cf::VECTORS)?;
+        for (id, seq, v) in &batch.vectors {
+            wb.put_cf(vectors, keys::vector_key(id, *seq), encode(v));
+        }
+        let neighbours = self.handle(cf::NEIGHBOURS)?;
+        for (id, list) in &batch.neighbours {
+            wb.put_cf(neighbours, keys::object_key(id), encode(list));
+        }
+        if let Some(spec) = &batch.spec {
+            wb.put_cf(meta, keys::SPEC_KEY, encode(spec));
+        }
+        if let Some(next) = batch.next_point {
+            wb.put_cf(meta, keys::NEXT_POINT_KEY, next.to_be_bytes());
+        }
         let mut wo = WriteOptions::default();
         wo.set_sync(self.config.sync_writes);
         self.db.write_opt(wb, &wo)?;
+        Ok(())
+    }
+
+    fn meta_value<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        let meta = self.handle(cf::META)?;
+        self.db
+            .get_pinned_cf(meta, key)?
+            .map(|v| decode(cf::META, key, &v))
+            .transpose()
+    }
+
+    pub fn spec(&self) -> Result<Option<EmbeddingSpec>> {
+        self.meta_value(keys::SPEC_KEY)
+    }
+
+    /// The next unused point id.
+    pub fn next_point(&self) -> Result<u64> {
+        let meta = self.handle(cf::META)?;
+        Ok(self
+            .db
+            .get_pinned_cf(meta, keys::NEXT_POINT_KEY)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    pub fn index_dump(&self) -> Result<Option<IndexDump>> {
+        self.meta_value(keys::INDEX_DUMP_KEY)
+    }
+
+    pub fn set_index_dump(&self, dump: &IndexDump) -> Result<()> {
+        let meta = self.handle(cf::META)?;
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.config.sync_writes);
+        self.db
+            .put_cf_opt(meta, keys::INDEX_DUMP_KEY, encode(dump), &wo)?;
+        Ok(())
+    }
+
+    /// Every embedding version of one object, oldest first.
+    pub fn vector_versions(&self, object_id: &str) -> Result<Vec<(u32, VectorVersion)>> {
+        let handle = self.handle(cf::VECTORS)?;
+        let prefix = keys::vector_prefix(object_id);
+        let mut out = Vec::new();
+        let mode = IteratorMode::From(&prefix, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(handle, mode) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if let Some((_, seq)) = keys::split_vector_key(&k) {
+                out.push((seq, decode(cf::VECTORS, &k, &v)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Calls `f(object id, version number, version)` on every embedding version, grouped by
+    /// object and oldest first within an object.
+    pub fn for_each_vector(&self, mut f: impl FnMut(&str, u32, VectorVersion)) -> Result<()> {
+        let handle = self.handle(cf::VECTORS)?;
+        for item in self.db.iterator_cf(handle, IteratorMode::Start) {
+            let (k, v) = item?;
+            let (id, seq) = keys::split_vector_key(&k).ok_or_else(|| StoreError::Corrupt {
+                cf: cf::VECTORS,
+                key: String::from_utf8_lossy(&k).into_owned(),
+                detail: "malformed key".into(),
+            })?;
+            f(id, seq, decode(cf::VECTORS, &k, &v)?);
+        }
+        Ok(())
+    }
+
+    pub fn neighbours(&self, object_id: &str) -> Result<Option<Vec<Neighbour>>> {
+        let handle = self.handle(cf::NEIGHBOURS)?;
+        let key = keys::object_key(object_id);
+        self.db
+            .get_pinned_cf(handle, key)?
+            .map(|v| decode(cf::NEIGHBOURS, key, &v))
+            .transpose()
+    }
+
+    /// Calls `f` on every stored neighbour list.
+    pub fn for_each_neighbours(&self, mut f: impl FnMut(&str, Vec<Neighbour>)) -> Result<()> {
+        let handle = self.handle(cf::NEIGHBOURS)?;
+        for item in self.db.iterator_cf(handle, IteratorMode::Start) {
+            let (k, v) = item?;
+            f(
+                &String::from_utf8_lossy(&k),
+                decode(cf::NEIGHBOURS, &k, &v)?,
+            );
+        }
         Ok(())
     }
 

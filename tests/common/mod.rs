@@ -20,6 +20,7 @@ pub fn config() -> EngineConfig {
     EngineConfig {
         store: StoreConfig { sync_writes: false },
         batch_size: 1000,
+        ..EngineConfig::default()
     }
 }
 

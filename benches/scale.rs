@@ -1,0 +1,223 @@
+//! Embedding and index figures at scale, on real lightcurves augmented to N objects.
+//!
+//! `cargo bench --bench scale -- [--objects 100000] [--queries 2000] [--churn 3] [--seed 1]`
+//!
+//! Prints one JSON object: embeddings/s (all threads and one), HNSW inserts/s, single-thread
+//! queries/s and recall@10 against exact search for several ef_search, recall after every
+//! object was re-embedded `churn` times (tombstones filtered), and resident bytes per object
+//! of the index. Runs once (no criterion): the 100k build alone takes minutes on 2 cores.
+
+use std::path::Path;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde_json::json;
+
+use asterism::alert::DecodeOptions;
+use asterism::embed::{Embedder, Scaler};
+use asterism::index::{
+    exact_knn, recall, Hit, HnswIndex, HnswParams, PointId, VectorInsert, VectorSearch,
+};
+use asterism::model::ObjectRecord;
+use asterism::source;
+use asterism::synth::{augment, truncate, Augment};
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Resident set size of this process, bytes (Linux).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn real_records() -> Vec<ObjectRecord> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/lightcurves");
+    let (files, _) = source::expand(&[root]);
+    let mut out = Vec::new();
+    for f in files {
+        for a in source::decode_file(&f, &DecodeOptions::default()).alerts {
+            let mut r = ObjectRecord::new(a.object_id.clone(), a.survey);
+            r.merge(&a);
+            out.push(r);
+        }
+    }
+    out
+}
+
+fn main() {
+    let n = arg("--objects", 100_000);
+    let queries = arg("--queries", 2000);
+    let churn = arg("--churn", 3);
+    let seed = arg("--seed", 1) as u64;
+    let bases = real_records();
+    let embedder = Embedder::new();
+    let how = Augment::default();
+    let make = |i: usize, fraction: f64| {
+        let a = augment(&bases[i % bases.len()], i as u64, seed, &how);
+        let a = if fraction < 1.0 {
+            truncate(&a, fraction)
+        } else {
+            a
+        };
+        let mut r = ObjectRecord::new(a.object_id.clone(), a.survey);
+        r.merge(&a);
+        r
+    };
+
+    // Embeddings: generation is outside the timed region.
+    let records: Vec<ObjectRecord> = (0..n).into_par_iter().map(|i| make(i, 1.0)).collect();
+    let t = Instant::now();
+    let raw: Vec<Vec<f64>> = records
+        .par_iter()
+        .map(|r| embedder.features(r, None))
+        .collect();
+    let embed_all = n as f64 / t.elapsed().as_secs_f64();
+    let sample = n.min(5000);
+    let t = Instant::now();
+    for r in &records[..sample] {
+        std::hint::black_box(embedder.features(r, None));
+    }
+    let embed_one = sample as f64 / t.elapsed().as_secs_f64();
+    drop(records);
+
+    let dim = embedder.dim();
+    let mut m = ndarray::Array2::<f64>::zeros((n, dim));
+    for (i, r) in raw.iter().enumerate() {
+        for (j, x) in r.iter().enumerate() {
+            m[[i, j]] = *x;
+        }
+    }
+    let scaler = Scaler::fit(m.view());
+    drop(m);
+    let points: Vec<(PointId, Vec<f32>)> = raw
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i as PointId, scaler.transform(r).0))
+        .collect();
+    drop(raw);
+
+    let params = HnswParams {
+        capacity: n * (churn + 1),
+        ..HnswParams::default()
+    };
+    let rss0 = rss_bytes();
+    let index = HnswIndex::new(params.clone()).expect("params");
+    let t = Instant::now();
+    index.insert(&points);
+    let inserts = n as f64 / t.elapsed().as_secs_f64();
+    let rss1 = rss_bytes();
+
+    // Queries: objects of the index itself, the object excluded (as `similar` does).
+    let step = (n / queries).max(1);
+    let qids: Vec<usize> = (0..n).step_by(step).take(queries).collect();
+    let exact: Vec<Vec<Hit>> = qids
+        .iter()
+        .map(|&q| exact_knn(points.par_iter(), &points[q].1, 10, &|p| p != q as PointId))
+        .collect();
+    let mut sweep = Vec::new();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("pool");
+    for ef in [16usize, 32, 64, 128] {
+        let t = Instant::now();
+        let got: Vec<Vec<Hit>> = pool.install(|| {
+            qids.iter()
+                .map(|&q| search_ef(&index, &points[q].1, ef, q as PointId))
+                .collect()
+        });
+        let qps = qids.len() as f64 / t.elapsed().as_secs_f64();
+        sweep.push(
+            json!({"ef_search": ef, "queries_per_s": qps, "recall_at_10": recall(&got, &exact)}),
+        );
+    }
+
+    // Churn: every object re-embedded `churn` times, each a new point; old ones tombstoned.
+    let mut live: Vec<PointId> = (0..n as PointId).collect();
+    let mut current = points.clone();
+    let mut next = n as PointId;
+    let t = Instant::now();
+    for round in 0..churn {
+        let fraction = 0.5 + 0.5 * (round as f64 + 1.0) / (churn as f64 + 1.0);
+        let moved: Vec<(PointId, Vec<f32>)> = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let r = make(i, fraction);
+                (
+                    next + i as PointId,
+                    scaler.transform(&embedder.features(&r, None)).0,
+                )
+            })
+            .collect();
+        index.insert(&moved);
+        for (i, (p, v)) in moved.into_iter().enumerate() {
+            live[i] = p;
+            current[i] = (p, v);
+        }
+        next += n as PointId;
+    }
+    let churn_secs = t.elapsed().as_secs_f64();
+    let live_set: std::collections::HashSet<PointId> = live.iter().copied().collect();
+    let exact_c: Vec<Vec<Hit>> = qids
+        .iter()
+        .map(|&q| {
+            let own = live[q];
+            exact_knn(current.par_iter(), &current[q].1, 10, &|p| p != own)
+        })
+        .collect();
+    let got_c: Vec<Vec<Hit>> = qids
+        .iter()
+        .map(|&q| {
+            let own = live[q];
+            index.search(&current[q].1, 10, &|p| p != own && live_set.contains(&p))
+        })
+        .collect();
+    let fresh = HnswIndex::new(params.clone()).expect("params");
+    fresh.insert(&current);
+    let got_f: Vec<Vec<Hit>> = qids
+        .iter()
+        .map(|&q| {
+            let own = live[q];
+            fresh.search(&current[q].1, 10, &|p| p != own)
+        })
+        .collect();
+
+    let report = json!({
+        "objects": n,
+        "dim": dim,
+        "threads": rayon::current_num_threads(),
+        "embeddings_per_s": embed_all,
+        "embeddings_per_s_one_thread": embed_one,
+        "inserts_per_s": inserts,
+        "hnsw": {"m": params.m, "ef_construction": params.ef_construction},
+        "search_one_thread": sweep,
+        "index_resident_bytes_per_object": (rss1.saturating_sub(rss0)) as f64 / n as f64,
+        "churn_rounds": churn,
+        "churn_reembed_and_insert_per_s": (n * churn) as f64 / churn_secs,
+        "recall_at_10_after_churn": recall(&got_c, &exact_c),
+        "recall_at_10_fresh_same_vectors": recall(&got_f, &exact_c),
+        "resident_bytes_total": rss_bytes(),
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+}
+
+/// A search with a given ef on the built graph.
+fn search_ef(index: &HnswIndex, q: &[f32], ef: usize, own: PointId) -> Vec<Hit> {
+    index.search_with_ef(q, 10, ef, &|p| p != own)
+}

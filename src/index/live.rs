@@ -1,0 +1,173 @@
+//! The live index: the HNSW graph plus which point is each object's current vector.
+//!
+//! A point is live when it is the current vector of some object; every other point in the
+//! HNSW graph is a tombstone, filtered out at search time until a rebuild drops it.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::embed::EmbeddingSpec;
+use crate::store::IndexDump;
+
+use super::{HnswIndex, HnswParams, PointId, Result, VectorInsert, VectorSearch};
+
+/// An object's current embedding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Current {
+    pub point: PointId,
+    pub seq: u32,
+    pub vector: Vec<f32>,
+}
+
+/// A vector to (re)place: object id, version number, point id, raw features.
+pub type Entry = (String, u32, PointId, Vec<f32>);
+
+pub struct LiveIndex {
+    pub spec: EmbeddingSpec,
+    hnsw: HnswIndex,
+    current: HashMap<Arc<str>, Current>,
+    owner: HashMap<PointId, Arc<str>>,
+    /// One past the highest point id in the graph.
+    watermark: PointId,
+}
+
+/// Scales raw features with the spec's scaler.
+pub fn scale(spec: &EmbeddingSpec, raw: &[f32]) -> Vec<f32> {
+    let raw: Vec<f64> = raw.iter().map(|&x| f64::from(x)).collect();
+    spec.scaler.transform(&raw).0
+}
+
+impl LiveIndex {
+    /// Builds an index over the given current vectors.
+    pub fn build(spec: EmbeddingSpec, params: HnswParams, entries: Vec<Entry>) -> Result<Self> {
+        let hnsw = HnswIndex::new(HnswParams {
+            capacity: params.capacity.max(entries.len()),
+            ..params
+        })?;
+        let mut live = LiveIndex {
+            spec,
+            hnsw,
+            current: HashMap::new(),
+            owner: HashMap::new(),
+            watermark: 0,
+        };
+        live.upsert(entries);
+        Ok(live)
+    }
+
+    /// Loads a dump and inserts the current vectors it does not hold (the replay). Returns the
+    /// index and the number of vectors replayed.
+    pub fn load(
+        spec: EmbeddingSpec,
+        params: HnswParams,
+        dir: &Path,
+        dump: &IndexDump,
+        entries: Vec<Entry>,
+    ) -> Result<(Self, usize)> {
+        let hnsw = HnswIndex::load(dir, &dump.basename, params)?;
+        let mut live = LiveIndex {
+            spec,
+            hnsw,
+            current: HashMap::new(),
+            owner: HashMap::new(),
+            watermark: dump.watermark,
+        };
+        let (old, new): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().partition(|e| e.2 < dump.watermark);
+        for (id, seq, point, raw) in old {
+            let id: Arc<str> = id.into();
+            let vector = scale(&live.spec, &raw);
+            live.owner.insert(point, id.clone());
+            live.current.insert(id, Current { point, seq, vector });
+        }
+        let replayed = new.len();
+        live.upsert(new);
+        Ok((live, replayed))
+    }
+
+    /// Inserts new vectors; each replaces its object's previous one, which becomes a tombstone.
+    pub fn upsert(&mut self, entries: Vec<Entry>) {
+        let mut points = Vec::with_capacity(entries.len());
+        for (id, seq, point, raw) in entries {
+            let vector = scale(&self.spec, &raw);
+            let id: Arc<str> = id.into();
+            points.push((point, vector.clone()));
+            self.owner.insert(point, id.clone());
+            self.watermark = self.watermark.max(point + 1);
+            if let Some(old) = self.current.insert(id, Current { point, seq, vector }) {
+                self.owner.remove(&old.point);
+            }
+        }
+        self.hnsw.insert(&points);
+    }
+
+    /// The `k` nearest live objects to `query`, without `exclude`.
+    pub fn search(&self, query: &[f32], k: usize, exclude: Option<&str>) -> Vec<(Arc<str>, f32)> {
+        let excluded = exclude.and_then(|id| self.current.get(id)).map(|c| c.point);
+        let live = |p: PointId| Some(p) != excluded && self.owner.contains_key(&p);
+        self.hnsw
+            .search(query, k, &live)
+            .into_iter()
+            .filter_map(|h| self.owner.get(&h.point).map(|id| (id.clone(), h.distance)))
+            .collect()
+    }
+
+    pub fn current(&self, object_id: &str) -> Option<&Current> {
+        self.current.get(object_id)
+    }
+
+    pub fn objects(&self) -> impl Iterator<Item = (&Arc<str>, &Current)> {
+        self.current.iter()
+    }
+
+    /// Live vectors.
+    pub fn len(&self) -> usize {
+        self.current.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.current.is_empty()
+    }
+
+    /// Points in the graph that no object owns.
+    pub fn tombstones(&self) -> usize {
+        self.hnsw.len().saturating_sub(self.current.len())
+    }
+
+    pub fn params(&self) -> &HnswParams {
+        self.hnsw.params()
+    }
+
+    /// Dumps the graph; the returned record says what the dump covers.
+    pub fn dump(&self, dir: &Path) -> Result<IndexDump> {
+        let name = format!("hnsw-s{}-p{}", self.spec.version, self.watermark);
+        let basename = self.hnsw.dump(dir, &name)?;
+        Ok(IndexDump {
+            basename,
+            spec_version: self.spec.version,
+            watermark: self.watermark,
+        })
+    }
+
+    /// The current vectors, for a rebuild off the lock.
+    pub fn snapshot(&self) -> Vec<(PointId, Vec<f32>)> {
+        self.current
+            .values()
+            .map(|c| (c.point, c.vector.clone()))
+            .collect()
+    }
+
+    /// Swaps in a graph built from `snapshot` (whose points are `built`), first adding the
+    /// current vectors that arrived after the snapshot was taken.
+    pub fn swap_graph(&mut self, graph: HnswIndex, built: &HashSet<PointId>) {
+        let missing: Vec<(PointId, Vec<f32>)> = self
+            .current
+            .values()
+            .filter(|c| !built.contains(&c.point))
+            .map(|c| (c.point, c.vector.clone()))
+            .collect();
+        graph.insert(&missing);
+        self.hnsw = graph;
+    }
+}

@@ -1,0 +1,370 @@
+//! Approximate nearest-neighbour search over embeddings, behind a read and a write trait.
+//!
+//! [`HnswIndex`] wraps `hnsw_rs`, which can neither delete nor update: every re-embedding is a
+//! new [`PointId`], searches take a liveness filter (the tombstones are the points no object
+//! owns any more), and the engine rebuilds the index when tombstones pass a threshold. The
+//! index can be dumped to files and reloaded, so a restart does not rebuild from scratch.
+//! [`ExactIndex`] is brute force: the oracle for recall and the path for small or historical
+//! (`as_of`) queries. Both pass one conformance suite. Imports `embed` (the metric).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::RwLock;
+
+use hnsw_rs::prelude::{AnnT, DistL2, Hnsw, HnswIo};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::embed::l2;
+
+pub mod live;
+
+/// Identifies one vector (one version of one object's embedding).
+pub type PointId = u64;
+
+/// A search hit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit {
+    pub point: PointId,
+    pub distance: f32,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum IndexError {
+    #[error("invalid index parameter {field}: {reason}")]
+    InvalidParams { field: &'static str, reason: String },
+    #[error("index dump {path}: {detail}")]
+    Dump { path: PathBuf, detail: String },
+}
+
+pub type Result<T> = std::result::Result<T, IndexError>;
+
+/// Reading side: k nearest live points.
+pub trait VectorSearch: Send + Sync {
+    /// The `k` nearest points for which `live` is true, nearest first.
+    fn search(&self, query: &[f32], k: usize, live: &(dyn Fn(PointId) -> bool + Sync)) -> Vec<Hit>;
+    /// Points inserted, live or not.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Writing side: add points (never remove; see the module doc).
+pub trait VectorInsert: Send + Sync {
+    fn insert(&self, points: &[(PointId, Vec<f32>)]);
+}
+
+/// HNSW parameters. Defaults chosen by `cargo bench --bench index` (BENCHMARKS.md): M = 16 and
+/// ef_construction = 200 as hnswlib's reference runs, ef_search = 64 for recall@10 ≥ 0.95.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HnswParams {
+    /// Links per node and layer.
+    pub m: usize,
+    pub ef_construction: usize,
+    pub ef_search: usize,
+    pub max_layer: usize,
+    /// Expected number of points (an allocation hint).
+    pub capacity: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        HnswParams {
+            m: 16,
+            ef_construction: 200,
+            ef_search: 64,
+            max_layer: 16,
+            capacity: 100_000,
+        }
+    }
+}
+
+impl HnswParams {
+    pub fn validate(&self) -> Result<()> {
+        // hnsw_rs exits the process above 256 links; refuse earlier.
+        if self.m == 0 || self.m > 256 {
+            return Err(IndexError::InvalidParams {
+                field: "m",
+                reason: format!("{} is not in 1..=256", self.m),
+            });
+        }
+        if self.ef_construction < self.m || self.ef_search == 0 {
+            return Err(IndexError::InvalidParams {
+                field: "ef",
+                reason: "ef_construction must be >= m and ef_search > 0".into(),
+            });
+        }
+        if self.max_layer == 0 || self.max_layer > 16 {
+            return Err(IndexError::InvalidParams {
+                field: "max_layer",
+                reason: format!("{} is not in 1..=16", self.max_layer),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `hnsw_rs` behind the traits.
+pub struct HnswIndex {
+    hnsw: Hnsw<'static, f32, DistL2>,
+    params: HnswParams,
+    count: AtomicUsize,
+}
+
+impl HnswIndex {
+    pub fn new(params: HnswParams) -> Result<HnswIndex> {
+        params.validate()?;
+        let hnsw = Hnsw::new(
+            params.m,
+            params.capacity.max(1024),
+            params.max_layer,
+            params.ef_construction,
+            DistL2 {},
+        );
+        Ok(HnswIndex {
+            hnsw,
+            params,
+            count: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn params(&self) -> &HnswParams {
+        &self.params
+    }
+
+    /// Writes the graph and vectors to `dir` under a fresh basename, returned.
+    pub fn dump(&self, dir: &Path, basename: &str) -> Result<String> {
+        std::fs::create_dir_all(dir).map_err(|e| IndexError::Dump {
+            path: dir.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        self.hnsw
+            .file_dump(dir, basename)
+            .map_err(|e| IndexError::Dump {
+                path: dir.join(basename),
+                detail: e.to_string(),
+            })
+    }
+
+    /// Loads a dump written by [`HnswIndex::dump`].
+    pub fn load(dir: &Path, basename: &str, params: HnswParams) -> Result<HnswIndex> {
+        params.validate()?;
+        let graph = dir.join(format!("{basename}.hnsw.graph"));
+        if !graph.exists() {
+            return Err(IndexError::Dump {
+                path: graph,
+                detail: "missing".into(),
+            });
+        }
+        // The loaded index borrows its loader for its whole life; the loader is small and a
+        // dump is loaded once per process start, so it is leaked on purpose.
+        let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(dir, basename)));
+        let hnsw: Hnsw<'static, f32, DistL2> = io.load_hnsw().map_err(|e| IndexError::Dump {
+            path: dir.join(basename),
+            detail: e.to_string(),
+        })?;
+        let count = hnsw.get_nb_point();
+        Ok(HnswIndex {
+            hnsw,
+            params,
+            count: AtomicUsize::new(count),
+        })
+    }
+}
+
+impl HnswIndex {
+    /// [`VectorSearch::search`] with an explicit `ef_search` (for parameter sweeps).
+    pub fn search_with_ef(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        live: &(dyn Fn(PointId) -> bool + Sync),
+    ) -> Vec<Hit> {
+        if k == 0 {
+            return Vec::new();
+        }
+        let filter = |id: &usize| live(*id as PointId);
+        let mut ef = ef.max(k);
+        loop {
+            let found = self.hnsw.search_filter(query, k, ef, Some(&filter));
+            // With many tombstones a filtered search can come back short; widen and retry.
+            if found.len() >= k || ef >= self.len().max(k) || ef >= 4096 {
+                return found
+                    .into_iter()
+                    .map(|n| Hit {
+                        point: n.d_id as PointId,
+                        distance: n.distance,
+                    })
+                    .collect();
+            }
+            ef *= 4;
+        }
+    }
+}
+
+impl VectorSearch for HnswIndex {
+    fn search(&self, query: &[f32], k: usize, live: &(dyn Fn(PointId) -> bool + Sync)) -> Vec<Hit> {
+        self.search_with_ef(query, k, self.params.ef_search, live)
+    }
+
+    fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+impl VectorInsert for HnswIndex {
+    fn insert(&self, points: &[(PointId, Vec<f32>)]) {
+        let data: Vec<(&Vec<f32>, usize)> =
+            points.iter().map(|(id, v)| (v, *id as usize)).collect();
+        if data.len() > 64 {
+            self.hnsw.parallel_insert(&data);
+        } else {
+            for (v, id) in data {
+                self.hnsw.insert((v.as_slice(), id));
+            }
+        }
+        self.count.fetch_add(points.len(), Ordering::Relaxed);
+    }
+}
+
+/// Exact search by scanning every point.
+#[derive(Default)]
+pub struct ExactIndex {
+    points: RwLock<Vec<(PointId, Vec<f32>)>>,
+}
+
+impl ExactIndex {
+    pub fn new() -> ExactIndex {
+        ExactIndex::default()
+    }
+}
+
+/// Exact k nearest of `points` to `query` among those `live` accepts, nearest first.
+pub fn exact_knn<'a>(
+    points: impl IntoParallelIterator<Item = &'a (PointId, Vec<f32>)>,
+    query: &[f32],
+    k: usize,
+    live: &(dyn Fn(PointId) -> bool + Sync),
+) -> Vec<Hit> {
+    let mut hits: Vec<Hit> = points
+        .into_par_iter()
+        .filter(|(id, _)| live(*id))
+        .map(|(id, v)| Hit {
+            point: *id,
+            distance: l2(query, v),
+        })
+        .collect();
+    hits.sort_by(|a, b| {
+        a.distance
+            .total_cmp(&b.distance)
+            .then(a.point.cmp(&b.point))
+    });
+    hits.truncate(k);
+    hits
+}
+
+impl VectorSearch for ExactIndex {
+    fn search(&self, query: &[f32], k: usize, live: &(dyn Fn(PointId) -> bool + Sync)) -> Vec<Hit> {
+        let points = self.points.read().unwrap_or_else(|e| e.into_inner());
+        exact_knn(points.par_iter(), query, k, live)
+    }
+
+    fn len(&self) -> usize {
+        self.points.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl VectorInsert for ExactIndex {
+    fn insert(&self, points: &[(PointId, Vec<f32>)]) {
+        self.points
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(points);
+    }
+}
+
+/// Recall@k of `approx` against `exact` result lists.
+pub fn recall(approx: &[Vec<Hit>], exact: &[Vec<Hit>]) -> f64 {
+    let (mut found, mut total) = (0usize, 0usize);
+    for (a, e) in approx.iter().zip(exact) {
+        let truth: std::collections::HashSet<PointId> = e.iter().map(|h| h.point).collect();
+        found += a.iter().filter(|h| truth.contains(&h.point)).count();
+        total += e.len();
+    }
+    if total == 0 {
+        1.0
+    } else {
+        found as f64 / total as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random_points(n: usize, dim: usize, seed: u64) -> Vec<(PointId, Vec<f32>)> {
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+        (0..n)
+            .map(|i| {
+                (
+                    i as PointId,
+                    (0..dim).map(|_| rng.gen_range(-1.0..1.0)).collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// One conformance suite for every implementation of the traits.
+    fn conformance(index: &(impl VectorSearch + VectorInsert)) {
+        let pts = random_points(500, 8, 7);
+        index.insert(&pts);
+        assert_eq!(index.len(), 500);
+        // A point is its own nearest neighbour at distance 0.
+        let hits = index.search(&pts[42].1, 3, &|_| true);
+        assert_eq!(hits[0].point, 42);
+        assert!(hits[0].distance.abs() < 1e-6);
+        assert!(hits.windows(2).all(|w| w[0].distance <= w[1].distance));
+        // Dead points are never returned.
+        let hits = index.search(&pts[42].1, 10, &|id| id % 2 == 1);
+        assert_eq!(hits.len(), 10);
+        assert!(hits.iter().all(|h| h.point % 2 == 1));
+        assert!(index.search(&pts[0].1, 0, &|_| true).is_empty());
+    }
+
+    #[test]
+    fn exact_index_conforms() {
+        conformance(&ExactIndex::new());
+    }
+
+    #[test]
+    fn hnsw_index_conforms() {
+        conformance(&HnswIndex::new(HnswParams::default()).unwrap());
+    }
+
+    #[test]
+    fn bad_params_are_refused() {
+        let p = HnswParams {
+            m: 300,
+            ..HnswParams::default()
+        };
+        assert!(matches!(
+            HnswIndex::new(p),
+            Err(IndexError::InvalidParams { field: "m", .. })
+        ));
+    }
+
+    #[test]
+    fn dump_and_load_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = HnswIndex::new(HnswParams::default()).unwrap();
+        let pts = random_points(300, 6, 3);
+        index.insert(&pts);
+        let name = index.dump(dir.path(), "idx").unwrap();
+        let loaded = HnswIndex::load(dir.path(), &name, HnswParams::default()).unwrap();
+        assert_eq!(loaded.len(), 300);
+        assert_eq!(loaded.search(&pts[5].1, 1, &|_| true)[0].point, 5);
+    }
+}

@@ -1,0 +1,359 @@
+//! Embeddings, the HNSW index and the kNN graph on the real data (and on real lightcurves
+//! augmented to a few thousand objects for recall).
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use asterism::embed::l2;
+use asterism::engine::{Engine, EngineConfig, IndexOrigin};
+use asterism::index::live::scale;
+use asterism::index::{exact_knn, recall, Hit, HnswParams, PointId};
+use asterism::model::{Alert, ObjectRecord, VectorVersion};
+use asterism::synth::{augment, truncate, Augment};
+use common::{config, decode, engine, ingest};
+
+/// The real lightcurves of `data/lightcurves` as records.
+fn real_lightcurves() -> Vec<ObjectRecord> {
+    let (_dir, engine) = engine();
+    ingest(&engine, &["lightcurves/SNIa", "lightcurves/RRLyrae"]);
+    let mut out = Vec::new();
+    engine
+        .store()
+        .for_each_object(|r| {
+            out.push(r);
+            true
+        })
+        .unwrap();
+    out
+}
+
+fn synthetic(n: u64, seed: u64) -> Vec<Alert> {
+    let bases = real_lightcurves();
+    (0..n)
+        .map(|i| {
+            augment(
+                &bases[(i as usize) % bases.len()],
+                i,
+                seed,
+                &Augment::default(),
+            )
+        })
+        .collect()
+}
+
+/// Recall@k of the engine's `similar` against exact search over the same current vectors.
+fn engine_recall(engine: &Engine, k: usize, queries: usize) -> f64 {
+    let (ids, m) = engine.matrix().unwrap();
+    let points: Vec<(PointId, Vec<f32>)> = m
+        .rows()
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| (i as PointId, r.iter().map(|&x| x as f32).collect()))
+        .collect();
+    let index: BTreeMap<&str, PointId> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i as PointId))
+        .collect();
+    let step = (ids.len() / queries).max(1);
+    let (mut approx, mut exact) = (Vec::new(), Vec::new());
+    for q in (0..ids.len()).step_by(step) {
+        let got = engine.similar(&ids[q], k, None).unwrap();
+        approx.push(
+            got.iter()
+                .map(|n| Hit {
+                    point: index[n.object_id.as_str()],
+                    distance: n.distance,
+                })
+                .collect::<Vec<_>>(),
+        );
+        exact.push(exact_knn(
+            points.iter().collect::<Vec<_>>(),
+            &points[q].1,
+            k,
+            &|p| p != q as PointId,
+        ));
+    }
+    recall(&approx, &exact)
+}
+
+#[test]
+fn every_object_in_data_gets_a_finite_embedding() {
+    let (_dir, engine) = engine();
+    ingest(&engine, &["ztf", "fink", "lsst", "lightcurves"]);
+    let mut n = 0;
+    engine
+        .store()
+        .for_each_object(|r| {
+            let (v, mask) = engine.vector(&r.object_id).unwrap();
+            assert_eq!(v.len(), engine.embedder().dim());
+            assert_eq!(mask.len(), v.len());
+            assert!(v.iter().all(|x| x.is_finite()), "{}", r.object_id);
+            n += 1;
+            true
+        })
+        .unwrap();
+    assert_eq!(n, 199);
+    let spec = engine.spec();
+    assert!(
+        spec.fitted_on >= 100,
+        "the scaler was fitted: {}",
+        spec.fitted_on
+    );
+    // Every object has a neighbour list of GRAPH_K entries, itself excluded.
+    let list = engine.neighbours("ZTF18abxhyqv").unwrap();
+    assert_eq!(list.len(), asterism::graph::GRAPH_K);
+    assert!(list.iter().all(|n| n.object_id != "ZTF18abxhyqv"));
+}
+
+#[test]
+fn the_same_lightcurve_gives_the_same_vector() {
+    let (_d1, a) = engine();
+    let (_d2, b) = engine();
+    ingest(&a, &["lightcurves"]);
+    ingest(&b, &["lightcurves"]);
+    for id in ["1013184", "ZTF18aadzfso", "light-curve-3/1"] {
+        assert_eq!(a.vector(id).unwrap(), b.vector(id).unwrap(), "{id}");
+    }
+    let r = a.object("1013184").unwrap();
+    let e = a.embedder();
+    assert_eq!(
+        format!("{:?}", e.features(&r, None)),
+        format!("{:?}", e.features(&r, None))
+    );
+}
+
+#[test]
+fn two_halves_end_at_the_vector_of_one_ingest_and_as_of_sees_the_first_half() {
+    let mut packets = decode("ztf/ZTF18abxhyqv.tar.gz").alerts;
+    packets.sort_by(|x, y| x.mjd.total_cmp(&y.mjd));
+    let (first, second) = packets.split_at(2);
+    let mid = first.last().unwrap().mjd;
+
+    let (_d1, whole) = engine();
+    ingest(&whole, &["lightcurves", "fink"]);
+    whole.apply(&packets).unwrap();
+
+    let (_d2, halves) = engine();
+    ingest(&halves, &["lightcurves", "fink"]);
+    halves.apply(first).unwrap();
+    let early_neighbours = halves.similar("ZTF18abxhyqv", 5, None).unwrap();
+    halves.apply(second).unwrap();
+
+    let id = "ZTF18abxhyqv";
+    let versions = halves.store().vector_versions(id).unwrap();
+    assert_eq!(
+        versions.len(),
+        2,
+        "re-embedded when the second half arrived"
+    );
+    let latest_whole = whole.store().vector_versions(id).unwrap().pop().unwrap().1;
+    assert_eq!(versions[1].1.raw.len(), latest_whole.raw.len());
+    assert_eq!(
+        format!("{:?}", versions[1].1.raw),
+        format!("{:?}", latest_whole.raw),
+        "same raw features"
+    );
+    // With the same scaler (both refitted on the same objects) the vectors are equal.
+    whole.reindex().unwrap();
+    halves.reindex().unwrap();
+    assert_eq!(whole.vector(id).unwrap(), halves.vector(id).unwrap());
+
+    // As of the first half, the earlier vector is the query: the oracle below searches the
+    // versions valid at `mid` exactly.
+    let spec = halves.spec();
+    let mut at: BTreeMap<String, VectorVersion> = BTreeMap::new();
+    halves
+        .store()
+        .for_each_vector(|oid, _, v| {
+            if v.from_mjd <= mid {
+                at.insert(oid.to_string(), v);
+            }
+        })
+        .unwrap();
+    let q = scale(&spec, &at[id].raw);
+    let mut expected: Vec<(f32, String)> = at
+        .iter()
+        .filter(|(oid, _)| oid.as_str() != id)
+        .map(|(oid, v)| (l2(&q, &scale(&spec, &v.raw)), oid.clone()))
+        .collect();
+    expected.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let got = halves.similar(id, 5, Some(mid)).unwrap();
+    let got_ids: Vec<&str> = got.iter().map(|n| n.object_id.as_str()).collect();
+    let want: Vec<&str> = expected.iter().take(5).map(|(_, o)| o.as_str()).collect();
+    assert_eq!(got_ids, want);
+    assert!((got[0].distance - expected[0].0).abs() < 1e-4);
+    let now = halves.similar(id, 5, None).unwrap();
+    assert_ne!(
+        format!("{got:?}"),
+        format!("{now:?}"),
+        "as-of and current differ"
+    );
+    assert!(!early_neighbours.is_empty());
+    // Before its first detection an object has no embedding.
+    assert!(halves.similar(id, 5, Some(first[0].mjd - 100.0)).is_err());
+}
+
+#[test]
+fn recall_at_10_fresh_and_after_churn() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&dir.path().join("db"), config()).unwrap();
+    let alerts = synthetic(3000, 11);
+    // Objects first appear with 40% of their lightcurve, then grow twice: every object is
+    // re-embedded, twice, leaving two tombstones per live point.
+    for fraction in [0.4, 0.7] {
+        let early: Vec<Alert> = alerts.iter().map(|a| truncate(a, fraction)).collect();
+        for chunk in early.chunks(500) {
+            engine.apply(chunk).unwrap();
+        }
+    }
+    let fresh_spec = engine.spec();
+    for chunk in alerts.chunks(500) {
+        engine.apply(chunk).unwrap();
+    }
+    engine.wait_for_rebuild();
+    let churned = engine_recall(&engine, 10, 300);
+    assert!(churned >= 0.95, "recall@10 after churn {churned}");
+    assert!(engine.spec().version >= fresh_spec.version);
+
+    // A fresh index over the same store.
+    drop(engine);
+    std::fs::remove_dir_all(dir.path().join("db").join("index")).ok();
+    let reopened = Engine::open(&dir.path().join("db"), config()).unwrap();
+    assert_eq!(reopened.index_origin(), IndexOrigin::Rebuilt);
+    let fresh = engine_recall(&reopened, 10, 300);
+    assert!(fresh >= 0.95, "recall@10 fresh {fresh}");
+    assert!(
+        (fresh - churned).abs() <= 0.03,
+        "fresh {fresh} churned {churned}"
+    );
+}
+
+#[test]
+fn restart_loads_the_dump_and_replays_newer_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let alerts = synthetic(400, 5);
+    {
+        let engine = Engine::open(&path, config()).unwrap();
+        engine.apply(&alerts[..300]).unwrap();
+        engine.checkpoint().unwrap();
+    }
+    let expected = {
+        let engine = Engine::open(&path, config()).unwrap();
+        assert_eq!(engine.index_origin(), IndexOrigin::Loaded { replayed: 0 });
+        let e = engine.similar(&alerts[7].object_id, 10, None).unwrap();
+        assert_eq!(e.len(), 10);
+        // Newer vectors, not in the dump (no checkpoint).
+        engine.apply(&alerts[300..]).unwrap();
+        engine.similar(&alerts[7].object_id, 10, None).unwrap()
+    };
+    let engine = Engine::open(&path, config()).unwrap();
+    assert_eq!(
+        engine.index_origin(),
+        IndexOrigin::Loaded { replayed: 100 },
+        "the dump is loaded and only the newer vectors inserted"
+    );
+    let got = engine.similar(&alerts[7].object_id, 10, None).unwrap();
+    let overlap = got
+        .iter()
+        .filter(|n| expected.iter().any(|e| e.object_id == n.object_id))
+        .count();
+    assert!(overlap >= 9, "{got:?} vs {expected:?}");
+    drop(engine);
+
+    // A missing dump: rebuilt, same answers.
+    for f in std::fs::read_dir(path.join("index")).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let engine = Engine::open(&path, config()).unwrap();
+    assert_eq!(engine.index_origin(), IndexOrigin::Rebuilt);
+    let got = engine.similar(&alerts[7].object_id, 10, None).unwrap();
+    assert!(
+        got.iter()
+            .filter(|n| expected.iter().any(|e| e.object_id == n.object_id))
+            .count()
+            >= 9
+    );
+    engine.checkpoint().unwrap();
+    drop(engine);
+
+    // A stale dump (the store moved on to a new scaler after it was written): rebuilt.
+    {
+        let engine = Engine::open(&path, config()).unwrap();
+        assert!(matches!(engine.index_origin(), IndexOrigin::Loaded { .. }));
+        engine.reindex().unwrap();
+    }
+    let engine = Engine::open(&path, config()).unwrap();
+    assert_eq!(engine.index_origin(), IndexOrigin::Rebuilt);
+    assert_eq!(
+        engine
+            .similar(&alerts[7].object_id, 10, None)
+            .unwrap()
+            .len(),
+        10
+    );
+}
+
+#[test]
+fn clusters_and_export() {
+    let (dir, engine) = engine();
+    ingest(&engine, &["lightcurves"]);
+    let report = engine.clusters(Some(2), 42).unwrap();
+    assert_eq!(report.objects, 71);
+    assert_eq!(report.clusters.iter().map(|c| c.size).sum::<usize>(), 71);
+    assert_eq!(report.component_sizes.iter().sum::<usize>(), 71);
+    // SN Ia (ZTF) and RR Lyrae (Stripe 82) fall apart: each cluster is dominated by one survey.
+    for c in &report.clusters {
+        let top = c.surveys.values().max().unwrap();
+        assert!(*top as f64 >= 0.8 * c.size as f64, "{c:?}");
+    }
+
+    let out = dir.path().join("objects.parquet");
+    let rows = asterism::export::export_parquet(&engine, &out).unwrap();
+    assert_eq!(rows, 71);
+    let file = std::fs::File::open(&out).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut n = 0;
+    for batch in reader {
+        let batch = batch.unwrap();
+        let emb = batch
+            .column_by_name("embedding")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::ListArray>()
+            .unwrap();
+        for i in 0..batch.num_rows() {
+            assert_eq!(emb.value(i).len(), engine.embedder().dim());
+        }
+        n += batch.num_rows();
+    }
+    assert_eq!(n, 71);
+}
+
+#[test]
+fn bad_requests_are_clear_errors() {
+    let (_dir, engine) = engine();
+    ingest(&engine, &["lightcurves/RRLyrae"]);
+    assert!(matches!(
+        engine.similar("1013184", 0, None),
+        Err(asterism::EngineError::InvalidArgument { field: "k", .. })
+    ));
+    assert!(matches!(
+        engine.similar("nope", 5, None),
+        Err(asterism::EngineError::UnknownObject { .. })
+    ));
+    let bad = EngineConfig {
+        hnsw: HnswParams {
+            m: 0,
+            ..HnswParams::default()
+        },
+        ..config()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    assert!(Engine::open(&dir.path().join("db"), bad).is_err());
+}
