@@ -12,10 +12,20 @@ use rayon::prelude::*;
 use serde_json::{json, Value};
 
 use asterism::alert::{DecodeOptions, Decoded, Reject};
-use asterism::engine::{Engine, EngineConfig, IngestReport};
-use asterism::model::{AnnotationValue, Detection, ObjectRecord, Unit};
+use asterism::engine::{AnomalyQuery, Engine, EngineConfig, IngestReport, RecommendQuery};
+use asterism::model::{AnnotationValue, Detection, ObjectRecord, Unit, Vote};
 use asterism::source;
 use asterism::store::StoreConfig;
+use std::collections::BTreeMap;
+
+/// `println!` that returns the error instead of panicking (a closed pipe, as with `| head`,
+/// ends the command quietly: see `main`).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?;
+    }};
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -114,6 +124,85 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Import labels from a CSV with columns objectId,class (extra columns ignored).
+    Labels {
+        #[command(flatten)]
+        db: DbArg,
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Class probabilities of an object from its neighbours' labels.
+    Classify {
+        #[command(flatten)]
+        db: DbArg,
+        object_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Leave-one-out neighbour-vote classification of the labelled objects of a CSV.
+    Evaluate {
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(long, value_name = "FILE.csv")]
+        labels: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The most anomalous objects (optionally as ranked for one user).
+    Anomalies {
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// Only objects detected at or after this MJD.
+        #[arg(long, value_name = "MJD")]
+        since: Option<f64>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record a user's vote on an object.
+    Vote {
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(long)]
+        user: String,
+        object_id: String,
+        #[arg(value_parser = ["up", "down"])]
+        direction: String,
+    },
+    /// Objects like the --like examples and unlike the --unlike ones, or like a user's up-votes.
+    Recommend {
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(long, num_args = 1.., value_name = "ID")]
+        like: Vec<String>,
+        #[arg(long, num_args = 1.., value_name = "ID")]
+        unlike: Vec<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        #[arg(long)]
+        class: Option<String>,
+        #[arg(long)]
+        min_detections: Option<usize>,
+        #[arg(long, value_name = "MJD")]
+        since: Option<f64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which features and bands make two objects close, and which set them apart.
+    Explain {
+        #[command(flatten)]
+        db: DbArg,
+        a: String,
+        b: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run() -> Result<()> {
@@ -153,9 +242,9 @@ pub fn run() -> Result<()> {
             let engine = open_existing(&db.db)?;
             let record = engine.object(&object_id)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&object_json(&record))?);
+                say!("{}", serde_json::to_string_pretty(&object_json(&record))?);
             } else {
-                print_object(&record);
+                print_object(&record)?;
             }
             Ok(())
         }
@@ -179,14 +268,17 @@ pub fn run() -> Result<()> {
                     "objects": total.0, "alerts": total.1, "detections": total.2,
                     "surveys": per,
                 });
-                println!("{}", serde_json::to_string_pretty(&doc)?);
+                say!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
-                println!(
+                say!(
                     "{:<10} {:>10} {:>10} {:>12}",
-                    "survey", "objects", "alerts", "detections"
+                    "survey",
+                    "objects",
+                    "alerts",
+                    "detections"
                 );
                 for (s, c) in &stats {
-                    println!(
+                    say!(
                         "{:<10} {:>10} {:>10} {:>12}",
                         s.as_str(),
                         c.objects,
@@ -214,11 +306,11 @@ pub fn run() -> Result<()> {
                         "object_id": n.object_id, "distance": n.distance,
                     })).collect::<Vec<_>>(),
                 });
-                println!("{}", serde_json::to_string_pretty(&doc)?);
+                say!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
-                println!("{:>4}  {:<24} {:>10}", "rank", "object", "distance");
+                say!("{:>4}  {:<24} {:>10}", "rank", "object", "distance");
                 for (i, n) in neighbours.iter().enumerate() {
-                    println!("{:>4}  {:<24} {:>10.4}", i + 1, n.object_id, n.distance);
+                    say!("{:>4}  {:<24} {:>10.4}", i + 1, n.object_id, n.distance);
                 }
             }
             Ok(())
@@ -226,23 +318,23 @@ pub fn run() -> Result<()> {
         Command::Export { db, out } => {
             let engine = open_existing(&db.db)?;
             let rows = asterism::export::export_parquet(&engine, &out)?;
-            println!("wrote {rows} objects to {}", out.display());
+            say!("wrote {rows} objects to {}", out.display());
             Ok(())
         }
         Command::Clusters { db, k, seed, json } => {
             let engine = open_existing(&db.db)?;
             let report = engine.clusters(k, seed)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                say!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!(
+                say!(
                     "{} objects; kNN graph components: {} (largest {:?})",
                     report.objects,
                     report.component_sizes.len(),
                     &report.component_sizes[..report.component_sizes.len().min(5)]
                 );
                 for c in &report.clusters {
-                    println!(
+                    say!(
                         "cluster {:>2}: {:>6} objects {:?} e.g. {}",
                         c.id,
                         c.size,
@@ -258,16 +350,230 @@ pub fn run() -> Result<()> {
             let report = engine.reindex()?;
             engine.checkpoint()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                say!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!(
+                say!(
                     "re-embedded {} objects ({} versions, {} features)",
-                    report.objects, report.versions, report.dim
+                    report.objects,
+                    report.versions,
+                    report.dim
                 );
             }
             Ok(())
         }
+        other => science(other),
     }
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    say!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Reads `objectId,class` rows (header required; extra columns ignored).
+fn read_labels_csv(path: &std::path::Path) -> Result<Vec<(String, String)>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_path(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let header = reader.headers()?.clone();
+    let col = |names: &[&str]| header.iter().position(|h| names.contains(&h));
+    let id = col(&["objectId", "object_id", "oid", "id"])
+        .with_context(|| format!("{}: no objectId column", path.display()))?;
+    let class = col(&["class", "label", "type"])
+        .with_context(|| format!("{}: no class column", path.display()))?;
+    let mut rows = Vec::new();
+    for (i, r) in reader.records().enumerate() {
+        let r = r.with_context(|| format!("{}: line {}", path.display(), i + 2))?;
+        if let (Some(a), Some(b)) = (r.get(id), r.get(class)) {
+            if !a.is_empty() && !b.is_empty() {
+                rows.push((a.to_string(), b.to_string()));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+fn science(command: Command) -> Result<()> {
+    match command {
+        Command::Labels { db, file, json } => {
+            let engine = open_existing(&db.db)?;
+            let rows = read_labels_csv(&file)?;
+            let name = file.file_name().map_or_else(
+                || file.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            let report = engine.import_labels(&rows, &name)?;
+            if json {
+                return print_json(&report);
+            }
+            say!(
+                "imported {} labels ({} rows name objects not in the store)",
+                report.imported,
+                report.unknown_objects.len()
+            );
+            for (c, n) in &report.classes {
+                say!("  {c:<16} {n}");
+            }
+        }
+        Command::Classify {
+            db,
+            object_id,
+            json,
+        } => {
+            let engine = open_existing(&db.db)?;
+            let c = engine.classify(&object_id)?;
+            if json {
+                return print_json(&c);
+            }
+            say!(
+                "{}: {} (confidence {:.2}, by {})",
+                c.object_id,
+                c.class.as_deref().unwrap_or("unknown"),
+                c.confidence,
+                c.method
+            );
+            let mut probs: Vec<_> = c.probabilities.iter().collect();
+            probs.sort_by(|a, b| b.1.total_cmp(a.1));
+            for (class, p) in probs {
+                say!("  {class:<16} {p:.3}");
+            }
+            for v in &c.voters {
+                say!(
+                    "  voter {:<24} {:<14} d={:.3} ({})",
+                    v.object_id,
+                    v.class,
+                    v.distance,
+                    v.source
+                );
+            }
+        }
+        Command::Evaluate { db, labels, json } => {
+            let engine = open_existing(&db.db)?;
+            let truth: BTreeMap<String, String> = read_labels_csv(&labels)?.into_iter().collect();
+            let r = engine.evaluate(&truth)?;
+            if json {
+                return print_json(&r);
+            }
+            let e = &r.evaluation;
+            say!(
+                "n {}  accuracy {:.3}  macro-F1 {:.3}  (majority baseline '{}': accuracy {:.3}, macro-F1 {:.3}); {} labelled objects not in the store",
+                e.n, e.accuracy, e.macro_f1, e.baseline_class, e.baseline_accuracy, e.baseline_macro_f1, r.missing
+            );
+            for (c, f) in &e.per_class {
+                say!(
+                    "  {c:<16} support {:>4}  precision {:.3}  recall {:.3}  f1 {:.3}",
+                    f.support,
+                    f.precision,
+                    f.recall,
+                    f.f1
+                );
+            }
+        }
+        Command::Anomalies {
+            db,
+            top,
+            since,
+            user,
+            json,
+        } => {
+            let engine = open_existing(&db.db)?;
+            let list = engine.anomalies(&AnomalyQuery { top, since, user })?;
+            if json {
+                let v: Vec<Value> = list
+                    .iter()
+                    .map(|a| json!({"object_id": a.object_id, "score": a.score, "lof": a.lof, "isolation": a.isolation}))
+                    .collect();
+                return print_json(&v);
+            }
+            for (i, a) in list.iter().enumerate() {
+                say!(
+                    "{:>4}  {:<24} score {:.3}  (LOF {:.2}, isolation {:.3})",
+                    i + 1,
+                    a.object_id,
+                    a.score,
+                    a.lof,
+                    a.isolation
+                );
+            }
+        }
+        Command::Vote {
+            db,
+            user,
+            object_id,
+            direction,
+        } => {
+            let engine = open_existing(&db.db)?;
+            let vote = if direction == "up" {
+                Vote::Up
+            } else {
+                Vote::Down
+            };
+            engine.vote(&user, &object_id, vote)?;
+            say!("{user} voted {direction} {object_id}");
+        }
+        Command::Recommend {
+            db,
+            like,
+            unlike,
+            user,
+            top,
+            class,
+            min_detections,
+            since,
+            json,
+        } => {
+            let engine = open_existing(&db.db)?;
+            let recs = engine.recommend(&RecommendQuery {
+                like,
+                unlike,
+                user,
+                top,
+                class,
+                min_detections,
+                since,
+            })?;
+            if json {
+                return print_json(&recs);
+            }
+            for (i, r) in recs.iter().enumerate() {
+                say!(
+                    "{:>4}  {:<24} score {:.4}  {:<14} {} detections",
+                    i + 1,
+                    r.object_id,
+                    r.score,
+                    r.class.as_deref().unwrap_or("-"),
+                    r.n_detections
+                );
+            }
+        }
+        Command::Explain { db, a, b, json } => {
+            let engine = open_existing(&db.db)?;
+            let e = engine.explain(&a, &b)?;
+            if json {
+                return print_json(&e);
+            }
+            say!("distance {a} - {b}: {:.3}", e.distance);
+            say!("share of the squared distance by band: {:?}", e.by_band);
+            say!("what sets them apart:");
+            for c in &e.apart {
+                say!(
+                    "  {:<40} {:>7.3} vs {:>7.3}  {:>5.1}%",
+                    c.feature,
+                    c.a,
+                    c.b,
+                    100.0 * c.share
+                );
+            }
+            say!("what they share:");
+            for c in &e.closest {
+                say!("  {:<40} {:>7.3} vs {:>7.3}", c.feature, c.a, c.b);
+            }
+        }
+        other => anyhow::bail!("not a science command: {other:?}"),
+    }
+    Ok(())
 }
 
 /// Opens a database that must already exist (queries never create one).
@@ -333,17 +639,17 @@ fn ingest(engine: &Engine, paths: &[PathBuf], opts: &DecodeOptions) -> Result<In
 
 fn print_ingest(report: &IngestReport, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        say!("{}", serde_json::to_string_pretty(report)?);
         return Ok(());
     }
-    println!("alerts read:       {}", report.alerts_read);
-    println!("alerts rejected:   {}", report.alerts_rejected);
-    println!("alerts duplicate:  {}", report.alerts_duplicate);
-    println!("objects new:       {}", report.objects_new);
-    println!("objects updated:   {}", report.objects_updated);
-    println!("detections added:  {}", report.detections_added);
+    say!("alerts read:       {}", report.alerts_read);
+    say!("alerts rejected:   {}", report.alerts_rejected);
+    say!("alerts duplicate:  {}", report.alerts_duplicate);
+    say!("objects new:       {}", report.objects_new);
+    say!("objects updated:   {}", report.objects_updated);
+    say!("detections added:  {}", report.detections_added);
     for r in &report.rejects {
-        println!("rejected {}: {}", r.source, r.reason);
+        say!("rejected {}: {}", r.source, r.reason);
     }
     Ok(())
 }
@@ -412,14 +718,14 @@ fn object_json(r: &ObjectRecord) -> Value {
     })
 }
 
-fn print_object(r: &ObjectRecord) {
-    println!("object      {}", r.object_id);
-    println!("survey      {}", r.survey);
+fn print_object(r: &ObjectRecord) -> Result<()> {
+    say!("object      {}", r.object_id);
+    say!("survey      {}", r.survey);
     if let (Some(ra), Some(dec)) = (r.meta.ra, r.meta.dec) {
-        println!("position    ra {ra:.6} dec {dec:.6}");
+        say!("position    ra {ra:.6} dec {dec:.6}");
     }
     if let (Some(f), Some(l)) = (r.meta.first_mjd, r.meta.last_mjd) {
-        println!("detected    MJD {f:.5} .. {l:.5}");
+        say!("detected    MJD {f:.5} .. {l:.5}");
     }
     let per_band: Vec<String> = r
         .meta
@@ -427,7 +733,7 @@ fn print_object(r: &ObjectRecord) {
         .iter()
         .map(|(b, n)| format!("{b}:{n}"))
         .collect();
-    println!(
+    say!(
         "detections  {} ({}), forced {}, upper limits {}",
         r.detections.len(),
         per_band.join(" "),
@@ -435,14 +741,17 @@ fn print_object(r: &ObjectRecord) {
         r.upper_limits.len()
     );
     for (k, a) in &r.annotations {
-        println!("  {k} = {} (MJD {:.5})", annotation_json(&a.value), a.mjd);
+        say!("  {k} = {} (MJD {:.5})", annotation_json(&a.value), a.mjd);
     }
-    println!(
+    say!(
         "{:>14} {:>5} {:>14} {:>12} unit",
-        "mjd", "band", "value", "error"
+        "mjd",
+        "band",
+        "value",
+        "error"
     );
     for d in &r.detections {
-        println!(
+        say!(
             "{:>14.6} {:>5} {:>14.4} {:>12.4} {}",
             d.mjd,
             d.band.name(),
@@ -451,4 +760,5 @@ fn print_object(r: &ObjectRecord) {
             unit_name(d.unit)
         );
     }
+    Ok(())
 }

@@ -17,10 +17,14 @@ use serde::Serialize;
 
 use crate::alert::Decoded;
 use crate::embed::{Embedder, EmbeddingSpec};
+use crate::graph::labels::{self as taxonomy, primary};
+use crate::graph::science::{self, Evaluation, Explanation, IsolationForest};
 use crate::graph::{self, GraphError, GRAPH_K};
 use crate::index::live::{scale, Entry, LiveIndex};
 use crate::index::{exact_knn, HnswIndex, HnswParams, IndexError, PointId, VectorInsert};
-use crate::model::{Alert, Neighbour, ObjectRecord, Survey, VectorVersion};
+use crate::model::{
+    Alert, AnnotationValue, Label, Neighbour, ObjectRecord, Survey, VectorVersion, Vote,
+};
 use crate::store::{Batch, Counts, Store, StoreConfig, StoreError};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -44,6 +48,10 @@ pub enum EngineError {
     SpecOutdated,
     #[error("invalid argument {field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
+    #[error("unknown user `{user}` (no votes)")]
+    UnknownUser { user: String },
+    #[error("no positive examples: give --like IDs, or a user who voted objects up")]
+    NoPositiveExamples,
 }
 
 pub type Result<T> = std::result::Result<T, EngineError>;
@@ -646,7 +654,9 @@ impl Engine {
     }
 
     /// The `k` objects most similar to `object_id`, nearest first, the object itself excluded.
-    /// With `as_of`, the embeddings every object had at that MJD are searched exactly.
+    /// With `as_of`, the embeddings every object had at that MJD are searched exactly: the
+    /// stored version valid then, or, for an object detected by then whose history arrived
+    /// later in one batch, its lightcurve cut at that MJD embedded on the fly. O(objects).
     pub fn similar(&self, object_id: &str, k: usize, as_of: Option<f64>) -> Result<Vec<Neighbour>> {
         if k == 0 || k > MAX_K {
             return Err(EngineError::InvalidArgument {
@@ -688,6 +698,35 @@ impl Engine {
                 at.insert(id.to_string(), v);
             }
         })?;
+        // Objects whose history reached the store in one batch have no version for every
+        // date: their lightcurve as it was at `t` is embedded now (the same features).
+        let mut missing: Vec<ObjectRecord> = Vec::new();
+        self.store.for_each_object(|r| {
+            if !at.contains_key(&r.object_id) && r.meta.first_mjd.is_some_and(|f| f <= t) {
+                missing.push(r);
+            }
+            true
+        })?;
+        let derived: Vec<(String, VectorVersion)> = missing
+            .par_iter()
+            .map(|r| {
+                let raw: Vec<f32> = self
+                    .embedder
+                    .features(r, Some(t))
+                    .into_iter()
+                    .map(|x| x as f32)
+                    .collect();
+                let n = r.detections.iter().filter(|d| d.mjd <= t).count() as u32;
+                let version = VectorVersion {
+                    point: 0,
+                    from_mjd: t,
+                    n_detections: n,
+                    raw,
+                };
+                (r.object_id.clone(), version)
+            })
+            .collect();
+        at.extend(derived);
         let query = at.get(object_id).ok_or_else(|| EngineError::NoEmbedding {
             object_id: object_id.to_string(),
             as_of: Some(t),
@@ -777,6 +816,455 @@ impl Engine {
         })
     }
 
+    /// The most trusted label of each object (imported or from its annotations).
+    fn primary_labels(&self, ids: &[&str]) -> Result<Vec<Option<Label>>> {
+        let records = self.store.get_objects(ids)?;
+        let imported = self.store.labels_of(ids)?;
+        Ok(records
+            .iter()
+            .zip(imported)
+            .map(|(r, imp)| {
+                r.as_ref()
+                    .and_then(|r| primary(&taxonomy::labels_of(r, &imp)).cloned())
+            })
+            .collect())
+    }
+
+    /// Every label of an object, most trusted first.
+    pub fn labels(&self, object_id: &str) -> Result<Vec<Label>> {
+        let r = self.object(object_id)?;
+        let imported = self
+            .store
+            .labels_of(&[object_id])?
+            .pop()
+            .unwrap_or_default();
+        Ok(taxonomy::labels_of(&r, &imported))
+    }
+
+    /// Imports `(object id, class)` rows from a labels file named `source`. Classes are mapped
+    /// onto the taxonomy where they name one of its classes or a SIMBAD/TNS type, and kept as
+    /// written otherwise. Rows for objects not in the store are counted, not stored.
+    pub fn import_labels(&self, rows: &[(String, String)], source: &str) -> Result<LabelImport> {
+        let _guard = lock(&self.writer);
+        let source = format!("csv:{source}");
+        let mut report = LabelImport::default();
+        let ids: Vec<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
+        let known = self.store.get_objects(&ids)?;
+        let mut existing = self.store.labels_of(&ids)?;
+        let mut out: BTreeMap<String, Vec<Label>> = BTreeMap::new();
+        for (((id, raw), known), current) in rows.iter().zip(known).zip(existing.iter_mut()) {
+            if known.is_none() {
+                report.unknown_objects.push(id.clone());
+                continue;
+            }
+            let class =
+                taxonomy::canonical(raw).map_or_else(|| raw.trim().to_string(), String::from);
+            let entry = out
+                .entry(id.clone())
+                .or_insert_with(|| std::mem::take(current));
+            entry.retain(|l| l.source != source);
+            entry.push(Label {
+                class: class.clone(),
+                source: source.clone(),
+                raw: raw.clone(),
+            });
+            *report.classes.entry(class).or_default() += 1;
+            report.imported += 1;
+        }
+        let batch: Vec<(String, Vec<Label>)> = out.into_iter().collect();
+        self.store.put_labels(&batch)?;
+        Ok(report)
+    }
+
+    fn current_vector(&self, object_id: &str) -> Result<Vec<f32>> {
+        if self.spec_outdated {
+            return Err(EngineError::SpecOutdated);
+        }
+        if let Some(c) = read(&self.live).current(object_id) {
+            return Ok(c.vector.clone());
+        }
+        self.object(object_id)?;
+        Err(EngineError::NoEmbedding {
+            object_id: object_id.to_string(),
+            as_of: None,
+        })
+    }
+
+    /// Class probabilities of an object from the labels of its nearest neighbours (see
+    /// [`science`] for the weights, the calibration and the packet-score pooling), or by label
+    /// spreading over the kNN graph when no neighbour among the nearest is labelled.
+    pub fn classify(&self, object_id: &str) -> Result<Classification> {
+        let record = self.object(object_id)?;
+        let vector = self.current_vector(object_id)?;
+        let candidates = read(&self.live).search(&vector, VOTE_CANDIDATES, Some(object_id));
+        let ids: Vec<&str> = candidates.iter().map(|(id, _)| id.as_ref()).collect();
+        let labels = self.primary_labels(&ids)?;
+        let voters: Vec<Voter> = candidates
+            .iter()
+            .zip(labels)
+            .filter_map(|((id, d), l)| {
+                l.map(|l| Voter {
+                    object_id: id.to_string(),
+                    class: l.class,
+                    source: l.source,
+                    distance: *d,
+                })
+            })
+            .take(VOTERS)
+            .collect();
+        let (mut probabilities, method) = if voters.is_empty() {
+            let p = self.spread_to(object_id)?;
+            let m = if p.is_empty() { "none" } else { "propagation" };
+            (p, m)
+        } else {
+            let v: Vec<(String, f32)> = voters
+                .iter()
+                .map(|v| (v.class.clone(), v.distance))
+                .collect();
+            (science::vote(&v), "vote")
+        };
+        let packet_snia_score = snia_score(&record);
+        if let Some(s) = packet_snia_score {
+            science::pool_snia_score(&mut probabilities, s);
+        }
+        let best = probabilities
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(c, p)| (c.clone(), *p));
+        Ok(Classification {
+            object_id: object_id.to_string(),
+            class: best.as_ref().map(|b| b.0.clone()),
+            confidence: best.map_or(0.0, |b| b.1),
+            probabilities,
+            method,
+            voters,
+            packet_snia_score,
+            labels: self.labels(object_id)?,
+        })
+    }
+
+    /// Label spreading over the stored kNN graph; the scores of `object_id`.
+    fn spread_to(&self, object_id: &str) -> Result<BTreeMap<String, f64>> {
+        let mut lists = BTreeMap::new();
+        self.store.for_each_neighbours(|id, list| {
+            lists.insert(id.to_string(), list);
+        })?;
+        let ids: Vec<&str> = lists.keys().map(String::as_str).collect();
+        let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let Some(&me) = index.get(object_id) else {
+            return Ok(BTreeMap::new());
+        };
+        let mut edges = Vec::new();
+        for (i, (_, list)) in lists.iter().enumerate() {
+            for n in list {
+                if let Some(&j) = index.get(n.object_id.as_str()) {
+                    edges.push((i, j, n.distance));
+                }
+            }
+        }
+        let labels = self.primary_labels(&ids)?;
+        let mut classes: Vec<String> = labels.iter().flatten().map(|l| l.class.clone()).collect();
+        classes.sort();
+        classes.dedup();
+        let seeds: Vec<(usize, usize)> = labels
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| {
+                let l = l.as_ref()?;
+                Some((i, classes.binary_search(&l.class).ok()?))
+            })
+            .filter(|(i, _)| *i != me)
+            .collect();
+        let f = science::spread_labels(ids.len(), &edges, &seeds, classes.len());
+        Ok(classes
+            .into_iter()
+            .zip(f[me].iter().copied())
+            .filter(|(_, p)| *p > 0.0)
+            .collect())
+    }
+
+    /// Leave-one-out neighbour-vote classification of the objects in `truth` (id -> class):
+    /// each is classified by the votes of its nearest neighbours that `truth` labels, its own
+    /// label hidden. Objects absent from the store are counted in `missing`.
+    pub fn evaluate(&self, truth: &BTreeMap<String, String>) -> Result<EvaluationReport> {
+        if self.spec_outdated {
+            return Err(EngineError::SpecOutdated);
+        }
+        let truth: BTreeMap<&str, String> = truth
+            .iter()
+            .map(|(id, c)| {
+                let c = taxonomy::canonical(c).map_or_else(|| c.trim().to_string(), String::from);
+                (id.as_str(), c)
+            })
+            .collect();
+        let live = read(&self.live);
+        let present: Vec<(&str, &String)> = truth
+            .iter()
+            .filter(|(id, _)| live.current(id).is_some())
+            .map(|(id, c)| (*id, c))
+            .collect();
+        let predicted: Vec<String> = present
+            .par_iter()
+            .map(|(id, _)| {
+                let Some(c) = live.current(id) else {
+                    return "none".to_string();
+                };
+                let voters: Vec<(String, f32)> = live
+                    .search(&c.vector, VOTE_CANDIDATES, Some(id))
+                    .into_iter()
+                    .filter_map(|(n, d)| truth.get(n.as_ref()).map(|c| (c.clone(), d)))
+                    .take(VOTERS)
+                    .collect();
+                science::vote(&voters)
+                    .into_iter()
+                    .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+                    .map_or_else(|| "none".to_string(), |(c, _)| c)
+            })
+            .collect();
+        let actual: Vec<String> = present.iter().map(|(_, c)| (*c).clone()).collect();
+        Ok(EvaluationReport {
+            missing: truth.len() - present.len(),
+            evaluation: science::evaluate(&actual, &predicted),
+        })
+    }
+
+    /// Records a user's vote on an object.
+    pub fn vote(&self, user: &str, object_id: &str, vote: Vote) -> Result<()> {
+        if user.is_empty() || user.contains('\0') {
+            return Err(EngineError::InvalidArgument {
+                field: "user",
+                reason: "must be a non-empty name without NUL".into(),
+            });
+        }
+        self.object(object_id)?;
+        Ok(self.store.put_vote(user, object_id, vote)?)
+    }
+
+    fn user_votes(&self, user: &str) -> Result<BTreeMap<String, Vote>> {
+        let votes = self.store.votes(user)?;
+        if votes.is_empty() {
+            return Err(EngineError::UnknownUser {
+                user: user.to_string(),
+            });
+        }
+        Ok(votes)
+    }
+
+    /// Objects ranked by anomaly score (see [`science`]), most anomalous first. With `user`,
+    /// the ranking is personalised by that user's votes: each object's score moves by
+    /// λ·mean over votes of ±exp(−d²/2σ²) (+ for up, − for down; d its distance to the voted
+    /// object, σ the median neighbour distance, λ = 0.5), so objects like what the user found
+    /// interesting rise and objects like what they dismissed sink; voted objects are left out.
+    pub fn anomalies(&self, query: &AnomalyQuery) -> Result<Vec<AnomalyScore>> {
+        if self.spec_outdated {
+            return Err(EngineError::SpecOutdated);
+        }
+        let votes = match &query.user {
+            Some(u) => self.user_votes(u)?,
+            None => BTreeMap::new(),
+        };
+        let mut lists = BTreeMap::new();
+        self.store.for_each_neighbours(|id, list| {
+            lists.insert(id.to_string(), list);
+        })?;
+        let (ids, m) = self.matrix()?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lof = science::local_outlier_factor(&lists);
+        let lof_values: Vec<f64> = ids
+            .iter()
+            .map(|id| lof.get(id).copied().unwrap_or(1.0))
+            .collect();
+        let forest = IsolationForest::fit(&m, 100, 256, ANOMALY_SEED);
+        let iso: Vec<f64> = m
+            .rows()
+            .into_iter()
+            .map(|r| forest.score(r.as_slice().unwrap_or(&[])))
+            .collect();
+        let (lof_rank, iso_rank) = (
+            science::percentile_ranks(&lof_values),
+            science::percentile_ranks(&iso),
+        );
+        let mut medians: Vec<f32> = lists
+            .values()
+            .filter_map(|l| l.first())
+            .map(|n| n.distance)
+            .collect();
+        medians.sort_by(f32::total_cmp);
+        let sigma = f64::from(medians.get(medians.len() / 2).copied().unwrap_or(1.0)).max(1e-3);
+        let voted: Vec<(Vec<f32>, f64)> = votes
+            .iter()
+            .filter_map(|(id, v)| {
+                let sign = if *v == Vote::Up { 1.0 } else { -1.0 };
+                read(&self.live)
+                    .current(id)
+                    .map(|c| (c.vector.clone(), sign))
+            })
+            .collect();
+        let records = self
+            .store
+            .get_objects(&ids.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let mut out: Vec<AnomalyScore> = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| !votes.contains_key(*id))
+            .filter(|(i, _)| {
+                query.since.is_none_or(|t| {
+                    records[*i]
+                        .as_ref()
+                        .and_then(|r| r.meta.last_mjd)
+                        .is_some_and(|l| l >= t)
+                })
+            })
+            .map(|(i, id)| {
+                let base = 0.5 * (lof_rank[i] + iso_rank[i]);
+                let row: Vec<f32> = m.row(i).iter().map(|&x| x as f32).collect();
+                let personal = if voted.is_empty() {
+                    0.0
+                } else {
+                    PERSONAL_WEIGHT
+                        * voted
+                            .iter()
+                            .map(|(v, sign)| {
+                                let d = f64::from(crate::embed::l2(&row, v));
+                                sign * (-(d * d) / (2.0 * sigma * sigma)).exp()
+                            })
+                            .sum::<f64>()
+                        / voted.len() as f64
+                };
+                AnomalyScore {
+                    object_id: id.clone(),
+                    score: base + personal,
+                    lof: lof_values[i],
+                    isolation: iso[i],
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then(a.object_id.cmp(&b.object_id))
+        });
+        out.truncate(query.top);
+        Ok(out)
+    }
+
+    /// Objects like the positive examples and unlike the negative ones (or like what `user`
+    /// voted up and unlike what they voted down), filtered, best first. Score: mean over
+    /// positives of 1/(1 + d) minus mean over negatives of 1/(1 + d). Never returns the
+    /// examples nor objects the user voted on.
+    pub fn recommend(&self, req: &RecommendQuery) -> Result<Vec<Recommendation>> {
+        let (mut like, mut unlike) = (req.like.clone(), req.unlike.clone());
+        let mut exclude: HashSet<String> = like.iter().chain(&unlike).cloned().collect();
+        if let Some(user) = &req.user {
+            for (id, v) in self.user_votes(user)? {
+                match v {
+                    Vote::Up => like.push(id.clone()),
+                    Vote::Down => unlike.push(id.clone()),
+                }
+                exclude.insert(id);
+            }
+        }
+        if like.is_empty() {
+            return Err(EngineError::NoPositiveExamples);
+        }
+        if req.top == 0 || req.top > MAX_K {
+            return Err(EngineError::InvalidArgument {
+                field: "top",
+                reason: format!("{} is not in 1..={MAX_K}", req.top),
+            });
+        }
+        let pos: Vec<Vec<f32>> = like
+            .iter()
+            .map(|id| self.current_vector(id))
+            .collect::<Result<_>>()?;
+        let neg: Vec<Vec<f32>> = unlike
+            .iter()
+            .map(|id| self.current_vector(id))
+            .collect::<Result<_>>()?;
+        let per_example = (req.top * 10).clamp(50, MAX_K);
+        let mut candidates: HashSet<String> = HashSet::new();
+        {
+            let live = read(&self.live);
+            for v in &pos {
+                for (id, _) in live.search(v, per_example, None) {
+                    if !exclude.contains(id.as_ref()) {
+                        candidates.insert(id.to_string());
+                    }
+                }
+            }
+        }
+        let score = |v: &[f32], set: &[Vec<f32>]| -> f64 {
+            if set.is_empty() {
+                return 0.0;
+            }
+            set.iter()
+                .map(|e| 1.0 / (1.0 + f64::from(crate::embed::l2(v, e))))
+                .sum::<f64>()
+                / set.len() as f64
+        };
+        let mut scored: Vec<(f64, String)> = {
+            let live = read(&self.live);
+            candidates
+                .into_iter()
+                .filter_map(|id| {
+                    let v = &live.current(&id)?.vector;
+                    Some((score(v, &pos) - score(v, &neg), id))
+                })
+                .collect()
+        };
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut out = Vec::new();
+        for (s, id) in scored {
+            if out.len() == req.top {
+                break;
+            }
+            let r = self.object(&id)?;
+            if req.min_detections.is_some_and(|n| r.detections.len() < n) {
+                continue;
+            }
+            if req
+                .since
+                .is_some_and(|t| r.meta.last_mjd.is_none_or(|l| l < t))
+            {
+                continue;
+            }
+            let class = match primary(&self.labels(&id)?) {
+                Some(l) => Some(l.class.clone()),
+                None if req.class.is_some() => self.classify(&id)?.class,
+                None => None,
+            };
+            if let Some(want) = &req.class {
+                let want = taxonomy::canonical(want).unwrap_or(want.as_str());
+                if class.as_deref() != Some(want) {
+                    continue;
+                }
+            }
+            out.push(Recommendation {
+                object_id: id,
+                score: s,
+                class,
+                n_detections: r.detections.len(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Which features and bands make two objects close, and which set them apart.
+    pub fn explain(&self, a: &str, b: &str) -> Result<Explanation> {
+        let (va, ma) = self.vector(a)?;
+        let (vb, mb) = self.vector(b)?;
+        Ok(science::explain(
+            self.embedder.names(),
+            &va,
+            &vb,
+            &ma,
+            &mb,
+            8,
+        ))
+    }
+
     /// An object's record.
     pub fn object(&self, object_id: &str) -> Result<ObjectRecord> {
         self.store
@@ -790,6 +1278,100 @@ impl Engine {
     pub fn stats(&self) -> Result<BTreeMap<Survey, Counts>> {
         Ok(self.store.counts()?)
     }
+}
+
+/// Nearest candidates searched for labelled voters.
+pub const VOTE_CANDIDATES: usize = 30;
+/// Labelled voters used.
+pub const VOTERS: usize = 10;
+/// Weight of a user's votes in their anomaly ranking.
+pub const PERSONAL_WEIGHT: f64 = 0.5;
+const ANOMALY_SEED: u64 = 7;
+
+/// The mean of the brokers' SN Ia probabilities in an object's annotations, if any.
+fn snia_score(r: &ObjectRecord) -> Option<f64> {
+    let scores: Vec<f64> = ["rf_snia_vs_nonia", "snn_snia_vs_nonia"]
+        .iter()
+        .filter_map(|k| match r.annotations.get(*k).map(|a| &a.value) {
+            Some(AnnotationValue::Number(x)) if (0.0..=1.0).contains(x) => Some(*x),
+            _ => None,
+        })
+        .collect();
+    (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64)
+}
+
+/// A labelled neighbour that voted.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Voter {
+    pub object_id: String,
+    pub class: String,
+    pub source: String,
+    pub distance: f32,
+}
+
+/// The answer of [`Engine::classify`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Classification {
+    pub object_id: String,
+    pub class: Option<String>,
+    pub confidence: f64,
+    pub probabilities: BTreeMap<String, f64>,
+    /// `vote`, `propagation` or `none`.
+    pub method: &'static str,
+    pub voters: Vec<Voter>,
+    pub packet_snia_score: Option<f64>,
+    /// The object's own labels, if it has any.
+    pub labels: Vec<Label>,
+}
+
+/// What a label import did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct LabelImport {
+    pub imported: usize,
+    pub classes: BTreeMap<String, usize>,
+    pub unknown_objects: Vec<String>,
+}
+
+/// [`Engine::evaluate`]'s figures and the labelled objects not in the store.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EvaluationReport {
+    #[serde(flatten)]
+    pub evaluation: Evaluation,
+    pub missing: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AnomalyQuery {
+    pub top: usize,
+    pub since: Option<f64>,
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AnomalyScore {
+    pub object_id: String,
+    pub score: f64,
+    pub lof: f64,
+    pub isolation: f64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RecommendQuery {
+    pub like: Vec<String>,
+    pub unlike: Vec<String>,
+    pub user: Option<String>,
+    pub top: usize,
+    pub class: Option<String>,
+    pub min_detections: Option<usize>,
+    pub since: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Recommendation {
+    pub object_id: String,
+    pub score: f64,
+    pub class: Option<String>,
+    pub n_detections: usize,
 }
 
 /// What `reindex` did.

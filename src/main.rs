@@ -14,6 +14,13 @@ fn main() -> ExitCode {
         .init();
     match cli::run() {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`asterism ... | head`): not an error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

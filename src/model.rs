@@ -282,6 +282,24 @@ pub struct Neighbour {
     pub distance: f32,
 }
 
+/// A class label of an object and where it came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Label {
+    /// Coarse class (see `graph::labels` for the taxonomy).
+    pub class: String,
+    /// `csv:<file>`, `TNS`, `Fink`, `SIMBAD` or `VSX`.
+    pub source: String,
+    /// The value as the source wrote it.
+    pub raw: String,
+}
+
+/// An expert's vote on an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Vote {
+    Up,
+    Down,
+}
+
 /// What merging an alert into a record changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MergeOutcome {

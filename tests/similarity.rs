@@ -172,6 +172,23 @@ fn two_halves_end_at_the_vector_of_one_ingest_and_as_of_sees_the_first_half() {
             }
         })
         .unwrap();
+    // Objects whose whole history came in one batch are embedded as they were at `mid`.
+    halves
+        .store()
+        .for_each_object(|r| {
+            if !at.contains_key(&r.object_id) && r.meta.first_mjd.is_some_and(|f| f <= mid) {
+                let raw = halves.embedder().features(&r, Some(mid));
+                let v = VectorVersion {
+                    point: 0,
+                    from_mjd: mid,
+                    n_detections: 0,
+                    raw: raw.into_iter().map(|x| x as f32).collect(),
+                };
+                at.insert(r.object_id.clone(), v);
+            }
+            true
+        })
+        .unwrap();
     let q = scale(&spec, &at[id].raw);
     let mut expected: Vec<(f32, String)> = at
         .iter()

@@ -9,7 +9,11 @@
 //! milliseconds per re-embedded object; a scaler refit recomputes every list.
 //!
 //! Analytics: connected components of the kNN graph (petgraph's union-find) and KMeans
-//! clusters of the embeddings (linfa-clustering). Imports `model`.
+//! clusters of the embeddings (linfa-clustering). Labels and their taxonomy are in [`labels`];
+//! votes, label spreading, anomaly scores and explanations in [`science`]. Imports `model`.
+
+pub mod labels;
+pub mod science;
 
 use std::collections::{BTreeMap, HashMap};
 

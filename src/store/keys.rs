@@ -54,6 +54,21 @@ pub fn vector_prefix(object_id: &str) -> Vec<u8> {
     key
 }
 
+/// Key of a user's vote on an object in the `votes` column family: user, a 0 byte, object id.
+pub fn vote_key(user: &str, object_id: &str) -> Vec<u8> {
+    let mut key = vote_prefix(user);
+    key.extend_from_slice(object_id.as_bytes());
+    key
+}
+
+/// The prefix shared by all votes of one user.
+pub fn vote_prefix(user: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(user.len() + 1);
+    key.extend_from_slice(user.as_bytes());
+    key.push(0);
+    key
+}
+
 /// Splits a `vectors` key into object id and version.
 pub fn split_vector_key(key: &[u8]) -> Option<(&str, u32)> {
     let cut = key.len().checked_sub(5)?;

@@ -5,6 +5,8 @@
 //! - `alerts`: (survey, alert id) -> object id, one entry per distinct alert packet ingested;
 //! - `vectors`: (object id, version) -> [`VectorVersion`], every embedding an object has had;
 //! - `neighbours`: object id -> its k nearest neighbours ([`Neighbour`]s), the kNN graph;
+//! - `labels`: object id -> imported [`Label`]s (labels in the annotations are read from there);
+//! - `votes`: (user, object id) -> [`Vote`];
 //! - `meta`: per-survey [`Counts`], the [`EmbeddingSpec`], the next point id, the index dump
 //!   that is on disk, and the store's format version.
 //!
@@ -21,7 +23,7 @@ use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOp
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::embed::EmbeddingSpec;
-use crate::model::{Neighbour, ObjectRecord, Survey, VectorVersion};
+use crate::model::{Label, Neighbour, ObjectRecord, Survey, VectorVersion, Vote};
 
 /// Column-family names.
 pub mod cf {
@@ -30,7 +32,9 @@ pub mod cf {
     pub const META: &str = "meta";
     pub const VECTORS: &str = "vectors";
     pub const NEIGHBOURS: &str = "neighbours";
-    pub const ALL: [&str; 5] = [OBJECTS, ALERTS, META, VECTORS, NEIGHBOURS];
+    pub const LABELS: &str = "labels";
+    pub const VOTES: &str = "votes";
+    pub const ALL: [&str; 7] = [OBJECTS, ALERTS, META, VECTORS, NEIGHBOURS, LABELS, VOTES];
 }
 
 /// Version of the on-disk layout; bumped when a value's encoding changes.
@@ -211,19 +215,28 @@ impl Store {
             .transpose()
     }
 
-    /// Reads several objects in one call; `None` where an object is unknown.
-    pub fn get_objects(&self, ids: &[&str]) -> Result<Vec<Option<ObjectRecord>>> {
-        let handle = self.handle(cf::OBJECTS)?;
+    /// Reads the values of several object-keyed entries of `cf` in one call.
+    fn multi_get<T: DeserializeOwned>(
+        &self,
+        cf: &'static str,
+        ids: &[&str],
+    ) -> Result<Vec<Option<T>>> {
+        let handle = self.handle(cf)?;
         let values =
             self.db
                 .batched_multi_get_cf(handle, ids.iter().map(|id| keys::object_key(id)), false);
         ids.iter()
             .zip(values)
             .map(|(id, v)| match v? {
-                Some(bytes) => decode(cf::OBJECTS, keys::object_key(id), &bytes).map(Some),
+                Some(bytes) => decode(cf, keys::object_key(id), &bytes).map(Some),
                 None => Ok(None),
             })
             .collect()
+    }
+
+    /// Reads several objects in one call; `None` where an object is unknown.
+    pub fn get_objects(&self, ids: &[&str]) -> Result<Vec<Option<ObjectRecord>>> {
+        self.multi_get(cf::OBJECTS, ids)
     }
 
     /// Which of the given alerts are already stored.
@@ -376,6 +389,66 @@ impl Store {
                 decode(cf::NEIGHBOURS, &k, &v)?,
             );
         }
+        Ok(())
+    }
+
+    /// Imported labels of several objects (empty where none).
+    pub fn labels_of(&self, ids: &[&str]) -> Result<Vec<Vec<Label>>> {
+        Ok(self
+            .multi_get(cf::LABELS, ids)?
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect())
+    }
+
+    /// Replaces the imported labels of objects, atomically.
+    pub fn put_labels(&self, labels: &[(String, Vec<Label>)]) -> Result<()> {
+        let handle = self.handle(cf::LABELS)?;
+        let mut wb = WriteBatch::default();
+        for (id, l) in labels {
+            wb.put_cf(handle, keys::object_key(id), encode(l));
+        }
+        self.write_batch(wb)
+    }
+
+    /// Calls `f` on every object's imported labels.
+    pub fn for_each_labels(&self, mut f: impl FnMut(&str, Vec<Label>)) -> Result<()> {
+        let handle = self.handle(cf::LABELS)?;
+        for item in self.db.iterator_cf(handle, IteratorMode::Start) {
+            let (k, v) = item?;
+            f(&String::from_utf8_lossy(&k), decode(cf::LABELS, &k, &v)?);
+        }
+        Ok(())
+    }
+
+    pub fn put_vote(&self, user: &str, object_id: &str, vote: Vote) -> Result<()> {
+        let handle = self.handle(cf::VOTES)?;
+        let mut wb = WriteBatch::default();
+        wb.put_cf(handle, keys::vote_key(user, object_id), encode(&vote));
+        self.write_batch(wb)
+    }
+
+    /// A user's votes, by object id.
+    pub fn votes(&self, user: &str) -> Result<BTreeMap<String, Vote>> {
+        let handle = self.handle(cf::VOTES)?;
+        let prefix = keys::vote_prefix(user);
+        let mut out = BTreeMap::new();
+        let mode = IteratorMode::From(&prefix, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(handle, mode) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.insert(id, decode(cf::VOTES, &k, &v)?);
+        }
+        Ok(out)
+    }
+
+    fn write_batch(&self, wb: WriteBatch) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.config.sync_writes);
+        self.db.write_opt(wb, &wo)?;
         Ok(())
     }
 

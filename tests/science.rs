@@ -1,0 +1,275 @@
+//! Classification, evaluation, anomalies, personalisation, recommendations and explanations on
+//! the real lightcurves (ZTF SNe Ia and SDSS Stripe 82 RR Lyrae) in `data/`.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use asterism::engine::{AnomalyQuery, Engine, EngineError, RecommendQuery};
+use asterism::model::Vote;
+use common::{data, engine, ingest};
+
+/// `data/labels/lightcurves.csv`: objectId -> SN Ia / RR Lyr.
+fn truth() -> BTreeMap<String, String> {
+    std::fs::read_to_string(data("labels/lightcurves.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut f = l.split(',');
+            (f.next().unwrap().to_string(), f.next().unwrap().to_string())
+        })
+        .collect()
+}
+
+fn labelled_engine() -> (tempfile::TempDir, Engine) {
+    let (dir, engine) = engine();
+    ingest(
+        &engine,
+        &["lightcurves/SNIa", "lightcurves/RRLyrae", "fink"],
+    );
+    let rows: Vec<(String, String)> = truth().into_iter().collect();
+    let report = engine.import_labels(&rows, "lightcurves.csv").unwrap();
+    assert_eq!(report.imported, 60);
+    (dir, engine)
+}
+
+#[test]
+fn leave_one_out_vote_separates_sn_ia_from_rr_lyrae() {
+    let (_dir, engine) = labelled_engine();
+    let report = engine.evaluate(&truth()).unwrap();
+    let e = &report.evaluation;
+    assert_eq!(e.n, 60);
+    assert_eq!(report.missing, 0);
+    assert!(e.accuracy >= 0.95, "accuracy {}", e.accuracy);
+    assert!(e.macro_f1 > e.baseline_macro_f1);
+    assert_eq!(e.baseline_accuracy, 0.5);
+    assert_eq!(e.per_class["RR Lyr"].support, 30);
+    let total: usize = e.confusion.values().flat_map(|m| m.values()).sum();
+    assert_eq!(total, 60);
+}
+
+#[test]
+fn classify_gives_probabilities_voters_and_the_right_class() {
+    let (_dir, engine) = labelled_engine();
+    let c = engine.classify("1013184").unwrap();
+    assert_eq!(c.class.as_deref(), Some("RR Lyr"));
+    assert_eq!(c.method, "vote");
+    let total: f64 = c.probabilities.values().sum();
+    assert!((total - 1.0).abs() < 1e-9);
+    assert!(c.confidence > 0.8, "{c:?}");
+    assert!(c.voters.iter().all(|v| v.object_id != "1013184"));
+    assert_eq!(
+        c.labels[0].class, "RR Lyr",
+        "its own imported label is reported"
+    );
+
+    // Fink objects carry packet SN Ia scores and SIMBAD cross-matches in their annotations.
+    let fink = engine.classify("ZTF19acmbvwi").unwrap();
+    assert!(fink.packet_snia_score.is_none() || fink.packet_snia_score.unwrap() <= 1.0);
+    assert!(!fink.probabilities.is_empty());
+}
+
+#[test]
+fn votes_personalise_recommendations_and_anomalies_per_user() {
+    let (_dir, engine) = labelled_engine();
+    let t = truth();
+    let rr: Vec<&String> = t
+        .iter()
+        .filter(|(_, c)| *c == "RR Lyr")
+        .map(|(id, _)| id)
+        .collect();
+    let sn: Vec<&String> = t
+        .iter()
+        .filter(|(_, c)| *c == "SN Ia")
+        .map(|(id, _)| id)
+        .collect();
+
+    engine.vote("bob", sn[0], Vote::Up).unwrap();
+    let query = |user: &str| RecommendQuery {
+        user: Some(user.into()),
+        top: 10,
+        ..RecommendQuery::default()
+    };
+    let bob_before = engine.recommend(&query("bob")).unwrap();
+    let bob_anomalies = engine
+        .anomalies(&AnomalyQuery {
+            top: 20,
+            user: Some("bob".into()),
+            ..AnomalyQuery::default()
+        })
+        .unwrap();
+
+    for id in &rr[..3] {
+        engine.vote("alice", id, Vote::Up).unwrap();
+    }
+    let alice = engine.recommend(&query("alice")).unwrap();
+    let rr_share = alice
+        .iter()
+        .filter(|r| r.class.as_deref() == Some("RR Lyr"))
+        .count();
+    assert!(rr_share >= 8, "alice's up-votes on RR Lyrae: {alice:?}");
+    assert!(
+        alice.iter().all(|r| !rr[..3].contains(&&r.object_id)),
+        "never the voted objects"
+    );
+    let bob_sn = bob_before
+        .iter()
+        .filter(|r| r.class.as_deref() == Some("SN Ia"))
+        .count();
+    assert!(bob_sn >= 6, "bob's up-vote on an SN Ia: {bob_before:?}");
+
+    // Alice's votes leave Bob's results untouched.
+    assert_eq!(engine.recommend(&query("bob")).unwrap(), bob_before);
+    let bob_after = engine
+        .anomalies(&AnomalyQuery {
+            top: 20,
+            user: Some("bob".into()),
+            ..AnomalyQuery::default()
+        })
+        .unwrap();
+    assert_eq!(bob_after, bob_anomalies);
+
+    // Alice's own anomaly ranking moved toward RR Lyrae.
+    let plain = engine
+        .anomalies(&AnomalyQuery {
+            top: 60,
+            ..AnomalyQuery::default()
+        })
+        .unwrap();
+    let mine = engine
+        .anomalies(&AnomalyQuery {
+            top: 60,
+            user: Some("alice".into()),
+            ..AnomalyQuery::default()
+        })
+        .unwrap();
+    let rank_of = |list: &[asterism::engine::AnomalyScore], id: &str| {
+        list.iter().position(|a| a.object_id == id)
+    };
+    let moved_up = rr[3..]
+        .iter()
+        .filter(|id| match (rank_of(&mine, id), rank_of(&plain, id)) {
+            (Some(a), Some(b)) => a < b,
+            (Some(_), None) => true,
+            _ => false,
+        })
+        .count();
+    assert!(
+        moved_up >= 10,
+        "{moved_up} RR Lyrae rose in alice's ranking"
+    );
+
+    // Like/unlike examples, with filters.
+    let recs = engine
+        .recommend(&RecommendQuery {
+            like: vec![sn[1].clone()],
+            unlike: vec![rr[0].clone()],
+            top: 5,
+            class: Some("SN Ia".into()),
+            min_detections: Some(5),
+            ..RecommendQuery::default()
+        })
+        .unwrap();
+    assert_eq!(recs.len(), 5);
+    assert!(recs
+        .iter()
+        .all(|r| r.class.as_deref() == Some("SN Ia") && r.n_detections >= 5));
+    assert!(recs.iter().all(|r| &r.object_id != sn[1]));
+}
+
+#[test]
+fn anomaly_scores_rank_and_filter() {
+    let (_dir, engine) = labelled_engine();
+    let all = engine
+        .anomalies(&AnomalyQuery {
+            top: 1000,
+            ..AnomalyQuery::default()
+        })
+        .unwrap();
+    assert!(all.len() > 60);
+    assert!(all.windows(2).all(|w| w[0].score >= w[1].score));
+    assert!(all.iter().all(|a| (0.0..=1.0).contains(&a.score)));
+    let recent = engine
+        .anomalies(&AnomalyQuery {
+            top: 1000,
+            since: Some(58800.0),
+            ..AnomalyQuery::default()
+        })
+        .unwrap();
+    assert!(!recent.is_empty() && recent.len() < all.len());
+    for a in &recent {
+        assert!(engine.object(&a.object_id).unwrap().meta.last_mjd.unwrap() >= 58800.0);
+    }
+}
+
+#[test]
+fn explain_names_what_separates_an_sn_ia_from_an_rr_lyrae() {
+    let (_dir, engine) = labelled_engine();
+    let e = engine.explain("ZTF18aadzfso", "1013184").unwrap();
+    assert!(e.distance > 0.0);
+    let shares: f32 = e.by_band.values().sum();
+    assert!((shares - 1.0).abs() < 1e-3);
+    assert_eq!(e.apart.len(), 8);
+    assert!(e
+        .apart
+        .windows(2)
+        .all(|w| w[0].contribution >= w[1].contribution));
+    // Variability statistics separate a periodic star sampled for years from a supernova.
+    let names: Vec<&str> = e.apart.iter().map(|c| c.feature.as_str()).collect();
+    assert!(
+        names.iter().any(|n| n.contains("chi2")
+            || n.contains("anderson_darling")
+            || n.contains("cusum")
+            || n.contains("eta_e")
+            || n.contains("period")
+            || n.contains("time_span")),
+        "{names:?}"
+    );
+    let same = engine.explain("1013184", "1013184").unwrap();
+    assert_eq!(same.distance, 0.0);
+}
+
+#[test]
+fn unknown_objects_and_users_are_clear_errors() {
+    let (_dir, engine) = labelled_engine();
+    assert!(matches!(
+        engine.classify("ZTF00nothing"),
+        Err(EngineError::UnknownObject { .. })
+    ));
+    assert!(matches!(
+        engine.explain("1013184", "ZTF00nothing"),
+        Err(EngineError::UnknownObject { .. })
+    ));
+    assert!(matches!(
+        engine.vote("carol", "ZTF00nothing", Vote::Up),
+        Err(EngineError::UnknownObject { .. })
+    ));
+    assert_eq!(
+        engine
+            .recommend(&RecommendQuery {
+                user: Some("nobody".into()),
+                top: 5,
+                ..RecommendQuery::default()
+            })
+            .unwrap_err(),
+        EngineError::UnknownUser {
+            user: "nobody".into()
+        }
+    );
+    assert!(matches!(
+        engine.anomalies(&AnomalyQuery {
+            top: 5,
+            user: Some("nobody".into()),
+            ..AnomalyQuery::default()
+        }),
+        Err(EngineError::UnknownUser { .. })
+    ));
+    assert_eq!(
+        engine.recommend(&RecommendQuery {
+            top: 5,
+            ..RecommendQuery::default()
+        }),
+        Err(EngineError::NoPositiveExamples)
+    );
+}
