@@ -533,6 +533,17 @@ mod tests {
     }
 
     #[test]
+    fn a_table_of_limiting_magnitudes_gives_upper_limits() {
+        let csv = b"oid,mjd,fid,diffmaglim\nZTF00a,58000.5,1,20.1\nZTF00a,58001.5,2,19.9\n";
+        let d = decode("non_detections.csv", csv, &DecodeOptions::default());
+        assert!(d.rejects.is_empty(), "{:?}", d.rejects);
+        assert_eq!(d.alerts[0].object_id, "ZTF00a");
+        assert!(d.alerts[0].detections.is_empty());
+        assert_eq!(d.alerts[0].upper_limits.len(), 2);
+        assert_eq!(d.alerts[0].upper_limits[1].band, crate::model::Band::R);
+    }
+
+    #[test]
     fn csv_rows_with_bad_values_are_rejected_alone() {
         let csv =
             b"time,mag,magerr,band\n1.0,18.0,0.1,g\n2.0,NaN,0.1,g\n3.0,,0.1,r\n4.0,17.5,0.2,r\n";
