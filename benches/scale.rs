@@ -4,10 +4,14 @@
 //!
 //! Prints one JSON object: embeddings/s (all threads and one), HNSW inserts/s, single-thread
 //! queries/s and recall@10 against exact search for several ef_search, recall after every
-//! object was re-embedded `churn` times (tombstones filtered), and resident bytes per object
-//! of the index. Runs once (no criterion): the 100k build alone takes minutes on 2 cores.
+//! object was re-embedded `churn` times (tombstones filtered), heap bytes per object of the
+//! index, and, with `--engine N`, the whole engine ingesting N synthetic objects into RocksDB
+//! (objects/s, heap and disk bytes per object). Runs once (no criterion): the 100k build alone
+//! takes minutes on 2 cores.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -21,6 +25,111 @@ use asterism::index::{
 use asterism::model::ObjectRecord;
 use asterism::source;
 use asterism::synth::{augment, truncate, Augment};
+
+/// Counts live heap bytes, so the index's own memory can be told from the rest.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every method forwards to the system allocator with the caller's own arguments, and
+// only adds bookkeeping of the sizes; the contracts of GlobalAlloc are those of `System`.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same layout as given to us; the caller upholds `alloc`'s contract.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` (through `alloc`/`realloc`) with `layout`.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `ptr`/`layout` come from this allocator; the caller upholds `realloc`'s rules.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_add(new_size, Ordering::Relaxed);
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn heap() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    std::fs::read_dir(p).map_or(0, |rd| {
+        rd.flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
+}
+
+/// The whole engine: ingest `n` synthetic objects (one alert each) into a fresh store.
+fn engine_phase(bases: &[ObjectRecord], n: usize, seed: u64) -> serde_json::Value {
+    use asterism::engine::{Engine, EngineConfig};
+    use asterism::store::StoreConfig;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let how = Augment::default();
+    let before = heap();
+    let engine = Engine::open(
+        &dir.path().join("db"),
+        EngineConfig {
+            store: StoreConfig { sync_writes: true },
+            hnsw: HnswParams {
+                capacity: n,
+                ..HnswParams::default()
+            },
+            ..EngineConfig::default()
+        },
+    )
+    .expect("open");
+    let t = Instant::now();
+    let mut batch_secs = Vec::new();
+    for start in (0..n).step_by(1000) {
+        let alerts: Vec<_> = (start..(start + 1000).min(n))
+            .map(|i| augment(&bases[i % bases.len()], i as u64, seed, &how))
+            .collect();
+        let b = Instant::now();
+        engine.apply(&alerts).expect("apply");
+        batch_secs.push(b.elapsed().as_secs_f64());
+    }
+    let secs = t.elapsed().as_secs_f64();
+    engine.checkpoint().expect("checkpoint");
+    let heap_after = heap();
+    batch_secs.sort_by(f64::total_cmp);
+    let p99 = batch_secs[((batch_secs.len() as f64 * 0.99) as usize).min(batch_secs.len() - 1)];
+    let t = Instant::now();
+    drop(engine);
+    let engine = Engine::open(&dir.path().join("db"), EngineConfig::default()).expect("reopen");
+    let first = augment(&bases[0], 0, seed, &how).object_id;
+    let answer = engine.similar(&first, 10, None).expect("first query");
+    let restart = t.elapsed().as_secs_f64();
+    assert_eq!(answer.len(), 10);
+    json!({
+        "objects": n,
+        "ingest_objects_per_s": n as f64 / secs,
+        "batch_of_1000_p99_s": p99,
+        "engine_heap_bytes_per_object": (heap_after.saturating_sub(before)) as f64 / n as f64,
+        "disk_bytes_per_object": dir_bytes(dir.path()) as f64 / n as f64,
+        "restart_to_first_answer_s": restart,
+        "restart_origin": format!("{:?}", engine.index_origin()),
+    })
+}
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -113,12 +222,16 @@ fn main() {
         capacity: n * (churn + 1),
         ..HnswParams::default()
     };
-    let rss0 = rss_bytes();
-    let index = HnswIndex::new(params.clone()).expect("params");
+    let heap0 = heap();
+    let index = HnswIndex::new(HnswParams {
+        capacity: n,
+        ..params.clone()
+    })
+    .expect("params");
     let t = Instant::now();
     index.insert(&points);
     let inserts = n as f64 / t.elapsed().as_secs_f64();
-    let rss1 = rss_bytes();
+    let index_heap = heap().saturating_sub(heap0);
 
     // Queries: objects of the index itself, the object excluded (as `similar` does).
     let step = (n / queries).max(1);
@@ -204,12 +317,13 @@ fn main() {
         "inserts_per_s": inserts,
         "hnsw": {"m": params.m, "ef_construction": params.ef_construction},
         "search_one_thread": sweep,
-        "index_resident_bytes_per_object": (rss1.saturating_sub(rss0)) as f64 / n as f64,
+        "index_heap_bytes_per_object": index_heap as f64 / n as f64,
         "churn_rounds": churn,
         "churn_reembed_and_insert_per_s": (n * churn) as f64 / churn_secs,
         "recall_at_10_after_churn": recall(&got_c, &exact_c),
         "recall_at_10_fresh_same_vectors": recall(&got_f, &exact_c),
         "resident_bytes_total": rss_bytes(),
+        "engine": (arg("--engine", 0) > 0).then(|| engine_phase(&bases, arg("--engine", 0), seed)),
     });
     println!(
         "{}",

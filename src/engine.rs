@@ -381,18 +381,93 @@ impl Engine {
 
         let fitted_on = read(&self.live).spec.fitted_on;
         let refit = total_objects >= MIN_OBJECTS_TO_FIT && total_objects >= 2 * fitted_on.max(1);
-        let affected: Vec<String> = if refit {
+        if refit {
             let spec = self.refit_with(&entries, batch)?;
             self.rebuild_now(spec, entries)?;
-            let live = read(&self.live);
-            live.objects().map(|(id, _)| id.to_string()).collect()
+            let all: Vec<String> = read(&self.live)
+                .objects()
+                .map(|(id, _)| id.to_string())
+                .collect();
+            batch.neighbours = self.lists_for(&all);
         } else {
             let ids: Vec<String> = entries.iter().map(|e| e.0.clone()).collect();
             write(&self.live).upsert(entries);
-            self.affected_by(&ids)
-        };
-        batch.neighbours = self.lists_for(&affected);
+            batch.neighbours = self.relink(&ids)?;
+        }
         Ok(())
+    }
+
+    /// New neighbour lists after the `moved` objects were re-embedded: theirs by search, and
+    /// the lists of the objects that named them or that they now name, patched: a moved
+    /// object is taken out and put back at its new distance, and only a list left short
+    /// (its member moved beyond its k-th neighbour) is searched again. Exact whenever the
+    /// patched list was exact before.
+    fn relink(&self, moved: &[String]) -> Result<Vec<(String, Vec<Neighbour>)>> {
+        let own = self.lists_for(moved);
+        let moved_set: HashSet<&str> = moved.iter().map(String::as_str).collect();
+        let mut touched: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+        for (x, list) in &own {
+            for n in list {
+                if !moved_set.contains(n.object_id.as_str()) {
+                    touched
+                        .entry(n.object_id.clone())
+                        .or_default()
+                        .insert(x.clone());
+                }
+            }
+        }
+        {
+            let listed_by = lock(&self.listed_by);
+            for x in moved {
+                for y in listed_by.get(x).into_iter().flatten() {
+                    if !moved_set.contains(y.as_str()) {
+                        touched.entry(y.clone()).or_default().insert(x.clone());
+                    }
+                }
+            }
+        }
+        let ys: Vec<&str> = touched.keys().map(String::as_str).collect();
+        let stored = self.store.multi_neighbours(&ys)?;
+        let live = read(&self.live);
+        let mut research = Vec::new();
+        let mut out = own.clone();
+        for ((y, xs), list) in touched.iter().zip(stored) {
+            let Some(yv) = live.current(y) else { continue };
+            let old = list.unwrap_or_default();
+            let kth = old.last().map(|n| n.distance);
+            let was_full = old.len() >= GRAPH_K;
+            let mut list: Vec<Neighbour> = old
+                .into_iter()
+                .filter(|n| !xs.contains(&n.object_id))
+                .collect();
+            for x in xs {
+                if let Some(xv) = live.current(x) {
+                    list.push(Neighbour {
+                        object_id: x.clone(),
+                        distance: crate::embed::l2(&yv.vector, &xv.vector),
+                    });
+                }
+            }
+            list.sort_by(|a, b| {
+                a.distance
+                    .total_cmp(&b.distance)
+                    .then(a.object_id.cmp(&b.object_id))
+            });
+            // Entries beyond the old k-th distance are only certain when nothing was dropped.
+            let certain = list
+                .iter()
+                .filter(|n| kth.is_none_or(|k| n.distance <= k))
+                .count();
+            if list.len() >= GRAPH_K && (certain >= GRAPH_K || !was_full) {
+                list.truncate(GRAPH_K);
+                out.push((y.clone(), list));
+            } else {
+                research.push(y.clone());
+            }
+        }
+        drop(live);
+        out.extend(self.lists_for(&research));
+        Ok(out)
     }
 
     /// Fits a new scaler on every object's latest raw features (stored ones overridden by
@@ -435,35 +510,6 @@ impl Engine {
             LiveIndex::build(spec, self.config.hnsw.clone(), all.into_values().collect())?;
         *write(&self.live) = rebuilt;
         Ok(())
-    }
-
-    /// Objects whose lists may change when `moved` objects moved: themselves, whoever listed
-    /// them, and their new nearest neighbours.
-    fn affected_by(&self, moved: &[String]) -> Vec<String> {
-        let mut out: HashSet<String> = moved.iter().cloned().collect();
-        {
-            let listed_by = lock(&self.listed_by);
-            for id in moved {
-                if let Some(who) = listed_by.get(id) {
-                    out.extend(who.iter().cloned());
-                }
-            }
-        }
-        let live = read(&self.live);
-        let near: Vec<String> = moved
-            .par_iter()
-            .flat_map_iter(|id| {
-                live.current(id)
-                    .map(|c| live.search(&c.vector, GRAPH_K, Some(id)))
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(n, _)| n.to_string())
-            })
-            .collect();
-        out.extend(near);
-        let mut out: Vec<String> = out.into_iter().collect();
-        out.sort();
-        out
     }
 
     /// Fresh neighbour lists for `ids`, by index search.

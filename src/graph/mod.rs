@@ -3,10 +3,12 @@
 //! Every object with an embedding keeps its [`GRAPH_K`] nearest neighbours (with distances) in
 //! the store's `neighbours` column family. Refresh policy, applied by the engine in the same
 //! atomic write as the alerts that caused it: when an ingest batch re-embeds a set C of
-//! objects, the lists of C, of every object whose list named a member of C (its neighbours may
-//! have moved away) and of every new neighbour of a member of C (a member may have moved close)
-//! are recomputed by index search. That is about (1 + 2k)·|C| searches per batch, a few
-//! milliseconds per re-embedded object; a scaler refit recomputes every list.
+//! objects, the lists of C are recomputed by index search; the lists of every object that
+//! named a member of C (it may have moved away) and of every new neighbour of a member of C (it
+//! may have moved close) are patched: the member is taken out and put back at its new
+//! distance. Only a list left with fewer than k certain entries (a member moved beyond its old
+//! k-th neighbour) is searched again. About |C| searches plus O(k·|C|) distance computations per
+//! batch; a scaler refit recomputes every list.
 //!
 //! Analytics: connected components of the kNN graph (petgraph's union-find) and KMeans
 //! clusters of the embeddings (linfa-clustering). Labels and their taxonomy are in [`labels`];

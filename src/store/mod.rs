@@ -379,6 +379,11 @@ impl Store {
             .transpose()
     }
 
+    /// Stored neighbour lists of several objects.
+    pub fn multi_neighbours(&self, ids: &[&str]) -> Result<Vec<Option<Vec<Neighbour>>>> {
+        self.multi_get(cf::NEIGHBOURS, ids)
+    }
+
     /// Calls `f` on every stored neighbour list.
     pub fn for_each_neighbours(&self, mut f: impl FnMut(&str, Vec<Neighbour>)) -> Result<()> {
         let handle = self.handle(cf::NEIGHBOURS)?;
