@@ -382,8 +382,7 @@ impl Engine {
         let fitted_on = read(&self.live).spec.fitted_on;
         let refit = total_objects >= MIN_OBJECTS_TO_FIT && total_objects >= 2 * fitted_on.max(1);
         if refit {
-            let spec = self.refit_with(&entries, batch)?;
-            self.rebuild_now(spec, entries)?;
+            self.refit_and_rebuild(entries, batch)?;
             let all: Vec<String> = read(&self.live)
                 .objects()
                 .map(|(id, _)| id.to_string())
@@ -470,44 +469,23 @@ impl Engine {
         Ok(out)
     }
 
-    /// Fits a new scaler on every object's latest raw features (stored ones overridden by
-    /// `fresh`), recording the spec in `batch`.
-    fn refit_with(&self, fresh: &[Entry], batch: &mut Batch) -> Result<EmbeddingSpec> {
-        let mut latest: BTreeMap<String, Vec<f32>> = BTreeMap::new();
-        for (id, _, _, raw) in current_entries(&self.store)? {
-            latest.insert(id, raw);
+    /// Fits a new scaler on every object's latest raw features (the stored ones overridden by
+    /// `fresh`), records the spec in `batch` and rebuilds the index with it.
+    fn refit_and_rebuild(&self, fresh: Vec<Entry>, batch: &mut Batch) -> Result<()> {
+        let mut all: BTreeMap<String, Entry> = BTreeMap::new();
+        for e in current_entries(&self.store)?.into_iter().chain(fresh) {
+            all.insert(e.0.clone(), e);
         }
-        for (id, _, _, raw) in fresh {
-            latest.insert(id.clone(), raw.clone());
-        }
-        let dim = self.embedder.dim();
-        let mut rows = Array2::<f64>::zeros((latest.len(), dim));
-        for (i, raw) in latest.values().enumerate() {
-            for (j, x) in raw.iter().enumerate() {
-                rows[[i, j]] = f64::from(*x);
-            }
-        }
+        let entries: Vec<Entry> = all.into_values().collect();
+        let rows = raw_matrix(&entries, self.embedder.dim());
         let spec = read(&self.live).spec.refit(&rows);
         tracing::info!(
-            objects = latest.len(),
+            objects = entries.len(),
             version = spec.version,
             "refitted the scaler"
         );
         batch.spec = Some(spec.clone());
-        Ok(spec)
-    }
-
-    /// Rebuilds the index synchronously with `spec`, over the stored current vectors and `fresh`.
-    fn rebuild_now(&self, spec: EmbeddingSpec, fresh: Vec<Entry>) -> Result<()> {
-        let mut all: BTreeMap<String, Entry> = BTreeMap::new();
-        for e in current_entries(&self.store)? {
-            all.insert(e.0.clone(), e);
-        }
-        for e in fresh {
-            all.insert(e.0.clone(), e);
-        }
-        let rebuilt =
-            LiveIndex::build(spec, self.config.hnsw.clone(), all.into_values().collect())?;
+        let rebuilt = LiveIndex::build(spec, self.config.hnsw.clone(), entries)?;
         *write(&self.live) = rebuilt;
         Ok(())
     }
@@ -670,12 +648,7 @@ impl Engine {
         }
         batch.next_point = Some(next_point);
         let dim = self.embedder.dim();
-        let mut rows = Array2::<f64>::zeros((current.len(), dim));
-        for (i, e) in current.iter().enumerate() {
-            for (j, x) in e.3.iter().enumerate() {
-                rows[[i, j]] = f64::from(*x);
-            }
-        }
+        let rows = raw_matrix(&current, dim);
         let base = read(&self.live).spec.clone();
         let mut spec = EmbeddingSpec::initial(&self.embedder);
         spec.version = base.version;
@@ -1436,6 +1409,17 @@ pub struct ClusterReport {
     pub component_sizes: Vec<usize>,
     pub k: usize,
     pub clusters: Vec<graph::Cluster>,
+}
+
+/// The raw features of `entries` as an n × dim matrix (`NaN` where undefined).
+fn raw_matrix(entries: &[Entry], dim: usize) -> Array2<f64> {
+    let mut rows = Array2::<f64>::zeros((entries.len(), dim));
+    for (i, e) in entries.iter().enumerate() {
+        for (j, x) in e.3.iter().enumerate().take(dim) {
+            rows[[i, j]] = f64::from(*x);
+        }
+    }
+    rows
 }
 
 fn index_dir(db: &Path) -> PathBuf {
