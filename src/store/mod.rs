@@ -338,36 +338,38 @@ impl Store {
 
     /// Every embedding version of one object, oldest first.
     pub fn vector_versions(&self, object_id: &str) -> Result<Vec<(u32, VectorVersion)>> {
-        let handle = self.handle(cf::VECTORS)?;
-        let prefix = keys::vector_prefix(object_id);
         let mut out = Vec::new();
-        let mode = IteratorMode::From(&prefix, rocksdb::Direction::Forward);
-        for item in self.db.iterator_cf(handle, mode) {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                break;
+        self.scan(cf::VECTORS, &keys::vector_prefix(object_id), |k, v| {
+            if let Some((_, seq)) = keys::split_vector_key(k) {
+                out.push((seq, v));
             }
-            if let Some((_, seq)) = keys::split_vector_key(&k) {
-                out.push((seq, decode(cf::VECTORS, &k, &v)?));
-            }
-        }
+            true
+        })?;
         Ok(out)
     }
 
     /// Calls `f(object id, version number, version)` on every embedding version, grouped by
     /// object and oldest first within an object.
     pub fn for_each_vector(&self, mut f: impl FnMut(&str, u32, VectorVersion)) -> Result<()> {
-        let handle = self.handle(cf::VECTORS)?;
-        for item in self.db.iterator_cf(handle, IteratorMode::Start) {
-            let (k, v) = item?;
-            let (id, seq) = keys::split_vector_key(&k).ok_or_else(|| StoreError::Corrupt {
+        let mut bad = None;
+        self.scan(cf::VECTORS, &[], |k, v| match keys::split_vector_key(k) {
+            Some((id, seq)) => {
+                f(id, seq, v);
+                true
+            }
+            None => {
+                bad = Some(String::from_utf8_lossy(k).into_owned());
+                false
+            }
+        })?;
+        match bad {
+            Some(key) => Err(StoreError::Corrupt {
                 cf: cf::VECTORS,
-                key: String::from_utf8_lossy(&k).into_owned(),
+                key,
                 detail: "malformed key".into(),
-            })?;
-            f(id, seq, decode(cf::VECTORS, &k, &v)?);
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     pub fn neighbours(&self, object_id: &str) -> Result<Option<Vec<Neighbour>>> {
@@ -386,15 +388,10 @@ impl Store {
 
     /// Calls `f` on every stored neighbour list.
     pub fn for_each_neighbours(&self, mut f: impl FnMut(&str, Vec<Neighbour>)) -> Result<()> {
-        let handle = self.handle(cf::NEIGHBOURS)?;
-        for item in self.db.iterator_cf(handle, IteratorMode::Start) {
-            let (k, v) = item?;
-            f(
-                &String::from_utf8_lossy(&k),
-                decode(cf::NEIGHBOURS, &k, &v)?,
-            );
-        }
-        Ok(())
+        self.scan(cf::NEIGHBOURS, &[], |k, v| {
+            f(&String::from_utf8_lossy(k), v);
+            true
+        })
     }
 
     /// Imported labels of several objects (empty where none).
@@ -418,12 +415,10 @@ impl Store {
 
     /// Calls `f` on every object's imported labels.
     pub fn for_each_labels(&self, mut f: impl FnMut(&str, Vec<Label>)) -> Result<()> {
-        let handle = self.handle(cf::LABELS)?;
-        for item in self.db.iterator_cf(handle, IteratorMode::Start) {
-            let (k, v) = item?;
-            f(&String::from_utf8_lossy(&k), decode(cf::LABELS, &k, &v)?);
-        }
-        Ok(())
+        self.scan(cf::LABELS, &[], |k, v| {
+            f(&String::from_utf8_lossy(k), v);
+            true
+        })
     }
 
     pub fn put_vote(&self, user: &str, object_id: &str, vote: Vote) -> Result<()> {
@@ -435,18 +430,12 @@ impl Store {
 
     /// A user's votes, by object id.
     pub fn votes(&self, user: &str) -> Result<BTreeMap<String, Vote>> {
-        let handle = self.handle(cf::VOTES)?;
         let prefix = keys::vote_prefix(user);
         let mut out = BTreeMap::new();
-        let mode = IteratorMode::From(&prefix, rocksdb::Direction::Forward);
-        for item in self.db.iterator_cf(handle, mode) {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            out.insert(id, decode(cf::VOTES, &k, &v)?);
-        }
+        self.scan(cf::VOTES, &prefix, |k, v| {
+            out.insert(String::from_utf8_lossy(&k[prefix.len()..]).into_owned(), v);
+            true
+        })?;
         Ok(out)
     }
 
@@ -459,10 +448,22 @@ impl Store {
 
     /// Calls `f` on every object, in id order, until it returns `false`.
     pub fn for_each_object(&self, mut f: impl FnMut(ObjectRecord) -> bool) -> Result<()> {
-        let handle = self.handle(cf::OBJECTS)?;
-        for item in self.db.iterator_cf(handle, IteratorMode::Start) {
+        self.scan(cf::OBJECTS, &[], |_, v| f(v))
+    }
+
+    /// Decodes the entries of `cf` whose keys start with `prefix`, in key order, calling `f`
+    /// with each key and value until it returns `false`.
+    fn scan<T: DeserializeOwned>(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], T) -> bool,
+    ) -> Result<()> {
+        let handle = self.handle(cf)?;
+        let mode = IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(handle, mode) {
             let (k, v) = item?;
-            if !f(decode(cf::OBJECTS, &k, &v)?) {
+            if !k.starts_with(prefix) || !f(&k, decode(cf, &k, &v)?) {
                 break;
             }
         }
