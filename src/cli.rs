@@ -12,8 +12,12 @@ use rayon::prelude::*;
 use serde_json::{json, Value};
 
 use asterism::alert::{DecodeOptions, Decoded, Reject};
-use asterism::engine::{AnomalyQuery, Engine, EngineConfig, IngestReport, RecommendQuery};
+use asterism::engine::{
+    AnomalyQuery, Cone, Engine, EngineConfig, Filters, IngestReport, RecommendQuery, SimilarQuery,
+    Target,
+};
 use asterism::model::{AnnotationValue, Detection, ObjectRecord, Unit, Vote};
+use asterism::server::{self, Access, ServerConfig};
 use asterism::source;
 use asterism::store::StoreConfig;
 use std::collections::BTreeMap;
@@ -45,8 +49,80 @@ struct DbArg {
     db: PathBuf,
 }
 
+/// Conditions on the objects an answer may name.
+#[derive(Args, Debug)]
+struct FilterArgs {
+    /// Only objects of this coarse class (their label, else their predicted class).
+    #[arg(long)]
+    class: Option<String>,
+    #[arg(long)]
+    min_detections: Option<usize>,
+    /// Only objects detected at or after this MJD.
+    #[arg(long, value_name = "MJD")]
+    since: Option<f64>,
+    /// Only objects within a sky cone: RA,DEC,RADIUS in degrees.
+    #[arg(long, value_name = "RA,DEC,R", value_parser = parse_cone)]
+    cone: Option<Cone>,
+}
+
+impl FilterArgs {
+    fn filters(self) -> Filters {
+        Filters {
+            class: self.class,
+            min_detections: self.min_detections,
+            last_after: self.since,
+            last_before: None,
+            cone: self.cone,
+        }
+    }
+}
+
+fn parse_cone(text: &str) -> Result<Cone, String> {
+    let parts: Vec<f64> = text
+        .split(',')
+        .map(|p| p.trim().parse::<f64>().map_err(|e| format!("{p:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    match parts[..] {
+        [ra, dec, radius] => Ok(Cone { ra, dec, radius }),
+        _ => Err("expected RA,DEC,RADIUS in degrees".into()),
+    }
+}
+
+/// `asterism serve`'s arguments.
+#[derive(Args, Debug)]
+struct ServeArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// Address to listen on (port 0: any free port, printed at start).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: std::net::SocketAddr,
+    /// Bearer token that Ingest needs. Without one, Ingest is refused.
+    #[arg(long, env = "ASTERISM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Bearer token that every read needs (default: reads are open).
+    #[arg(long, env = "ASTERISM_READ_TOKEN", hide_env_values = true)]
+    read_token: Option<String>,
+    /// File of `user token` lines: a user's votes and personal rankings need their token.
+    #[arg(long, env = "ASTERISM_USER_TOKENS", value_name = "FILE")]
+    user_tokens: Option<PathBuf>,
+    /// Writer schema for Confluent-framed Avro datums (as for `ingest`).
+    #[arg(long, value_name = "PATH")]
+    schema: Option<PathBuf>,
+    /// Larger messages are refused (RESOURCE_EXHAUSTED).
+    #[arg(long, default_value_t = server::DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
+    /// Alerts per atomic write.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+    /// Do not fsync each batch.
+    #[arg(long)]
+    no_sync: bool,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve the database over gRPC (see proto/asterism/v1/asterism.proto) until SIGINT/SIGTERM.
+    Serve(ServeArgs),
     /// Ingest alert packets and lightcurve tables (files, directories, .tar, .tar.gz).
     Ingest {
         #[command(flatten)]
@@ -94,6 +170,8 @@ enum Command {
         /// Search the embeddings every object had at this MJD (exact search).
         #[arg(long, value_name = "MJD")]
         as_of: Option<f64>,
+        #[command(flatten)]
+        filters: FilterArgs,
         #[arg(long)]
         json: bool,
     },
@@ -185,12 +263,8 @@ enum Command {
         user: Option<String>,
         #[arg(long, default_value_t = 10)]
         top: usize,
-        #[arg(long)]
-        class: Option<String>,
-        #[arg(long)]
-        min_detections: Option<usize>,
-        #[arg(long, value_name = "MJD")]
-        since: Option<f64>,
+        #[command(flatten)]
+        filters: FilterArgs,
         #[arg(long)]
         json: bool,
     },
@@ -208,6 +282,7 @@ enum Command {
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => serve(args),
         Command::Ingest {
             db,
             paths,
@@ -224,12 +299,7 @@ pub fn run() -> Result<()> {
                 ..EngineConfig::default()
             };
             let engine = Engine::open(&db.db, config)?;
-            let mut opts = DecodeOptions::default();
-            if let Some(path) = schema {
-                let parsed = source::load_schema(&path)
-                    .map_err(|e| anyhow::anyhow!("cannot load the schema: {e}"))?;
-                opts.confluent_schema = Some(Arc::new(parsed));
-            }
+            let opts = decode_options(schema.as_deref())?;
             let report = ingest(&engine, &paths, &opts)?;
             engine.checkpoint()?;
             print_ingest(&report, json)
@@ -294,23 +364,41 @@ pub fn run() -> Result<()> {
             object_id,
             k,
             as_of,
+            filters,
             json,
         } => {
             let engine = open_existing(&db.db)?;
-            let neighbours = engine.similar(&object_id, k, as_of)?;
+            let mut query = SimilarQuery::new(Target::Object(object_id.clone()), k);
+            query.as_of = as_of;
+            query.filters = filters.filters();
+            let neighbours = engine.find_similar(&query)?;
             if json {
                 let doc = json!({
                     "object_id": object_id,
                     "as_of": as_of,
                     "neighbours": neighbours.iter().map(|n| json!({
                         "object_id": n.object_id, "distance": n.distance,
+                        "class": n.class, "detections": n.n_detections,
                     })).collect::<Vec<_>>(),
                 });
                 say!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
-                say!("{:>4}  {:<24} {:>10}", "rank", "object", "distance");
+                say!(
+                    "{:>4}  {:<24} {:>10}  {:<14} detections",
+                    "rank",
+                    "object",
+                    "distance",
+                    "class"
+                );
                 for (i, n) in neighbours.iter().enumerate() {
-                    say!("{:>4}  {:<24} {:>10.4}", i + 1, n.object_id, n.distance);
+                    say!(
+                        "{:>4}  {:<24} {:>10.4}  {:<14} {}",
+                        i + 1,
+                        n.object_id,
+                        n.distance,
+                        n.class.as_deref().unwrap_or("-"),
+                        n.n_detections
+                    );
                 }
             }
             Ok(())
@@ -519,9 +607,7 @@ fn science(command: Command) -> Result<()> {
             unlike,
             user,
             top,
-            class,
-            min_detections,
-            since,
+            filters,
             json,
         } => {
             let engine = open_existing(&db.db)?;
@@ -530,9 +616,7 @@ fn science(command: Command) -> Result<()> {
                 unlike,
                 user,
                 top,
-                class,
-                min_detections,
-                since,
+                filters: filters.filters(),
             })?;
             if json {
                 return print_json(&recs);
@@ -577,6 +661,84 @@ fn science(command: Command) -> Result<()> {
 }
 
 /// Opens a database that must already exist (queries never create one).
+fn decode_options(schema: Option<&std::path::Path>) -> Result<DecodeOptions> {
+    let mut opts = DecodeOptions::default();
+    if let Some(path) = schema {
+        let parsed = source::load_schema(path)
+            .map_err(|e| anyhow::anyhow!("cannot load the schema: {e}"))?;
+        opts.confluent_schema = Some(Arc::new(parsed));
+    }
+    Ok(opts)
+}
+
+/// Runs the gRPC server until SIGINT or SIGTERM.
+fn serve(args: ServeArgs) -> Result<()> {
+    let config = EngineConfig {
+        store: StoreConfig {
+            sync_writes: !args.no_sync,
+        },
+        batch_size: args.batch_size,
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(
+        Engine::open(&args.db.db, config)
+            .with_context(|| format!("opening {}", args.db.db.display()))?,
+    );
+    let users = match &args.user_tokens {
+        Some(path) => Access::read_user_tokens(path).map_err(|e| anyhow::anyhow!(e))?,
+        None => Default::default(),
+    };
+    let server_config = ServerConfig {
+        access: Access {
+            write_token: args.token.filter(|t| !t.is_empty()),
+            read_token: args.read_token.filter(|t| !t.is_empty()),
+            users,
+        },
+        max_message_bytes: args.max_message_bytes,
+        decode: decode_options(args.schema.as_deref())?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.addr)
+            .await
+            .with_context(|| format!("binding {}", args.addr))?;
+        let addr = listener.local_addr()?;
+        if server_config.access.write_token.is_none() {
+            tracing::warn!("no --token: Ingest is refused");
+        }
+        say!("asterism serving {} on {addr}", args.db.db.display());
+        server::serve(engine, server_config, listener, shutdown_signal()).await?;
+        say!("asterism stopped");
+        Ok(())
+    })
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
 fn open_existing(path: &std::path::Path) -> Result<Engine> {
     if !path.is_dir() {
         anyhow::bail!(

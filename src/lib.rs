@@ -3,10 +3,10 @@
 //! Alerts (ZTF and Rubin/LSST Avro packets, Fink Parquet, lightcurve tables) are decoded into a
 //! survey-neutral [`model::Alert`] by the pure [`alert`] decoders, merged into one de-duplicated
 //! lightcurve per object and stored durably in RocksDB by [`store`], behind the [`engine`]
-//! facade that the CLI (and later the gRPC server) call. See ARCHITECTURE.md for the map.
+//! facade that the CLI and the gRPC [`server`] call. See ARCHITECTURE.md for the map.
 //!
 //! Layers, imports pointing down: `model` <- `alert` <- `source`; `model` <- `embed` <- `store`
-//! <- `index` <- `graph` <- `engine` <- `cli`.
+//! <- `index` <- `graph` <- `engine` <- `server`, `cli`.
 
 #![forbid(unsafe_code)]
 
@@ -17,6 +17,7 @@ pub mod export;
 pub mod graph;
 pub mod index;
 pub mod model;
+pub mod server;
 pub mod source;
 pub mod store;
 pub mod synth;

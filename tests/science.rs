@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use asterism::engine::{AnomalyQuery, Engine, EngineError, RecommendQuery};
+use asterism::engine::{AnomalyQuery, Engine, EngineError, Filters, RecommendQuery};
 use asterism::model::Vote;
 use common::{data, engine, ingest};
 
@@ -166,8 +166,11 @@ fn votes_personalise_recommendations_and_anomalies_per_user() {
             like: vec![sn[1].clone()],
             unlike: vec![rr[0].clone()],
             top: 5,
-            class: Some("SN Ia".into()),
-            min_detections: Some(5),
+            filters: Filters {
+                class: Some("SN Ia".into()),
+                min_detections: Some(5),
+                ..Filters::default()
+            },
             ..RecommendQuery::default()
         })
         .unwrap();

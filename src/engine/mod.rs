@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use ndarray::Array2;
@@ -20,12 +20,16 @@ use crate::embed::{Embedder, EmbeddingSpec};
 use crate::graph::labels::{self as taxonomy, primary};
 use crate::graph::science::{self, Evaluation, Explanation, IsolationForest};
 use crate::graph::{self, GraphError, GRAPH_K};
-use crate::index::live::{scale, Entry, LiveIndex};
-use crate::index::{exact_knn, HnswIndex, HnswParams, IndexError, PointId, VectorInsert};
+use crate::index::live::{Entry, LiveIndex};
+use crate::index::{HnswIndex, HnswParams, IndexError, PointId, VectorInsert};
 use crate::model::{
     Alert, AnnotationValue, Label, Neighbour, ObjectRecord, Survey, VectorVersion, Vote,
 };
 use crate::store::{Batch, Counts, Store, StoreConfig, StoreError};
+
+mod similar;
+
+pub use similar::{lightcurve_record, separation, Cone, Filters, SimilarHit, SimilarQuery, Target};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum EngineError {
@@ -144,6 +148,39 @@ pub struct Engine {
     spec_outdated: bool,
     rebuilding: Arc<AtomicBool>,
     rebuild_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Bumped by every committed change of vectors or labels.
+    generation: AtomicU64,
+    observers: RwLock<Vec<Observer>>,
+    /// Anomaly scores before personalisation, and the generation they were computed at.
+    anomaly_cache: Mutex<Option<(u64, Arc<AnomalyBase>)>>,
+}
+
+/// What one committed write changed; given to every observer (see [`Engine::observe`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChangeEvent {
+    pub generation: u64,
+    /// Objects whose lightcurve (and so embedding) changed.
+    pub changed_objects: Vec<String>,
+    /// Objects whose stored neighbour list was rewritten.
+    pub relisted: Vec<String>,
+    /// Objects that got new labels.
+    pub labelled: Vec<String>,
+}
+
+type Observer = Box<dyn Fn(&ChangeEvent) + Send + Sync>;
+
+/// The unpersonalised anomaly scores of every embedded object.
+struct AnomalyBase {
+    ids: Vec<String>,
+    /// Current scaled vectors, one row per id.
+    rows: Array2<f64>,
+    lof: Vec<f64>,
+    isolation: Vec<f64>,
+    /// Mean of the LOF and isolation percentile ranks.
+    base: Vec<f64>,
+    last_mjd: Vec<Option<f64>>,
+    /// Median nearest-neighbour distance: the kernel width of personalisation.
+    sigma: f64,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -209,7 +246,34 @@ impl Engine {
             spec_outdated,
             rebuilding: Arc::new(AtomicBool::new(false)),
             rebuild_thread: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            observers: RwLock::new(Vec::new()),
+            anomaly_cache: Mutex::new(None),
         })
+    }
+
+    /// Calls `f` after every committed write of vectors, neighbour lists or labels, on the
+    /// writer's thread (so `f` must be quick: hand the event to a channel).
+    pub fn observe(&self, f: impl Fn(&ChangeEvent) + Send + Sync + 'static) {
+        write(&self.observers).push(Box::new(f));
+    }
+
+    /// Counts committed writes of vectors or labels.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    fn notify(&self, mut event: ChangeEvent) {
+        if event.changed_objects.is_empty()
+            && event.relisted.is_empty()
+            && event.labelled.is_empty()
+        {
+            return;
+        }
+        event.generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        for f in read(&self.observers).iter() {
+            f(&event);
+        }
     }
 
     pub fn index_origin(&self) -> IndexOrigin {
@@ -223,6 +287,16 @@ impl Engine {
     /// The embedding spec in force.
     pub fn spec(&self) -> EmbeddingSpec {
         read(&self.live).spec.clone()
+    }
+
+    /// Alerts per atomic write.
+    pub fn batch_size(&self) -> usize {
+        self.config.batch_size
+    }
+
+    /// Points in the live index (current embeddings).
+    pub fn indexed(&self) -> usize {
+        read(&self.live).len()
     }
 
     pub fn store(&self) -> &Store {
@@ -242,9 +316,7 @@ impl Engine {
     pub fn session(&self) -> IngestSession<'_> {
         IngestSession {
             engine: self,
-            report: IngestReport::default(),
-            new_objects: HashSet::new(),
-            changed: HashSet::new(),
+            tally: IngestTally::default(),
         }
     }
 
@@ -330,6 +402,11 @@ impl Engine {
         batch.objects = changed_records;
         self.store.write(&batch)?;
         self.note_lists(&batch.neighbours);
+        self.notify(ChangeEvent {
+            changed_objects: outcome.changed_objects.clone(),
+            relisted: batch.neighbours.iter().map(|(id, _)| id.clone()).collect(),
+            ..ChangeEvent::default()
+        });
         tracing::debug!(
             alerts = alerts.len(),
             objects = batch.objects.len(),
@@ -665,6 +742,11 @@ impl Engine {
         self.store.write(&batch)?;
         *lock(&self.listed_by) = HashMap::new();
         self.note_lists(&batch.neighbours);
+        self.notify(ChangeEvent {
+            changed_objects: ids,
+            relisted: batch.neighbours.iter().map(|(id, _)| id.clone()).collect(),
+            ..ChangeEvent::default()
+        });
         Ok(ReindexReport {
             objects: records.len(),
             versions,
@@ -672,97 +754,16 @@ impl Engine {
         })
     }
 
-    /// The `k` objects most similar to `object_id`, nearest first, the object itself excluded.
-    /// With `as_of`, the embeddings every object had at that MJD are searched exactly: the
-    /// stored version valid then, or, for an object detected by then whose history arrived
-    /// later in one batch, its lightcurve cut at that MJD embedded on the fly. O(objects).
+    /// The `k` objects most similar to `object_id`, nearest first, the object itself excluded;
+    /// with `as_of`, among the embeddings every object had at that MJD (see [`similar`]).
     pub fn similar(&self, object_id: &str, k: usize, as_of: Option<f64>) -> Result<Vec<Neighbour>> {
-        if k == 0 || k > MAX_K {
-            return Err(EngineError::InvalidArgument {
-                field: "k",
-                reason: format!("{k} is not in 1..={MAX_K}"),
-            });
-        }
-        if self.spec_outdated {
-            return Err(EngineError::SpecOutdated);
-        }
-        if let Some(t) = as_of {
-            return self.similar_as_of(object_id, k, t);
-        }
-        let live = read(&self.live);
-        let Some(c) = live.current(object_id) else {
-            self.object(object_id)?;
-            return Err(EngineError::NoEmbedding {
-                object_id: object_id.to_string(),
-                as_of: None,
-            });
-        };
-        Ok(live
-            .search(&c.vector, k, Some(object_id))
-            .into_iter()
-            .map(|(id, d)| Neighbour {
-                object_id: id.to_string(),
-                distance: d,
-            })
-            .collect())
-    }
-
-    fn similar_as_of(&self, object_id: &str, k: usize, t: f64) -> Result<Vec<Neighbour>> {
-        self.object(object_id)?;
-        let spec = self.spec();
-        // Each object's latest version that was valid at `t`.
-        let mut at: BTreeMap<String, VectorVersion> = BTreeMap::new();
-        self.store.for_each_vector(|id, _, v| {
-            if v.from_mjd <= t {
-                at.insert(id.to_string(), v);
-            }
-        })?;
-        // Objects whose history reached the store in one batch have no version for every
-        // date: their lightcurve as it was at `t` is embedded now (the same features).
-        let mut missing: Vec<ObjectRecord> = Vec::new();
-        self.store.for_each_object(|r| {
-            if !at.contains_key(&r.object_id) && r.meta.first_mjd.is_some_and(|f| f <= t) {
-                missing.push(r);
-            }
-            true
-        })?;
-        let derived: Vec<(String, VectorVersion)> = missing
-            .par_iter()
-            .map(|r| {
-                let raw: Vec<f32> = self
-                    .embedder
-                    .features(r, Some(t))
-                    .into_iter()
-                    .map(|x| x as f32)
-                    .collect();
-                let n = r.detections.iter().filter(|d| d.mjd <= t).count() as u32;
-                let version = VectorVersion {
-                    point: 0,
-                    from_mjd: t,
-                    n_detections: n,
-                    raw,
-                };
-                (r.object_id.clone(), version)
-            })
-            .collect();
-        at.extend(derived);
-        let query = at.get(object_id).ok_or_else(|| EngineError::NoEmbedding {
-            object_id: object_id.to_string(),
-            as_of: Some(t),
-        })?;
-        let query = scale(&spec, &query.raw);
-        let ids: Vec<&String> = at.keys().collect();
-        let points: Vec<(PointId, Vec<f32>)> = at
-            .values()
-            .enumerate()
-            .map(|(i, v)| (i as PointId, scale(&spec, &v.raw)))
-            .collect();
-        let own = ids.iter().position(|id| id.as_str() == object_id);
-        let hits = exact_knn(points.par_iter(), &query, k, &|p| Some(p as usize) != own);
-        Ok(hits
+        let mut q = SimilarQuery::new(Target::Object(object_id.to_string()), k);
+        q.as_of = as_of;
+        Ok(self
+            .find_similar(&q)?
             .into_iter()
             .map(|h| Neighbour {
-                object_id: ids[h.point as usize].clone(),
+                object_id: h.object_id,
                 distance: h.distance,
             })
             .collect())
@@ -892,6 +893,10 @@ impl Engine {
         }
         let batch: Vec<(String, Vec<Label>)> = out.into_iter().collect();
         self.store.put_labels(&batch)?;
+        self.notify(ChangeEvent {
+            labelled: batch.iter().map(|(id, _)| id.clone()).collect(),
+            ..ChangeEvent::default()
+        });
         Ok(report)
     }
 
@@ -1078,40 +1083,24 @@ impl Engine {
         if self.spec_outdated {
             return Err(EngineError::SpecOutdated);
         }
+        if query.top == 0 || query.top > MAX_K {
+            return Err(EngineError::InvalidArgument {
+                field: "top",
+                reason: format!("{} is not in 1..={MAX_K}", query.top),
+            });
+        }
+        if query.since.is_some_and(|t| !t.is_finite()) {
+            return Err(EngineError::InvalidArgument {
+                field: "since",
+                reason: "must be a finite MJD".into(),
+            });
+        }
         let votes = match &query.user {
             Some(u) => self.user_votes(u)?,
             None => BTreeMap::new(),
         };
-        let mut lists = BTreeMap::new();
-        self.store.for_each_neighbours(|id, list| {
-            lists.insert(id.to_string(), list);
-        })?;
-        let (ids, m) = self.matrix()?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let lof = science::local_outlier_factor(&lists);
-        let lof_values: Vec<f64> = ids
-            .iter()
-            .map(|id| lof.get(id).copied().unwrap_or(1.0))
-            .collect();
-        let forest = IsolationForest::fit(&m, 100, 256, ANOMALY_SEED);
-        let iso: Vec<f64> = m
-            .rows()
-            .into_iter()
-            .map(|r| forest.score(r.as_slice().unwrap_or(&[])))
-            .collect();
-        let (lof_rank, iso_rank) = (
-            science::percentile_ranks(&lof_values),
-            science::percentile_ranks(&iso),
-        );
-        let mut medians: Vec<f32> = lists
-            .values()
-            .filter_map(|l| l.first())
-            .map(|n| n.distance)
-            .collect();
-        medians.sort_by(f32::total_cmp);
-        let sigma = f64::from(medians.get(medians.len() / 2).copied().unwrap_or(1.0)).max(1e-3);
+        let b = self.anomaly_base()?;
+        let sigma = b.sigma;
         let voted: Vec<(Vec<f32>, f64)> = votes
             .iter()
             .filter_map(|(id, v)| {
@@ -1121,24 +1110,18 @@ impl Engine {
                     .map(|c| (c.vector.clone(), sign))
             })
             .collect();
-        let records = self
-            .store
-            .get_objects(&ids.iter().map(String::as_str).collect::<Vec<_>>())?;
-        let mut out: Vec<AnomalyScore> = ids
+        let mut out: Vec<AnomalyScore> = b
+            .ids
             .iter()
             .enumerate()
             .filter(|(_, id)| !votes.contains_key(*id))
             .filter(|(i, _)| {
-                query.since.is_none_or(|t| {
-                    records[*i]
-                        .as_ref()
-                        .and_then(|r| r.meta.last_mjd)
-                        .is_some_and(|l| l >= t)
-                })
+                query
+                    .since
+                    .is_none_or(|t| b.last_mjd[*i].is_some_and(|l| l >= t))
             })
             .map(|(i, id)| {
-                let base = 0.5 * (lof_rank[i] + iso_rank[i]);
-                let row: Vec<f32> = m.row(i).iter().map(|&x| x as f32).collect();
+                let row: Vec<f32> = b.rows.row(i).iter().map(|&x| x as f32).collect();
                 let personal = if voted.is_empty() {
                     0.0
                 } else {
@@ -1154,9 +1137,9 @@ impl Engine {
                 };
                 AnomalyScore {
                     object_id: id.clone(),
-                    score: base + personal,
-                    lof: lof_values[i],
-                    isolation: iso[i],
+                    score: b.base[i] + personal,
+                    lof: b.lof[i],
+                    isolation: b.isolation[i],
                 }
             })
             .collect();
@@ -1167,6 +1150,84 @@ impl Engine {
         });
         out.truncate(query.top);
         Ok(out)
+    }
+
+    /// An object's unpersonalised anomaly score; `None` when it has no embedding.
+    pub fn anomaly_of(&self, object_id: &str) -> Result<Option<AnomalyScore>> {
+        self.object(object_id)?;
+        let b = self.anomaly_base()?;
+        Ok(b.ids
+            .binary_search_by(|id| id.as_str().cmp(object_id))
+            .ok()
+            .map(|i| AnomalyScore {
+                object_id: object_id.to_string(),
+                score: b.base[i],
+                lof: b.lof[i],
+                isolation: b.isolation[i],
+            }))
+    }
+
+    /// The anomaly scores of the current generation, computed once per generation.
+    fn anomaly_base(&self) -> Result<Arc<AnomalyBase>> {
+        let generation = self.generation();
+        if let Some((g, b)) = lock(&self.anomaly_cache).as_ref() {
+            if *g == generation {
+                return Ok(Arc::clone(b));
+            }
+        }
+        let mut lists = BTreeMap::new();
+        self.store.for_each_neighbours(|id, list| {
+            lists.insert(id.to_string(), list);
+        })?;
+        let (ids, rows) = self.matrix()?;
+        let lof_scores = science::local_outlier_factor(&lists);
+        let lof: Vec<f64> = ids
+            .iter()
+            .map(|id| lof_scores.get(id).copied().unwrap_or(1.0))
+            .collect();
+        let isolation: Vec<f64> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            let forest = IsolationForest::fit(&rows, 100, 256, ANOMALY_SEED);
+            rows.rows()
+                .into_iter()
+                .map(|r| forest.score(r.as_slice().unwrap_or(&[])))
+                .collect()
+        };
+        let (lof_rank, iso_rank) = (
+            science::percentile_ranks(&lof),
+            science::percentile_ranks(&isolation),
+        );
+        let base = lof_rank
+            .iter()
+            .zip(&iso_rank)
+            .map(|(a, b)| 0.5 * (a + b))
+            .collect();
+        let mut nearest: Vec<f32> = lists
+            .values()
+            .filter_map(|l| l.first())
+            .map(|n| n.distance)
+            .collect();
+        nearest.sort_by(f32::total_cmp);
+        let sigma = f64::from(nearest.get(nearest.len() / 2).copied().unwrap_or(1.0)).max(1e-3);
+        let records = self
+            .store
+            .get_objects(&ids.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let last_mjd = records
+            .iter()
+            .map(|r| r.as_ref().and_then(|r| r.meta.last_mjd))
+            .collect();
+        let b = Arc::new(AnomalyBase {
+            ids,
+            rows,
+            lof,
+            isolation,
+            base,
+            last_mjd,
+            sigma,
+        });
+        *lock(&self.anomaly_cache) = Some((generation, Arc::clone(&b)));
+        Ok(b)
     }
 
     /// Objects like the positive examples and unlike the negative ones (or like what `user`
@@ -1188,6 +1249,7 @@ impl Engine {
         if like.is_empty() {
             return Err(EngineError::NoPositiveExamples);
         }
+        req.filters.validate()?;
         if req.top == 0 || req.top > MAX_K {
             return Err(EngineError::InvalidArgument {
                 field: "top",
@@ -1240,26 +1302,13 @@ impl Engine {
                 break;
             }
             let r = self.object(&id)?;
-            if req.min_detections.is_some_and(|n| r.detections.len() < n) {
+            if !req.filters.admits(r.detections.len(), r.meta.last_mjd, &r) {
                 continue;
             }
-            if req
-                .since
-                .is_some_and(|t| r.meta.last_mjd.is_none_or(|l| l < t))
-            {
+            let label = primary(&self.labels(&id)?).cloned();
+            let Some(class) = self.class_if_admitted(&id, label, &req.filters)? else {
                 continue;
-            }
-            let class = match primary(&self.labels(&id)?) {
-                Some(l) => Some(l.class.clone()),
-                None if req.class.is_some() => self.classify(&id)?.class,
-                None => None,
             };
-            if let Some(want) = &req.class {
-                let want = taxonomy::canonical(want).unwrap_or(want.as_str());
-                if class.as_deref() != Some(want) {
-                    continue;
-                }
-            }
             out.push(Recommendation {
                 object_id: id,
                 score: s,
@@ -1380,9 +1429,7 @@ pub struct RecommendQuery {
     pub unlike: Vec<String>,
     pub user: Option<String>,
     pub top: usize,
-    pub class: Option<String>,
-    pub min_detections: Option<usize>,
-    pub since: Option<f64>,
+    pub filters: Filters,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -1447,33 +1494,33 @@ pub struct BatchOutcome {
     pub detections_added: u64,
 }
 
-/// An ingest in progress; see [`Engine::session`].
-pub struct IngestSession<'a> {
-    engine: &'a Engine,
+/// Totals of an ingest that spans several inputs and batches: an object created by one batch
+/// and updated by a later one counts once, as new.
+#[derive(Debug, Default)]
+pub struct IngestTally {
     report: IngestReport,
     new_objects: HashSet<String>,
     changed: HashSet<String>,
 }
 
-impl IngestSession<'_> {
-    /// Stores one input's alerts and records its rejects.
-    pub fn add(&mut self, decoded: Decoded) -> Result<()> {
-        self.report.alerts_rejected += decoded.rejects.len() as u64;
+impl IngestTally {
+    pub fn add_rejects(&mut self, rejects: Vec<crate::alert::Reject>) {
+        self.report.alerts_rejected += rejects.len() as u64;
         self.report
             .rejects
-            .extend(decoded.rejects.into_iter().map(|r| RejectReport {
+            .extend(rejects.into_iter().map(|r| RejectReport {
                 source: r.source,
                 reason: r.error.to_string(),
             }));
-        for chunk in decoded.alerts.chunks(self.engine.config.batch_size) {
-            let outcome = self.engine.apply(chunk)?;
-            self.report.alerts_read += chunk.len() as u64;
-            self.report.alerts_duplicate += outcome.alerts_duplicate;
-            self.report.detections_added += outcome.detections_added;
-            self.new_objects.extend(outcome.new_objects);
-            self.changed.extend(outcome.changed_objects);
-        }
-        Ok(())
+    }
+
+    /// Counts a committed batch of `alerts` alerts.
+    pub fn add_batch(&mut self, alerts: usize, outcome: BatchOutcome) {
+        self.report.alerts_read += alerts as u64;
+        self.report.alerts_duplicate += outcome.alerts_duplicate;
+        self.report.detections_added += outcome.detections_added;
+        self.new_objects.extend(outcome.new_objects);
+        self.changed.extend(outcome.changed_objects);
     }
 
     pub fn report(&self) -> &IngestReport {
@@ -1487,5 +1534,31 @@ impl IngestSession<'_> {
         changed.sort();
         self.report.changed_objects = changed;
         self.report
+    }
+}
+
+/// An ingest in progress; see [`Engine::session`].
+pub struct IngestSession<'a> {
+    engine: &'a Engine,
+    tally: IngestTally,
+}
+
+impl IngestSession<'_> {
+    /// Stores one input's alerts and records its rejects.
+    pub fn add(&mut self, decoded: Decoded) -> Result<()> {
+        self.tally.add_rejects(decoded.rejects);
+        for chunk in decoded.alerts.chunks(self.engine.config.batch_size) {
+            let outcome = self.engine.apply(chunk)?;
+            self.tally.add_batch(chunk.len(), outcome);
+        }
+        Ok(())
+    }
+
+    pub fn report(&self) -> &IngestReport {
+        self.tally.report()
+    }
+
+    pub fn finish(self) -> IngestReport {
+        self.tally.finish()
     }
 }

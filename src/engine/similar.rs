@@ -1,0 +1,467 @@
+//! Similarity queries: the objects nearest an object, a vector or a raw lightcurve, now or as
+//! of a date, filtered by class, number of detections, date of the last detection and a sky
+//! cone, optionally with each distance explained.
+//!
+//! Filters are applied to index candidates in distance order; the candidate pool grows ×4
+//! until `k` objects pass or the index is exhausted, so a rare filter costs more searches but
+//! never returns fewer objects than exist.
+
+use std::collections::BTreeMap;
+
+use rayon::prelude::*;
+
+use super::{read, taxonomy, Engine, EngineError, Result, MAX_K};
+use crate::graph::science::{self, Explanation};
+use crate::index::exact_knn;
+use crate::index::live::scale;
+use crate::model::{Alert, Detection, Label, ObjectRecord, Survey, Unit, VectorVersion};
+
+/// What to search around.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// A stored object (left out of its own answer).
+    Object(String),
+    /// A scaled embedding of the engine's dimension.
+    Vector(Vec<f32>),
+    /// A lightcurve, embedded with the same features as stored objects.
+    Lightcurve(Vec<Detection>),
+}
+
+/// A sky cone, degrees.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cone {
+    pub ra: f64,
+    pub dec: f64,
+    pub radius: f64,
+}
+
+/// Conditions an answer must meet. Empty filters admit every object.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filters {
+    /// Coarse class: the object's label, or its predicted class when unlabelled.
+    pub class: Option<String>,
+    pub min_detections: Option<usize>,
+    /// The last detection is at or after this MJD.
+    pub last_after: Option<f64>,
+    /// The last detection is at or before this MJD.
+    pub last_before: Option<f64>,
+    pub cone: Option<Cone>,
+}
+
+/// A similarity query; see [`Engine::find_similar`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimilarQuery {
+    pub target: Target,
+    pub k: usize,
+    pub filters: Filters,
+    /// Search the embeddings every object had at this MJD (exact search).
+    pub as_of: Option<f64>,
+    pub explain: bool,
+}
+
+impl SimilarQuery {
+    pub fn new(target: Target, k: usize) -> SimilarQuery {
+        SimilarQuery {
+            target,
+            k,
+            filters: Filters::default(),
+            as_of: None,
+            explain: false,
+        }
+    }
+}
+
+/// One answer of [`Engine::find_similar`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimilarHit {
+    pub object_id: String,
+    pub distance: f32,
+    /// The object's label; with a class filter, its predicted class when unlabelled.
+    pub class: Option<String>,
+    pub n_detections: usize,
+    pub explanation: Option<Explanation>,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> EngineError {
+    EngineError::InvalidArgument {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Angular separation in degrees.
+pub fn separation(ra1: f64, dec1: f64, ra2: f64, dec2: f64) -> f64 {
+    let (d1, d2) = (dec1.to_radians(), dec2.to_radians());
+    let (dd, dr) = ((dec2 - dec1).to_radians(), (ra2 - ra1).to_radians());
+    let h = (dd / 2.0).sin().powi(2) + d1.cos() * d2.cos() * (dr / 2.0).sin().powi(2);
+    (2.0 * h.sqrt().min(1.0).asin()).to_degrees()
+}
+
+impl Filters {
+    pub fn is_empty(&self) -> bool {
+        *self == Filters::default()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if let Some(c) = &self.cone {
+            if !(c.ra.is_finite() && (-90.0..=90.0).contains(&c.dec)) {
+                return Err(invalid(
+                    "filters.cone",
+                    "ra must be finite, dec in [-90, 90]",
+                ));
+            }
+            if !(c.radius > 0.0 && c.radius <= 180.0) {
+                return Err(invalid(
+                    "filters.cone.radius",
+                    "must be in (0, 180] degrees",
+                ));
+            }
+        }
+        for (field, t) in [
+            ("filters.last_detection_after", self.last_after),
+            ("filters.last_detection_before", self.last_before),
+        ] {
+            if t.is_some_and(|t| !t.is_finite()) {
+                return Err(invalid(field, "must be a finite MJD"));
+            }
+        }
+        if let Some(c) = &self.class {
+            if taxonomy::canonical(c).is_none() {
+                return Err(invalid(
+                    "filters.class_name",
+                    format!("unknown class `{c}`"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether an object with these facts passes, ignoring the class.
+    pub(super) fn admits(
+        &self,
+        n_detections: usize,
+        last_mjd: Option<f64>,
+        record: &ObjectRecord,
+    ) -> bool {
+        if self.min_detections.is_some_and(|n| n_detections < n) {
+            return false;
+        }
+        if self
+            .last_after
+            .is_some_and(|t| last_mjd.is_none_or(|l| l < t))
+        {
+            return false;
+        }
+        if self
+            .last_before
+            .is_some_and(|t| last_mjd.is_none_or(|l| l > t))
+        {
+            return false;
+        }
+        if let Some(c) = &self.cone {
+            let inside = match (record.meta.ra, record.meta.dec) {
+                (Some(ra), Some(dec)) => separation(c.ra, c.dec, ra, dec) <= c.radius,
+                _ => false,
+            };
+            if !inside {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The survey whose units a query lightcurve uses.
+fn survey_of(detections: &[Detection]) -> Survey {
+    match detections.first().map(|d| d.unit) {
+        Some(Unit::DiffMag { .. } | Unit::FluxDn) => Survey::Ztf,
+        Some(Unit::FluxNjy) => Survey::Lsst,
+        _ => Survey::External,
+    }
+}
+
+/// The object a query lightcurve would be, once merged like an ingested one.
+pub fn lightcurve_record(detections: &[Detection]) -> Result<ObjectRecord> {
+    if detections.is_empty() {
+        return Err(invalid("lightcurve", "has no detections"));
+    }
+    if let Some((i, _)) = detections.iter().enumerate().find(|(_, d)| {
+        !(d.mjd.is_finite() && d.value.is_finite() && d.error.is_finite() && d.error >= 0.0)
+    }) {
+        return Err(invalid(
+            "lightcurve.detections",
+            format!("detection {i} needs a finite mjd, value and error >= 0"),
+        ));
+    }
+    let survey = survey_of(detections);
+    let mut record = ObjectRecord::new("(query)".into(), survey);
+    record.merge(&Alert::from_detections(
+        "(query)".into(),
+        survey,
+        detections.to_vec(),
+    ));
+    Ok(record)
+}
+
+/// A query resolved to a scaled vector.
+struct Resolved {
+    vector: Vec<f32>,
+    mask: Vec<bool>,
+    exclude: Option<String>,
+}
+
+impl Engine {
+    /// The class shown for an object that passed the other filters: its label, or (only when
+    /// the filters name a class) its predicted class. `None` when the class filter rejects it.
+    pub(super) fn class_if_admitted(
+        &self,
+        object_id: &str,
+        label: Option<Label>,
+        filters: &Filters,
+    ) -> Result<Option<Option<String>>> {
+        let class = match (label, &filters.class) {
+            (Some(l), _) => Some(l.class),
+            (None, Some(_)) => self.classify(object_id)?.class,
+            (None, None) => None,
+        };
+        if let Some(want) = &filters.class {
+            let want = taxonomy::canonical(want).unwrap_or(want.as_str());
+            if class.as_deref() != Some(want) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(class))
+    }
+
+    /// The `k` objects nearest the target that pass the filters, nearest first.
+    pub fn find_similar(&self, q: &SimilarQuery) -> Result<Vec<SimilarHit>> {
+        if q.k == 0 || q.k > MAX_K {
+            return Err(invalid("k", format!("{} is not in 1..={MAX_K}", q.k)));
+        }
+        q.filters.validate()?;
+        if self.spec_outdated {
+            return Err(EngineError::SpecOutdated);
+        }
+        if q.as_of.is_some_and(|t| !t.is_finite()) {
+            return Err(invalid("as_of", "must be a finite MJD"));
+        }
+        match q.as_of {
+            None => self.similar_now(q),
+            Some(t) => self.similar_then(q, t),
+        }
+    }
+
+    fn resolve(&self, target: &Target) -> Result<Resolved> {
+        let spec = self.spec();
+        match target {
+            Target::Object(id) => {
+                let (vector, mask) = self.vector(id)?;
+                Ok(Resolved {
+                    vector,
+                    mask,
+                    exclude: Some(id.clone()),
+                })
+            }
+            Target::Vector(v) => {
+                let dim = self.embedder.dim();
+                if v.len() != dim {
+                    return Err(invalid(
+                        "vector",
+                        format!("has {} values, the embedding has {dim}", v.len()),
+                    ));
+                }
+                if v.iter().any(|x| !x.is_finite()) {
+                    return Err(invalid("vector", "values must be finite"));
+                }
+                Ok(Resolved {
+                    vector: v.clone(),
+                    mask: vec![false; dim],
+                    exclude: None,
+                })
+            }
+            Target::Lightcurve(detections) => {
+                let record = lightcurve_record(detections)?;
+                let raw = self.embedder.features(&record, None);
+                let (vector, mask) = spec.scaler.transform(&raw);
+                Ok(Resolved {
+                    vector,
+                    mask,
+                    exclude: None,
+                })
+            }
+        }
+    }
+
+    fn similar_now(&self, q: &SimilarQuery) -> Result<Vec<SimilarHit>> {
+        let r = self.resolve(&q.target)?;
+        let total = read(&self.live).len();
+        let mut pool = if q.filters.is_empty() {
+            q.k
+        } else {
+            (4 * q.k).max(50)
+        };
+        loop {
+            let found = read(&self.live).search(&r.vector, pool, r.exclude.as_deref());
+            let exhausted = found.len() < pool || pool >= total;
+            let hits: Vec<(String, f32, Option<VectorVersion>)> = found
+                .into_iter()
+                .map(|(id, d)| (id.to_string(), d, None))
+                .collect();
+            let out = self.admit(q, &r, hits)?;
+            if out.len() >= q.k || exhausted {
+                return Ok(out);
+            }
+            pool = (pool * 4).min(total.max(1));
+        }
+    }
+
+    /// Every object's embedding at MJD `t`: the stored version valid then or, for an object
+    /// detected by then whose history reached the store later in one batch, its lightcurve
+    /// cut at `t` embedded now (the same features).
+    pub(super) fn versions_at(&self, t: f64) -> Result<BTreeMap<String, VectorVersion>> {
+        let mut at: BTreeMap<String, VectorVersion> = BTreeMap::new();
+        self.store.for_each_vector(|id, _, v| {
+            if v.from_mjd <= t {
+                at.insert(id.to_string(), v);
+            }
+        })?;
+        let mut missing: Vec<ObjectRecord> = Vec::new();
+        self.store.for_each_object(|r| {
+            if !at.contains_key(&r.object_id) && r.meta.first_mjd.is_some_and(|f| f <= t) {
+                missing.push(r);
+            }
+            true
+        })?;
+        let derived: Vec<(String, VectorVersion)> = missing
+            .par_iter()
+            .map(|r| {
+                let raw: Vec<f32> = self
+                    .embedder
+                    .features(r, Some(t))
+                    .into_iter()
+                    .map(|x| x as f32)
+                    .collect();
+                let n = r.detections.iter().filter(|d| d.mjd <= t).count() as u32;
+                let version = VectorVersion {
+                    point: 0,
+                    from_mjd: t,
+                    n_detections: n,
+                    raw,
+                };
+                (r.object_id.clone(), version)
+            })
+            .collect();
+        at.extend(derived);
+        Ok(at)
+    }
+
+    fn similar_then(&self, q: &SimilarQuery, t: f64) -> Result<Vec<SimilarHit>> {
+        let spec = self.spec();
+        let at = self.versions_at(t)?;
+        let r = match &q.target {
+            Target::Object(id) => {
+                self.object(id)?;
+                let v = at.get(id).ok_or_else(|| EngineError::NoEmbedding {
+                    object_id: id.clone(),
+                    as_of: Some(t),
+                })?;
+                let raw: Vec<f64> = v.raw.iter().map(|&x| f64::from(x)).collect();
+                let (vector, mask) = spec.scaler.transform(&raw);
+                Resolved {
+                    vector,
+                    mask,
+                    exclude: Some(id.clone()),
+                }
+            }
+            other => self.resolve(other)?,
+        };
+        let ids: Vec<&String> = at.keys().collect();
+        let points: Vec<(u64, Vec<f32>)> = at
+            .values()
+            .enumerate()
+            .map(|(i, v)| (i as u64, scale(&spec, &v.raw)))
+            .collect();
+        let own = r
+            .exclude
+            .as_ref()
+            .and_then(|x| ids.iter().position(|id| *id == x));
+        // Filters are checked on the nearest first: all objects are ranked, exactly.
+        let want = if q.filters.is_empty() {
+            q.k
+        } else {
+            points.len()
+        };
+        let ranked = exact_knn(points.par_iter(), &r.vector, want, &|p| {
+            Some(p as usize) != own
+        });
+        let hits: Vec<(String, f32, Option<VectorVersion>)> = ranked
+            .into_iter()
+            .map(|h| {
+                let id = ids[h.point as usize];
+                (id.clone(), h.distance, at.get(id).cloned())
+            })
+            .collect();
+        self.admit(q, &r, hits)
+    }
+
+    /// The first `k` of `hits` (nearest first) that pass the filters, with classes and
+    /// explanations. `version` is the embedding an as-of query used, `None` for the current.
+    fn admit(
+        &self,
+        q: &SimilarQuery,
+        r: &Resolved,
+        hits: Vec<(String, f32, Option<VectorVersion>)>,
+    ) -> Result<Vec<SimilarHit>> {
+        let spec = self.spec();
+        let mut out = Vec::new();
+        for chunk in hits.chunks(q.k.max(16)) {
+            let ids: Vec<&str> = chunk.iter().map(|h| h.0.as_str()).collect();
+            let records = self.store.get_objects(&ids)?;
+            let labels = self.primary_labels(&ids)?;
+            for ((hit, record), label) in chunk.iter().zip(records).zip(labels) {
+                if out.len() == q.k {
+                    return Ok(out);
+                }
+                let (id, distance, version) = hit;
+                let Some(record) = record else { continue };
+                let (n, last) = match version {
+                    Some(v) => (v.n_detections as usize, Some(v.from_mjd)),
+                    None => (record.detections.len(), record.meta.last_mjd),
+                };
+                if !q.filters.admits(n, last, &record) {
+                    continue;
+                }
+                let Some(class) = self.class_if_admitted(id, label, &q.filters)? else {
+                    continue;
+                };
+                let explanation = if q.explain {
+                    let (hv, hm) = match version {
+                        Some(v) => {
+                            let raw: Vec<f64> = v.raw.iter().map(|&x| f64::from(x)).collect();
+                            spec.scaler.transform(&raw)
+                        }
+                        None => self.vector(id)?,
+                    };
+                    Some(science::explain(
+                        self.embedder.names(),
+                        &r.vector,
+                        &hv,
+                        &r.mask,
+                        &hm,
+                        8,
+                    ))
+                } else {
+                    None
+                };
+                out.push(SimilarHit {
+                    object_id: id.clone(),
+                    distance: *distance,
+                    class,
+                    n_detections: n,
+                    explanation,
+                });
+            }
+        }
+        Ok(out)
+    }
+}

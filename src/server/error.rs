@@ -1,0 +1,111 @@
+//! The server's error type and its one mapping to gRPC `Status`.
+//!
+//! A client's mistake is never `INTERNAL`: unknown objects and users are `NOT_FOUND`, bad
+//! arguments `INVALID_ARGUMENT` (the message starts with the field, which is also sent in
+//! the `asterism-field` metadata), oversized messages `RESOURCE_EXHAUSTED`.
+
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+use crate::engine::EngineError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    #[error("missing or wrong bearer token (metadata `authorization: Bearer <token>`)")]
+    Unauthenticated,
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("a worker task failed: {0}")]
+    Worker(String),
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ServerError {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ServerError {
+        ServerError::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for ServerError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ServerError::Worker(e.to_string())
+    }
+}
+
+fn with_field(code: Code, field: &str, message: String) -> Status {
+    let mut status = Status::new(code, message);
+    if let Ok(v) = MetadataValue::try_from(field) {
+        status.metadata_mut().insert("asterism-field", v);
+    }
+    status
+}
+
+impl From<ServerError> for Status {
+    fn from(e: ServerError) -> Status {
+        let message = e.to_string();
+        match e {
+            ServerError::Engine(e) => match e {
+                EngineError::UnknownObject { .. } | EngineError::UnknownUser { .. } => {
+                    Status::not_found(message)
+                }
+                EngineError::InvalidArgument { field, reason } => {
+                    with_field(Code::InvalidArgument, field, format!("{field}: {reason}"))
+                }
+                EngineError::NoPositiveExamples => with_field(
+                    Code::InvalidArgument,
+                    "positive",
+                    "positive: no positive examples: give object ids, or a user who voted objects up"
+                        .into(),
+                ),
+                EngineError::NoEmbedding { .. } | EngineError::SpecOutdated => {
+                    Status::failed_precondition(message)
+                }
+                EngineError::Store(_)
+                | EngineError::Index(_)
+                | EngineError::Graph(_)
+                | EngineError::InvalidConfig { .. } => Status::internal(message),
+            },
+            ServerError::InvalidArgument { field, .. } => {
+                with_field(Code::InvalidArgument, &field, message)
+            }
+            ServerError::Unauthenticated => Status::unauthenticated(message),
+            ServerError::PermissionDenied(_) => Status::permission_denied(message),
+            ServerError::ShuttingDown => Status::unavailable(message),
+            ServerError::Worker(_) | ServerError::Transport(_) | ServerError::Io(_) => {
+                Status::internal(message)
+            }
+        }
+    }
+}
+
+/// tonic rejects a message above the size limit with `OUT_OF_RANGE` before any handler runs;
+/// this turns that answer into `RESOURCE_EXHAUSTED`, the code gRPC documents for it.
+pub fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers();
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11");
+    let too_large = headers.get("grpc-message").is_some_and(|v| {
+        let m = String::from_utf8_lossy(v.as_bytes());
+        m.contains("message%20length%20too%20large") || m.contains("message length too large")
+    });
+    if out_of_range && too_large {
+        response.headers_mut().insert(
+            "grpc-status",
+            http::HeaderValue::from_static("8"), // RESOURCE_EXHAUSTED
+        );
+    }
+    response
+}

@@ -1,0 +1,121 @@
+//! The gRPC server (tonic): every engine operation, streaming ingest, neighbour watches,
+//! gRPC health and reflection. The only module that uses tonic and prost; it imports
+//! `engine`, `alert` and `model`, and nothing below imports it.
+//!
+//! Engine calls run on tokio's blocking pool (and rayon inside the engine), so a slow request
+//! never stalls the executor that answers the others. Errors reach clients through the one
+//! mapping in [`error`].
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+use tonic::transport::server::TcpIncoming;
+
+use crate::alert::DecodeOptions;
+use crate::engine::Engine;
+
+mod auth;
+mod convert;
+mod error;
+mod service;
+mod watch_neighbours;
+
+pub use auth::Access;
+pub use error::ServerError;
+pub use service::MAX_WATCHED;
+
+/// The generated messages, client and server of `proto/asterism/v1/asterism.proto`.
+pub mod proto {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("asterism.v1");
+
+    /// The encoded file descriptor set, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("asterism_descriptor");
+}
+
+use watch_neighbours as watching;
+
+/// Largest message accepted or sent, by default.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub access: Access,
+    /// Larger messages are refused with `RESOURCE_EXHAUSTED`.
+    pub max_message_bytes: usize,
+    /// Decoding options for ingested packets (the writer schema of Confluent-framed datums).
+    pub decode: DecodeOptions,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            access: Access::default(),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            decode: DecodeOptions::default(),
+        }
+    }
+}
+
+/// Serves `engine` on `listener` until `shutdown` completes, then stops taking requests,
+/// ends ingest streams and watches (every write already acknowledged is durable: each batch
+/// is committed before its answer), lets the other requests finish and writes the index
+/// dump so the next start loads it.
+pub async fn serve(
+    engine: Arc<Engine>,
+    config: ServerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let (events, _) = broadcast::channel(1024);
+    {
+        let events = events.clone();
+        engine.observe(move |e| {
+            // No receiver is fine: nobody watches.
+            let _ = events.send(Arc::new(e.clone()));
+        });
+    }
+    let (closing_tx, closing) = watch::channel(false);
+    let service = service::Service {
+        engine: Arc::clone(&engine),
+        access: config.access,
+        decode: config.decode,
+        events,
+        closing,
+    };
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<proto::asterism_server::AsterismServer<service::Service>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Worker(format!("reflection: {e}")))?;
+    let api = proto::asterism_server::AsterismServer::new(service)
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing the requests in flight");
+        health_reporter
+            .set_not_serving::<proto::asterism_server::AsterismServer<service::Service>>()
+            .await;
+        let _ = closing_tx.send(true);
+    };
+    tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            error::oversized_is_resource_exhausted,
+        ))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(api)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal)
+        .await?;
+    tokio::task::spawn_blocking(move || engine.checkpoint()).await??;
+    tracing::info!("index written; stopped");
+    Ok(())
+}
