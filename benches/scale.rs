@@ -9,21 +9,22 @@
 //! (objects/s, heap and disk bytes per object). Runs once (no criterion): the 100k build alone
 //! takes minutes on 2 cores.
 
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
+use support::{arg, real_records};
 
 use rayon::prelude::*;
 use serde_json::json;
 
-use asterism::alert::DecodeOptions;
 use asterism::embed::{Embedder, Scaler};
 use asterism::index::{
     exact_knn, recall, Hit, HnswIndex, HnswParams, PointId, VectorInsert, VectorSearch,
 };
 use asterism::model::ObjectRecord;
-use asterism::source;
 use asterism::synth::{augment, truncate, Augment};
 
 /// Counts live heap bytes, so the index's own memory can be told from the rest.
@@ -131,15 +132,6 @@ fn engine_phase(bases: &[ObjectRecord], n: usize, seed: u64) -> serde_json::Valu
     })
 }
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Resident set size of this process, bytes (Linux).
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
@@ -152,26 +144,12 @@ fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-fn real_records() -> Vec<ObjectRecord> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/lightcurves");
-    let (files, _) = source::expand(&[root]);
-    let mut out = Vec::new();
-    for f in files {
-        for a in source::decode_file(&f, &DecodeOptions::default()).alerts {
-            let mut r = ObjectRecord::new(a.object_id.clone(), a.survey);
-            r.merge(&a);
-            out.push(r);
-        }
-    }
-    out
-}
-
 fn main() {
     let n = arg("--objects", 100_000);
     let queries = arg("--queries", 2000);
     let churn = arg("--churn", 3);
     let seed = arg("--seed", 1) as u64;
-    let bases = real_records();
+    let bases = real_records(&["lightcurves"]);
     let embedder = Embedder::new();
     let how = Augment::default();
     let make = |i: usize, fraction: f64| {

@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
+use asterism::alert::write::ZtfWriter;
 use asterism::alert::{DecodeOptions, Decoded, Reject};
 use asterism::engine::{
     AnomalyQuery, Cone, Engine, EngineConfig, Filters, IngestReport, RecommendQuery, SimilarQuery,
@@ -18,8 +19,8 @@ use asterism::engine::{
 };
 use asterism::model::{AnnotationValue, Detection, ObjectRecord, Unit, Vote};
 use asterism::server::{self, Access, ServerConfig};
-use asterism::source;
 use asterism::store::StoreConfig;
+use asterism::{source, synth};
 use std::collections::BTreeMap;
 
 /// `println!` that returns the error instead of panicking (a closed pipe, as with `| head`,
@@ -119,8 +120,35 @@ struct ServeArgs {
     no_sync: bool,
 }
 
+/// `asterism generate`'s arguments.
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    /// Folder for the tar files of packets (created).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Objects to generate.
+    #[arg(long, default_value_t = 1000)]
+    objects: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Packets per tar file.
+    #[arg(long, default_value_t = 10_000)]
+    packets_per_file: usize,
+    /// Days of each source lightcurve kept (from its first detection).
+    #[arg(long, default_value_t = 120.0)]
+    window_days: f64,
+    /// Real alerts and lightcurves the objects are made from.
+    #[arg(default_values = ["data/lightcurves", "data/ztf", "data/fink"], value_name = "PATH")]
+    from: Vec<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Write a survey-like stream of ZTF alert packets (Avro, schema 4.02, in tar files), made
+    /// by seeded augmentation of real lightcurves.
+    Generate(GenerateArgs),
     /// Serve the database over gRPC (see proto/asterism/v1/asterism.proto) until SIGINT/SIGTERM.
     Serve(ServeArgs),
     /// Ingest alert packets and lightcurve tables (files, directories, .tar, .tar.gz).
@@ -283,6 +311,7 @@ pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Generate(args) => generate(args),
         Command::Ingest {
             db,
             paths,
@@ -669,6 +698,83 @@ fn decode_options(schema: Option<&std::path::Path>) -> Result<DecodeOptions> {
         opts.confluent_schema = Some(Arc::new(parsed));
     }
     Ok(opts)
+}
+
+/// Writes the generated stream as tar files of `.avro` packets.
+fn generate(args: GenerateArgs) -> Result<()> {
+    let (files, _) = source::expand(&args.from);
+    let alerts: Vec<asterism::model::Alert> = files
+        .par_iter()
+        .flat_map_iter(|f| source::decode_file(f, &DecodeOptions::default()).alerts)
+        .collect();
+    let bases = synth::records(&alerts);
+    let usable = bases.iter().filter(|r| synth::ztf_like(r)).count();
+    if usable == 0 {
+        anyhow::bail!("no lightcurve with 5 or more g/r/i magnitudes among the inputs");
+    }
+    let spec = synth::StreamSpec {
+        objects: args.objects,
+        seed: args.seed,
+        window_days: args.window_days,
+        ..synth::StreamSpec::default()
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let writer = ZtfWriter::new()?;
+    let progress = if std::io::stderr().is_terminal() {
+        ProgressBar::new_spinner().with_message("packets")
+    } else {
+        ProgressBar::hidden()
+    };
+    let (mut packets, mut bytes, mut file_no) = (0u64, 0u64, 0usize);
+    let mut stream = synth::ZtfStream::new(&bases, spec);
+    loop {
+        let chunk: Vec<_> = stream.by_ref().take(args.packets_per_file.max(1)).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let encoded: Vec<(i64, Vec<u8>)> = chunk
+            .par_iter()
+            .map(|p| writer.write(p).map(|b| (p.candid, b)))
+            .collect::<Result<_, _>>()?;
+        let path = args.out.join(format!("alerts-{file_no:06}.tar"));
+        let mut tar = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(&path)?));
+        for (candid, b) in &encoded {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(b.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, format!("{candid}.avro"), b.as_slice())?;
+            bytes += b.len() as u64;
+        }
+        tar.into_inner()?;
+        packets += encoded.len() as u64;
+        file_no += 1;
+        progress.set_position(packets);
+    }
+    progress.finish_and_clear();
+    let summary = json!({
+        "out": args.out.display().to_string(),
+        "objects": stream.objects_emitted(),
+        "packets": packets,
+        "files": file_no,
+        "packet_bytes": bytes,
+        "source_objects": usable,
+        "seed": args.seed,
+    });
+    if args.json {
+        say!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        say!(
+            "wrote {packets} ZTF packets of {} objects ({:.1} MB) in {file_no} files under {} \
+             (from {usable} real lightcurves, seed {})",
+            stream.objects_emitted(),
+            bytes as f64 / 1e6,
+            args.out.display(),
+            args.seed
+        );
+    }
+    Ok(())
 }
 
 /// Runs the gRPC server until SIGINT or SIGTERM.

@@ -3,13 +3,23 @@
 //!
 //! Each synthetic object is a real lightcurve with its times shifted, its brightness offset,
 //! Gaussian noise of its own errors added and a random fraction of its points dropped, all
-//! drawn from a seeded generator: the same seed gives the same objects. Pure; imports `model`.
+//! drawn from a seeded generator: the same seed gives the same objects.
+//!
+//! [`ZtfStream`] turns such objects into a survey-like alert stream: each object placed on the
+//! sky and given a start date within the survey's first year, its real cadence kept (whole
+//! nights lost to weather at random), one alert per detection carrying the previous 30 days
+//! of detections and non-detections, as ZTF packets do. It yields objects cohort by cohort,
+//! alerts in time order within a cohort, so memory stays bounded by the cohort size.
+//! Pure; imports `model` and the packet type of `alert::write`.
+
+use std::collections::HashSet;
 
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use crate::model::{Alert, Detection, ObjectRecord};
+use crate::alert::write::ZtfPacket;
+use crate::model::{Alert, Band, Detection, ObjectRecord, Unit, UpperLimit};
 
 /// How strongly to perturb.
 #[derive(Debug, Clone)]
@@ -90,6 +100,242 @@ pub fn truncate(alert: &Alert, fraction: f64) -> Alert {
     }
 }
 
+/// The shape of a generated stream.
+#[derive(Debug, Clone)]
+pub struct StreamSpec {
+    pub objects: usize,
+    /// Index of the first object: streams with disjoint ranges have disjoint objects.
+    pub first_object: usize,
+    pub seed: u64,
+    /// MJD the survey starts; objects start within its first `start_spread_days`.
+    pub survey_start: f64,
+    pub start_spread_days: f64,
+    /// Detections kept per object: those within this many days of its first.
+    pub window_days: f64,
+    /// History a packet carries, days.
+    pub history_days: f64,
+    /// Chance that a night is lost (weather): its detections become non-detections.
+    pub night_loss: f64,
+    /// Objects generated together and sorted by time.
+    pub cohort: usize,
+    pub augment: Augment,
+}
+
+impl Default for StreamSpec {
+    fn default() -> Self {
+        StreamSpec {
+            objects: 1000,
+            first_object: 0,
+            seed: 1,
+            survey_start: 61_000.0,
+            start_spread_days: 365.0,
+            window_days: 120.0,
+            history_days: 30.0,
+            night_loss: 0.2,
+            cohort: 10_000,
+            augment: Augment::default(),
+        }
+    }
+}
+
+/// Merges alerts into one record per object, in object-id order (the bases of a stream).
+pub fn records(alerts: &[Alert]) -> Vec<ObjectRecord> {
+    let mut by_id: std::collections::BTreeMap<&str, ObjectRecord> = Default::default();
+    for a in alerts {
+        by_id
+            .entry(a.object_id.as_str())
+            .or_insert_with(|| ObjectRecord::new(a.object_id.clone(), a.survey))
+            .merge(a);
+    }
+    by_id.into_values().collect()
+}
+
+/// Whether a real object can seed ZTF-like alerts: magnitudes in g, r or i.
+pub fn ztf_like(r: &ObjectRecord) -> bool {
+    r.detections
+        .iter()
+        .filter(|d| matches!(d.band, Band::G | Band::R | Band::I))
+        .filter(|d| matches!(d.unit, Unit::Mag | Unit::DiffMag { .. }))
+        .count()
+        >= 5
+}
+
+/// A ZTF-style object id (`ZTF` + year + 7 letters) for the `i`-th object.
+fn ztf_id(i: u64) -> String {
+    let mut letters = [b'a'; 7];
+    let mut n = i;
+    for l in letters.iter_mut().rev() {
+        *l = b'a' + (n % 26) as u8;
+        n /= 26;
+    }
+    format!("ZTF26{}", String::from_utf8_lossy(&letters))
+}
+
+/// One generated object: its position and its detections and non-detections in time order.
+struct Generated {
+    object_id: String,
+    ra: f64,
+    dec: f64,
+    detections: Vec<Detection>,
+    limits: Vec<UpperLimit>,
+}
+
+/// A seeded, streaming generator of ZTF alert packets; see the module doc.
+pub struct ZtfStream<'a> {
+    bases: Vec<&'a ObjectRecord>,
+    spec: StreamSpec,
+    next_object: usize,
+    /// The current cohort's alerts, (object, detection) in time order, reversed for pop().
+    queue: Vec<(usize, usize)>,
+    cohort: Vec<Generated>,
+    objects_emitted: usize,
+}
+
+impl<'a> ZtfStream<'a> {
+    /// `bases`: real objects; those that are not [`ztf_like`] are skipped.
+    pub fn new(bases: &'a [ObjectRecord], spec: StreamSpec) -> ZtfStream<'a> {
+        ZtfStream {
+            bases: bases.iter().filter(|r| ztf_like(r)).collect(),
+            spec,
+            next_object: 0,
+            queue: Vec::new(),
+            cohort: Vec::new(),
+            objects_emitted: 0,
+        }
+    }
+
+    /// Objects with at least one alert so far (some lose every night of their window).
+    pub fn objects_emitted(&self) -> usize {
+        self.objects_emitted
+    }
+
+    fn generate(&self, i: usize) -> Generated {
+        let base = self.bases[i % self.bases.len()];
+        let seed = self.spec.seed;
+        let alert = augment(base, i as u64, seed, &self.spec.augment);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed.rotate_left(17) ^ i as u64);
+        let ra = rng.gen_range(0.0..360.0);
+        let dec = rng.gen_range(-1.0f64..=1.0).asin().to_degrees();
+        let mut detections: Vec<Detection> = alert
+            .detections
+            .into_iter()
+            .filter(|d| matches!(d.band, Band::G | Band::R | Band::I))
+            .collect();
+        detections.sort_by(|a, b| a.mjd.total_cmp(&b.mjd));
+        let first = detections.first().map_or(0.0, |d| d.mjd);
+        let shift =
+            self.spec.survey_start + rng.gen_range(0.0..=self.spec.start_spread_days) - first;
+        let mut lost_nights: HashSet<i64> = HashSet::new();
+        let mut kept = Vec::new();
+        let mut limits = Vec::new();
+        for (j, d) in detections.into_iter().enumerate() {
+            if d.mjd - first > self.spec.window_days {
+                break;
+            }
+            let mjd = d.mjd + shift;
+            let night = mjd.floor() as i64;
+            if !lost_nights.contains(&night) && rng.gen_bool(self.spec.night_loss) {
+                lost_nights.insert(night);
+            }
+            if lost_nights.contains(&night) {
+                limits.push(UpperLimit {
+                    mjd,
+                    band: d.band.clone(),
+                    limit_mag: d.value - 0.5,
+                });
+                continue;
+            }
+            kept.push(Detection {
+                mjd,
+                unit: Unit::DiffMag { positive: true },
+                source_id: Some(((i as i64) << 16) | j as i64),
+                ra: Some(ra),
+                dec: Some(dec),
+                ..d
+            });
+        }
+        Generated {
+            object_id: ztf_id(i as u64),
+            ra,
+            dec,
+            detections: kept,
+            limits,
+        }
+    }
+
+    fn fill(&mut self) -> bool {
+        if self.bases.is_empty() || self.next_object >= self.spec.objects {
+            return false;
+        }
+        let end = (self.next_object + self.spec.cohort.max(1)).min(self.spec.objects);
+        let first = self.spec.first_object;
+        self.cohort = (self.next_object..end)
+            .map(|i| self.generate(first + i))
+            .collect();
+        self.objects_emitted += self
+            .cohort
+            .iter()
+            .filter(|g| !g.detections.is_empty())
+            .count();
+        self.next_object = end;
+        let mut order: Vec<(f64, usize, usize)> = self
+            .cohort
+            .iter()
+            .enumerate()
+            .flat_map(|(o, g)| {
+                g.detections
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, d)| (d.mjd, o, j))
+            })
+            .collect();
+        order.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
+        self.queue = order.into_iter().map(|(_, o, j)| (o, j)).collect();
+        true
+    }
+
+    fn packet(&self, o: usize, j: usize) -> ZtfPacket {
+        let g = &self.cohort[o];
+        let candidate = g.detections[j].clone();
+        let from = candidate.mjd - self.spec.history_days;
+        let history = g.detections[..j]
+            .iter()
+            .filter(|d| d.mjd >= from)
+            .cloned()
+            .collect();
+        let limits = g
+            .limits
+            .iter()
+            .filter(|l| l.mjd >= from && l.mjd < candidate.mjd)
+            .cloned()
+            .collect();
+        ZtfPacket {
+            object_id: g.object_id.clone(),
+            candid: candidate.source_id.unwrap_or(0),
+            ra: g.ra,
+            dec: g.dec,
+            candidate,
+            history,
+            limits,
+        }
+    }
+}
+
+impl Iterator for ZtfStream<'_> {
+    type Item = ZtfPacket;
+
+    fn next(&mut self) -> Option<ZtfPacket> {
+        loop {
+            if let Some((o, j)) = self.queue.pop() {
+                return Some(self.packet(o, j));
+            }
+            if !self.fill() {
+                return None;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +353,34 @@ mod tests {
         assert_ne!(a, augment(&base, 4, 9, &Augment::default()));
         let half = truncate(&a, 0.5);
         assert!(half.detections.len() < a.detections.len());
+    }
+
+    #[test]
+    fn the_stream_is_seeded_time_ordered_and_carries_history() {
+        let mut base = ObjectRecord::new("b".into(), Survey::External);
+        base.detections = (0..40)
+            .map(|i| Detection::magnitude(f64::from(i), Band::G, 18.0, 0.05))
+            .collect();
+        let bases = vec![base];
+        let spec = StreamSpec {
+            objects: 5,
+            cohort: 5,
+            ..StreamSpec::default()
+        };
+        let a: Vec<ZtfPacket> = ZtfStream::new(&bases, spec.clone()).collect();
+        let b: Vec<ZtfPacket> = ZtfStream::new(&bases, spec).collect();
+        assert_eq!(a, b);
+        assert!(a.len() > 20);
+        assert!(a
+            .windows(2)
+            .all(|w| w[0].candidate.mjd <= w[1].candidate.mjd));
+        let ids: HashSet<&str> = a.iter().map(|p| p.object_id.as_str()).collect();
+        assert_eq!(ids.len(), 5);
+        let last = a.iter().rfind(|p| p.object_id == a[0].object_id).unwrap();
+        assert!(!last.history.is_empty());
+        assert!(last
+            .history
+            .iter()
+            .all(|d| d.mjd >= last.candidate.mjd - 30.0));
     }
 }

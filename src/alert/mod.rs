@@ -18,6 +18,7 @@
 mod lsst;
 mod table;
 pub mod value;
+pub mod write;
 mod ztf;
 
 use std::io::Read;

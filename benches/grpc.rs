@@ -1,0 +1,289 @@
+//! The gRPC service under load: a real server on 127.0.0.1:0 over a fresh RocksDB store,
+//! filled over `Ingest` with generated ZTF packets (real Avro, schema 4.02, made from the real
+//! lightcurves of data/ by `asterism::synth`), then
+//! - FindSimilar latency (k = 10, by object id) from one client, idle;
+//! - the same while a second client streams new packets in (W4 of BENCHMARKS.md);
+//! - ingest throughput over gRPC, and ingest-to-queryable latency (one-packet Ingest calls:
+//!   a write is queryable when it is acknowledged).
+//!
+//! Usage: cargo bench --bench grpc -- [--objects N] [--queries Q] [--load-objects M]
+//! Prints a table on stderr and one JSON document on stdout.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{arg, real_records};
+
+use asterism::alert::write::ZtfWriter;
+use asterism::engine::{Engine, EngineConfig};
+use asterism::model::ObjectRecord;
+use asterism::server::proto::asterism_client::AsterismClient;
+use asterism::server::proto::{self as pb, find_similar_request::Query};
+use asterism::server::{serve, Access, ServerConfig};
+use asterism::store::StoreConfig;
+use asterism::synth::{StreamSpec, ZtfStream};
+use rayon::prelude::*;
+use tonic::transport::Channel;
+use tonic::Request;
+
+const TOKEN: &str = "bench";
+
+/// Encoded packets of objects `first..first + objects`, in stream order, and each one's object.
+fn packets(
+    bases: &[ObjectRecord],
+    first: usize,
+    objects: usize,
+    seed: u64,
+) -> (Vec<pb::IngestRequest>, Vec<String>) {
+    let writer = ZtfWriter::new().expect("ZTF schema");
+    let spec = StreamSpec {
+        objects,
+        first_object: first,
+        seed,
+        ..StreamSpec::default()
+    };
+    let stream: Vec<_> = ZtfStream::new(bases, spec).collect();
+    let ids: Vec<String> = stream.iter().map(|p| p.object_id.clone()).collect();
+    let requests = stream
+        .par_iter()
+        .map(|p| pb::IngestRequest {
+            name: format!("{}.avro", p.candid),
+            packet: writer.write(p).expect("encode"),
+            strict: false,
+        })
+        .collect();
+    (requests, ids)
+}
+
+fn authed<T>(message: T) -> Request<T> {
+    let mut r = Request::new(message);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    r
+}
+
+async fn client(addr: SocketAddr) -> AsterismClient<Channel> {
+    AsterismClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect")
+        .max_encoding_message_size(64 << 20)
+}
+
+#[derive(serde::Serialize)]
+struct Latency {
+    n: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    mean_ms: f64,
+    max_ms: f64,
+}
+
+fn latency(mut samples: Vec<Duration>) -> Latency {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let at = |q: f64| ms(samples[((samples.len() - 1) as f64 * q).round() as usize]);
+    Latency {
+        n: samples.len(),
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+        mean_ms: samples.iter().map(|d| ms(*d)).sum::<f64>() / samples.len() as f64,
+        max_ms: at(1.0),
+    }
+}
+
+async fn find_similar(c: &mut AsterismClient<Channel>, id: &str) -> Duration {
+    let t = Instant::now();
+    let answer = c
+        .find_similar(pb::FindSimilarRequest {
+            query: Some(Query::ObjectId(id.to_string())),
+            k: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("FindSimilar");
+    assert!(!answer.into_inner().neighbours.is_empty());
+    t.elapsed()
+}
+
+fn main() {
+    let objects = arg("--objects", 20_000);
+    let queries = arg("--queries", 2_000);
+    let load_objects = arg("--load-objects", 5_000);
+    let seed = arg("--seed", 1) as u64;
+
+    eprintln!("generating packets from the real lightcurves of data/ ...");
+    let bases = real_records(&["lightcurves", "ztf", "fink"]);
+    let (fill, mut ids) = packets(&bases, 0, objects, seed);
+    ids.sort();
+    ids.dedup();
+    let (load, _) = packets(&bases, objects, load_objects, seed);
+    let fill_bytes: usize = fill.iter().map(|p| p.packet.len()).sum();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Arc::new(
+        Engine::open(
+            &dir.path().join("db"),
+            EngineConfig {
+                store: StoreConfig { sync_writes: true },
+                ..EngineConfig::default()
+            },
+        )
+        .expect("open"),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let config = ServerConfig {
+        access: Access {
+            write_token: Some(TOKEN.into()),
+            ..Access::default()
+        },
+        ..ServerConfig::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(serve(Arc::clone(&engine), config, listener, async {
+        let _ = stopped.await;
+    }));
+
+    let report = rt.block_on(async {
+        let mut c = client(addr).await;
+        eprintln!(
+            "ingesting {} packets ({:.0} MB) of {objects} objects over gRPC ...",
+            fill.len(),
+            fill_bytes as f64 / 1e6
+        );
+        let n_fill = fill.len();
+        let t = Instant::now();
+        let r = c
+            .ingest(authed(tokio_stream::iter(fill)))
+            .await
+            .expect("ingest")
+            .into_inner();
+        let fill_s = t.elapsed().as_secs_f64();
+        assert_eq!(r.alerts_rejected, 0, "{:?}", r.rejects.first());
+
+        eprintln!("FindSimilar, idle ...");
+        let mut idle = Vec::with_capacity(queries);
+        for i in 0..queries {
+            idle.push(find_similar(&mut c, &ids[(i * 7919) % ids.len()]).await);
+        }
+
+        eprintln!("FindSimilar while {} packets stream in ...", load.len());
+        let n_load = load.len();
+        let mut writer = client(addr).await;
+        let loading = tokio::spawn(async move {
+            let t = Instant::now();
+            let r = writer
+                .ingest(authed(tokio_stream::iter(load)))
+                .await
+                .expect("ingest under load")
+                .into_inner();
+            (r, t.elapsed().as_secs_f64())
+        });
+        let mut busy = Vec::new();
+        let mut i = 0usize;
+        while !loading.is_finished() {
+            busy.push(find_similar(&mut c, &ids[(i * 7919) % ids.len()]).await);
+            i += 1;
+        }
+        let (load_report, load_s) = loading.await.expect("load task");
+
+        eprintln!("ingest to queryable: one-packet Ingest calls ...");
+        let (single, single_ids) = packets(&bases, objects + load_objects, 200, seed);
+        let mut to_queryable = Vec::new();
+        let last = single_ids
+            .get(199)
+            .or(single_ids.last())
+            .cloned()
+            .unwrap_or_default();
+        for p in single.into_iter().take(200) {
+            let t = Instant::now();
+            c.ingest(authed(tokio_stream::iter(vec![p])))
+                .await
+                .expect("one-packet ingest");
+            to_queryable.push(t.elapsed());
+        }
+        let visible = c
+            .get_object(pb::GetObjectRequest {
+                object_id: last,
+                without_lightcurve: true,
+            })
+            .await
+            .is_ok();
+        assert!(visible, "an acknowledged packet is queryable");
+
+        serde_json::json!({
+            "machine_threads": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "objects": r.objects_new,
+            "fill": {
+                "packets": n_fill,
+                "seconds": fill_s,
+                "alerts_per_s": n_fill as f64 / fill_s,
+                "mb_per_s": fill_bytes as f64 / 1e6 / fill_s,
+            },
+            "find_similar_idle": latency(idle),
+            "find_similar_under_ingest": latency(busy),
+            "ingest_under_queries": {
+                "packets": n_load,
+                "objects_new": load_report.objects_new,
+                "seconds": load_s,
+                "alerts_per_s": n_load as f64 / load_s,
+            },
+            "ingest_to_queryable": latency(to_queryable),
+        })
+    });
+    let _ = stop.send(());
+    rt.block_on(server)
+        .expect("server task")
+        .expect("server stopped cleanly");
+
+    let get = |path: &[&str]| -> f64 {
+        let mut v = &report;
+        for p in path {
+            v = &v[*p];
+        }
+        v.as_f64().unwrap_or(f64::NAN)
+    };
+    eprintln!("\n{:<44} {:>12}", "figure", "value");
+    for (name, path) in [
+        (
+            "ingest over gRPC, alerts/s (fill)",
+            &["fill", "alerts_per_s"][..],
+        ),
+        ("FindSimilar p50 ms, idle", &["find_similar_idle", "p50_ms"]),
+        ("FindSimilar p99 ms, idle", &["find_similar_idle", "p99_ms"]),
+        (
+            "FindSimilar p50 ms, under ingest",
+            &["find_similar_under_ingest", "p50_ms"],
+        ),
+        (
+            "FindSimilar p99 ms, under ingest",
+            &["find_similar_under_ingest", "p99_ms"],
+        ),
+        (
+            "ingest alerts/s while queried",
+            &["ingest_under_queries", "alerts_per_s"],
+        ),
+        (
+            "ingest-to-queryable p50 ms",
+            &["ingest_to_queryable", "p50_ms"],
+        ),
+        (
+            "ingest-to-queryable p99 ms",
+            &["ingest_to_queryable", "p99_ms"],
+        ),
+    ] {
+        eprintln!("{name:<44} {:>12.2}", get(path));
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+}
