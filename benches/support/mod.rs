@@ -1,4 +1,5 @@
-//! Helpers shared by the harness-less benches.
+//! Helpers shared by the benches (each bench uses some of them).
+#![allow(dead_code)]
 
 use std::path::Path;
 
