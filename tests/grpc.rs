@@ -928,3 +928,51 @@ async fn a_watch_sees_a_neighbours_new_alert() {
         .expect("the stream ends at shutdown");
     assert!(!matches!(end, Ok(Some(_))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_are_answered_while_an_ingest_stream_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = start(&dir.path().join("db"), server_config());
+    let mut writer = client(served.addr).await;
+    let mut reader = client(served.addr).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let ingest = tokio::spawn(async move {
+        writer
+            .ingest(authed(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+                WRITE,
+            ))
+            .await
+            .map(|r| r.into_inner())
+    });
+    let all = packets(&["lightcurves/RRLyrae", "lightcurves/SNIa"]);
+    let (first, rest) = all.split_at(40);
+    for p in first {
+        tx.send(p.clone()).await.unwrap();
+    }
+    // The stream stays open; what arrived is stored after the linger and can be queried.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let stored = |e: &Engine| e.stats().unwrap().values().map(|c| c.objects).sum::<u64>();
+    while stored(&served.engine) < 40 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "first packets stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = reader
+        .find_similar(by_id("1013184", 5))
+        .await
+        .unwrap()
+        .into_inner()
+        .neighbours;
+    assert_eq!(got.len(), 5);
+    assert!(!ingest.is_finished(), "the ingest stream is still open");
+    for p in rest {
+        tx.send(p.clone()).await.unwrap();
+    }
+    drop(tx);
+    let r = ingest.await.unwrap().unwrap();
+    assert_eq!(r.packets_received, 60);
+    assert_eq!(r.objects_new, 60);
+}
