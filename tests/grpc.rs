@@ -976,3 +976,29 @@ async fn queries_are_answered_while_an_ingest_stream_is_open() {
     assert_eq!(r.packets_received, 60);
     assert_eq!(r.objects_new, 60);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_token_closes_reads_to_strangers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = server_config();
+    config.access.read_token = Some("reader".into());
+    let mut served = start(&dir.path().join("db"), config);
+    let mut c = client(served.addr).await;
+    let get = || pb::GetObjectRequest {
+        object_id: "ZTF18abxhyqv".into(),
+        without_lightcurve: true,
+    };
+    assert_eq!(code(c.get_object(get())).await, Code::Unauthenticated);
+    assert_eq!(
+        code(c.get_object(authed(get(), "nope"))).await,
+        Code::Unauthenticated
+    );
+    // The read token, a user's token or the write token may read (here: an empty store).
+    for token in ["reader", ALICE, WRITE] {
+        assert_eq!(
+            code(c.get_object(authed(get(), token))).await,
+            Code::NotFound
+        );
+    }
+    served.shutdown();
+}

@@ -151,8 +151,8 @@ pub struct Engine {
     /// Bumped by every committed change of vectors or labels.
     generation: AtomicU64,
     observers: RwLock<Vec<Observer>>,
-    /// Anomaly scores before personalisation, and the generation they were computed at.
-    anomaly_cache: Mutex<Option<(u64, Arc<AnomalyBase>)>>,
+    /// Anomaly scores before personalisation, the generation they were computed at and when.
+    anomaly_cache: Mutex<Option<(u64, std::time::Instant, Arc<AnomalyBase>)>>,
 }
 
 /// What one committed write changed; given to every observer (see [`Engine::observe`]).
@@ -661,6 +661,10 @@ impl Engine {
     pub fn checkpoint(&self) -> Result<()> {
         let _guard = lock(&self.writer);
         self.wait_for_rebuild();
+        if read(&self.live).is_empty() {
+            // Nothing to dump (hnsw_rs cannot write an empty graph); open builds it in no time.
+            return Ok(());
+        }
         let dir = index_dir(self.store.path());
         let dump = read(&self.live).dump(&dir)?;
         self.store.set_index_dump(&dump)?;
@@ -1079,6 +1083,8 @@ impl Engine {
     /// λ·mean over votes of ±exp(−d²/2σ²) (+ for up, − for down; d its distance to the voted
     /// object, σ the median neighbour distance, λ = 0.5), so objects like what the user found
     /// interesting rise and objects like what they dismissed sink; voted objects are left out.
+    /// The scores are recomputed after a commit, but at most every [`ANOMALY_MAX_AGE`] while
+    /// commits keep coming: an object ingested meanwhile may be missing for that long.
     pub fn anomalies(&self, query: &AnomalyQuery) -> Result<Vec<AnomalyScore>> {
         if self.spec_outdated {
             return Err(EngineError::SpecOutdated);
@@ -1167,14 +1173,17 @@ impl Engine {
             }))
     }
 
-    /// The anomaly scores of the current generation, computed once per generation.
+    /// The anomaly scores, computed at most once per generation and, while commits keep
+    /// coming, at most once per [`ANOMALY_MAX_AGE`]: they cost a pass over every object, too
+    /// much to repeat after each batch of a running ingest.
     fn anomaly_base(&self) -> Result<Arc<AnomalyBase>> {
         let generation = self.generation();
-        if let Some((g, b)) = lock(&self.anomaly_cache).as_ref() {
-            if *g == generation {
+        if let Some((g, at, b)) = lock(&self.anomaly_cache).as_ref() {
+            if *g == generation || at.elapsed() < ANOMALY_MAX_AGE {
                 return Ok(Arc::clone(b));
             }
         }
+        let started = std::time::Instant::now();
         let mut lists = BTreeMap::new();
         self.store.for_each_neighbours(|id, list| {
             lists.insert(id.to_string(), list);
@@ -1226,7 +1235,7 @@ impl Engine {
             last_mjd,
             sigma,
         });
-        *lock(&self.anomaly_cache) = Some((generation, Arc::clone(&b)));
+        *lock(&self.anomaly_cache) = Some((generation, started, Arc::clone(&b)));
         Ok(b)
     }
 
@@ -1355,6 +1364,8 @@ pub const VOTERS: usize = 10;
 /// Weight of a user's votes in their anomaly ranking.
 pub const PERSONAL_WEIGHT: f64 = 0.5;
 const ANOMALY_SEED: u64 = 7;
+/// How stale anomaly scores may be while ingest runs (see [`Engine::anomalies`]).
+pub const ANOMALY_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The mean of the brokers' SN Ia probabilities in an object's annotations, if any.
 fn snia_score(r: &ObjectRecord) -> Option<f64> {
