@@ -11,101 +11,14 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use support::{arg, real_records};
+use std::time::Instant;
 
-use asterism::alert::write::ZtfWriter;
 use asterism::engine::{Engine, EngineConfig};
-use asterism::model::ObjectRecord;
-use asterism::server::proto::asterism_client::AsterismClient;
-use asterism::server::proto::{self as pb, find_similar_request::Query};
+use asterism::server::proto as pb;
 use asterism::server::{serve, Access, ServerConfig};
 use asterism::store::StoreConfig;
-use asterism::synth::{StreamSpec, ZtfStream};
-use rayon::prelude::*;
-use tonic::transport::Channel;
-use tonic::Request;
-
-const TOKEN: &str = "bench";
-
-/// Encoded packets of objects `first..first + objects`, in stream order, and each one's object.
-fn packets(
-    bases: &[ObjectRecord],
-    first: usize,
-    objects: usize,
-    seed: u64,
-) -> (Vec<pb::IngestRequest>, Vec<String>) {
-    let writer = ZtfWriter::new().expect("ZTF schema");
-    let spec = StreamSpec {
-        objects,
-        first_object: first,
-        seed,
-        ..StreamSpec::default()
-    };
-    let stream: Vec<_> = ZtfStream::new(bases, spec).collect();
-    let ids: Vec<String> = stream.iter().map(|p| p.object_id.clone()).collect();
-    let requests = stream
-        .par_iter()
-        .map(|p| pb::IngestRequest {
-            name: format!("{}.avro", p.candid),
-            packet: writer.write(p).expect("encode"),
-            strict: false,
-        })
-        .collect();
-    (requests, ids)
-}
-
-fn authed<T>(message: T) -> Request<T> {
-    let mut r = Request::new(message);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    r
-}
-
-async fn client(addr: SocketAddr) -> AsterismClient<Channel> {
-    AsterismClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect")
-        .max_encoding_message_size(64 << 20)
-}
-
-#[derive(serde::Serialize)]
-struct Latency {
-    n: usize,
-    p50_ms: f64,
-    p99_ms: f64,
-    mean_ms: f64,
-    max_ms: f64,
-}
-
-fn latency(mut samples: Vec<Duration>) -> Latency {
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let at = |q: f64| ms(samples[((samples.len() - 1) as f64 * q).round() as usize]);
-    Latency {
-        n: samples.len(),
-        p50_ms: at(0.5),
-        p99_ms: at(0.99),
-        mean_ms: samples.iter().map(|d| ms(*d)).sum::<f64>() / samples.len() as f64,
-        max_ms: at(1.0),
-    }
-}
-
-async fn find_similar(c: &mut AsterismClient<Channel>, id: &str) -> Duration {
-    let t = Instant::now();
-    let answer = c
-        .find_similar(pb::FindSimilarRequest {
-            query: Some(Query::ObjectId(id.to_string())),
-            k: 10,
-            ..Default::default()
-        })
-        .await
-        .expect("FindSimilar");
-    assert!(!answer.into_inner().neighbours.is_empty());
-    t.elapsed()
-}
+use support::{arg, authed, client, find_similar, latency, packets, real_records, TOKEN};
 
 fn main() {
     let objects = arg("--objects", 20_000);

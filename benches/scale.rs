@@ -12,10 +12,9 @@
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
-use support::{arg, real_records};
+use support::{arg, dir_bytes, real_records, rss_bytes};
 
 use rayon::prelude::*;
 use serde_json::json;
@@ -68,18 +67,6 @@ fn heap() -> usize {
     LIVE.load(Ordering::Relaxed)
 }
 
-fn dir_bytes(p: &Path) -> u64 {
-    std::fs::read_dir(p).map_or(0, |rd| {
-        rd.flatten()
-            .map(|e| match e.metadata() {
-                Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                Ok(m) => m.len(),
-                Err(_) => 0,
-            })
-            .sum()
-    })
-}
-
 /// The whole engine: ingest `n` synthetic objects (one alert each) into a fresh store.
 fn engine_phase(bases: &[ObjectRecord], n: usize, seed: u64) -> serde_json::Value {
     use asterism::engine::{Engine, EngineConfig};
@@ -130,18 +117,6 @@ fn engine_phase(bases: &[ObjectRecord], n: usize, seed: u64) -> serde_json::Valu
         "restart_to_first_answer_s": restart,
         "restart_origin": format!("{:?}", engine.index_origin()),
     })
-}
-
-/// Resident set size of this process, bytes (Linux).
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u64>().ok())
-        })
-        .map_or(0, |pages| pages * 4096)
 }
 
 fn main() {

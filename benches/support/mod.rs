@@ -1,12 +1,23 @@
 //! Helpers shared by the benches (each bench uses some of them).
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
+use asterism::alert::write::ZtfWriter;
 use asterism::alert::DecodeOptions;
 use asterism::model::ObjectRecord;
+use asterism::server::proto::asterism_client::AsterismClient;
+use asterism::server::proto::{self as pb, find_similar_request::Query};
+use asterism::synth::{StreamSpec, ZtfStream};
 use asterism::{source, synth};
 use rayon::prelude::*;
+use tonic::transport::Channel;
+use tonic::Request;
+
+/// The write token the benches start their servers with.
+pub const TOKEN: &str = "bench";
 
 /// The value after `name` on the command line, or `default`.
 pub fn arg(name: &str, default: usize) -> usize {
@@ -28,4 +39,108 @@ pub fn real_records(folders: &[&str]) -> Vec<ObjectRecord> {
         .flat_map_iter(|f| source::decode_file(f, &DecodeOptions::default()).alerts)
         .collect();
     synth::records(&alerts)
+}
+
+/// Bytes of the files under `p`.
+pub fn dir_bytes(p: &Path) -> u64 {
+    std::fs::read_dir(p).map_or(0, |rd| {
+        rd.flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
+}
+
+/// Resident set size of this process, bytes (Linux).
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Encoded packets of objects `first..first + objects`, in stream order, and each one's object.
+pub fn packets(
+    bases: &[ObjectRecord],
+    first: usize,
+    objects: usize,
+    seed: u64,
+) -> (Vec<pb::IngestRequest>, Vec<String>) {
+    let writer = ZtfWriter::new().expect("ZTF schema");
+    let spec = StreamSpec {
+        objects,
+        first_object: first,
+        seed,
+        ..StreamSpec::default()
+    };
+    let stream: Vec<_> = ZtfStream::new(bases, spec).collect();
+    let ids: Vec<String> = stream.iter().map(|p| p.object_id.clone()).collect();
+    let requests = stream
+        .par_iter()
+        .map(|p| pb::IngestRequest {
+            name: format!("{}.avro", p.candid),
+            packet: writer.write(p).expect("encode"),
+            strict: false,
+        })
+        .collect();
+    (requests, ids)
+}
+
+pub fn authed<T>(message: T) -> Request<T> {
+    let mut r = Request::new(message);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    r
+}
+
+pub async fn client(addr: SocketAddr) -> AsterismClient<Channel> {
+    AsterismClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect")
+        .max_encoding_message_size(64 << 20)
+}
+
+#[derive(serde::Serialize)]
+/// Latency percentiles of a set of calls.
+pub struct Latency {
+    pub n: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+    pub max_ms: f64,
+}
+
+pub fn latency(mut samples: Vec<Duration>) -> Latency {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let at = |q: f64| ms(samples[((samples.len() - 1) as f64 * q).round() as usize]);
+    Latency {
+        n: samples.len(),
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+        mean_ms: samples.iter().map(|d| ms(*d)).sum::<f64>() / samples.len() as f64,
+        max_ms: at(1.0),
+    }
+}
+
+/// One FindSimilar call (k = 10, by id), timed.
+pub async fn find_similar(c: &mut AsterismClient<Channel>, id: &str) -> Duration {
+    let t = Instant::now();
+    let answer = c
+        .find_similar(pb::FindSimilarRequest {
+            query: Some(Query::ObjectId(id.to_string())),
+            k: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("FindSimilar");
+    assert!(!answer.into_inner().neighbours.is_empty());
+    t.elapsed()
 }

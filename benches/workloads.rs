@@ -1,0 +1,413 @@
+//! W1–W5 of BENCHMARKS.md in one run, with the Python peer alternately on the same packets.
+//!
+//! ```sh
+//! cargo bench --bench workloads -- --objects 10000 --churn 2 --queries 1000 --runs 2
+//! ```
+//!
+//! 1. A generated stream (`asterism::synth::ZtfStream`, seed 1) of `--objects` objects is
+//!    written as tar files of real ZTF 4.02 Avro packets in a temp folder.
+//! 2. W1: those files are decoded (2 threads) and stored batch by batch through
+//!    `Engine::apply` into a fresh RocksDB with fsync; alerts/s sustained over the run, and the
+//!    p99 of a batch's commit time (a packet is queryable when its batch commits).
+//! 3. W3: resident memory (RSS growth) and disk per object.
+//! 4. W2: recall@10 of `similar` against exact search over the same vectors, in-process
+//!    queries/s on one thread; then the store is served over gRPC and FindSimilar p50/p99 is
+//!    timed idle and while the first churn round streams in over `Ingest`.
+//! 5. W5: `--churn` rounds re-observe every object (the same objects, new epochs), so each is
+//!    re-embedded per round; recall@10 after, against a fresh index on the same vectors.
+//! 6. W4: the server stops (index dump written), the store is reopened: time to the first
+//!    answered query.
+//! 7. The peer (`bench/peer/peer.py`, with `--python`, default the venv of bench/peer/README.md)
+//!    and Asterism (a fresh store, no fsync, as the peer keeps nothing) alternately `--runs`
+//!    times on the files of step 1; the ratio of packets/s.
+//!
+//! Progress goes to stderr; a table to stderr and one JSON document to stdout at the end.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use asterism::alert::write::ZtfWriter;
+use asterism::alert::DecodeOptions;
+use asterism::engine::{Engine, EngineConfig};
+use asterism::index::{exact_knn, HnswIndex, HnswParams, PointId, VectorInsert, VectorSearch};
+use asterism::server::{serve, Access, ServerConfig};
+use asterism::source;
+use asterism::store::StoreConfig;
+use asterism::synth::{StreamSpec, ZtfStream};
+use rayon::prelude::*;
+use serde_json::{json, Value};
+use support::{
+    arg, authed, client, dir_bytes, find_similar, latency, packets, real_records, rss_bytes, TOKEN,
+};
+
+const PACKETS_PER_FILE: usize = 5_000;
+
+/// Writes the stream as tar files of `.avro` packets; returns the files and the packet count.
+fn write_stream(
+    bases: &[asterism::model::ObjectRecord],
+    spec: StreamSpec,
+    dir: &Path,
+) -> (Vec<PathBuf>, usize) {
+    std::fs::create_dir_all(dir).expect("stream dir");
+    let writer = ZtfWriter::new().expect("ZTF schema");
+    let mut stream = ZtfStream::new(bases, spec);
+    let (mut files, mut packets) = (Vec::new(), 0);
+    loop {
+        let chunk: Vec<_> = stream.by_ref().take(PACKETS_PER_FILE).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let encoded: Vec<(i64, Vec<u8>)> = chunk
+            .par_iter()
+            .map(|p| (p.candid, writer.write(p).expect("encode")))
+            .collect();
+        let path = dir.join(format!("alerts-{:06}.tar", files.len()));
+        let mut tar = tar::Builder::new(std::fs::File::create(&path).expect("tar file"));
+        for (candid, bytes) in &encoded {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, format!("{candid}.avro"), bytes.as_slice())
+                .expect("tar member");
+        }
+        tar.into_inner().expect("tar end");
+        packets += encoded.len();
+        files.push(path);
+    }
+    (files, packets)
+}
+
+fn open(db: &Path, sync: bool) -> Engine {
+    Engine::open(
+        db,
+        EngineConfig {
+            store: StoreConfig { sync_writes: sync },
+            ..EngineConfig::default()
+        },
+    )
+    .expect("open store")
+}
+
+/// Decodes and stores `files`; returns alerts, seconds and each batch's commit time.
+fn ingest_files(engine: &Engine, files: &[PathBuf]) -> (usize, f64, Vec<Duration>) {
+    let t = Instant::now();
+    let mut batches = Vec::new();
+    let mut alerts = 0;
+    for f in files {
+        let decoded = source::decode_file(f, &DecodeOptions::default());
+        assert!(decoded.rejects.is_empty(), "{:?}", decoded.rejects.first());
+        for chunk in decoded.alerts.chunks(1000) {
+            let b = Instant::now();
+            engine.apply(chunk).expect("apply");
+            batches.push(b.elapsed());
+            alerts += chunk.len();
+        }
+        eprintln!(
+            "  {alerts} alerts, {:.0} alerts/s",
+            alerts as f64 / t.elapsed().as_secs_f64()
+        );
+    }
+    (alerts, t.elapsed().as_secs_f64(), batches)
+}
+
+/// Recall@10 of the engine's index against exact search on its current vectors, and the
+/// single-thread queries/s of `similar`.
+fn index_quality(engine: &Engine, queries: usize) -> Value {
+    let (ids, m) = engine.matrix().expect("matrix");
+    let points: Vec<(PointId, Vec<f32>)> = m
+        .rows()
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| (i as PointId, r.iter().map(|&x| x as f32).collect()))
+        .collect();
+    let step = (ids.len() / queries.max(1)).max(1);
+    let sample: Vec<usize> = (0..ids.len()).step_by(step).take(queries).collect();
+    let t = Instant::now();
+    let answers: Vec<Vec<String>> = sample
+        .iter()
+        .map(|&i| {
+            engine
+                .similar(&ids[i], 10, None)
+                .expect("similar")
+                .into_iter()
+                .map(|n| n.object_id)
+                .collect()
+        })
+        .collect();
+    let qps = sample.len() as f64 / t.elapsed().as_secs_f64();
+    let fresh = HnswIndex::new(HnswParams {
+        capacity: points.len(),
+        ..HnswParams::default()
+    })
+    .expect("index");
+    fresh.insert(&points);
+    let (mut hits, mut fresh_hits, mut total) = (0usize, 0usize, 0usize);
+    for (&i, got) in sample.iter().zip(&answers) {
+        let truth: Vec<&String> =
+            exact_knn(points.par_iter(), &points[i].1, 10, &|p| p as usize != i)
+                .iter()
+                .map(|h| &ids[h.point as usize])
+                .collect();
+        hits += got.iter().filter(|g| truth.contains(g)).count();
+        fresh_hits += fresh
+            .search(&points[i].1, 10, &|p| p as usize != i)
+            .iter()
+            .filter(|h| truth.contains(&&ids[h.point as usize]))
+            .count();
+        total += truth.len();
+    }
+    json!({
+        "objects": ids.len(),
+        "queries": sample.len(),
+        "recall_at_10": hits as f64 / total.max(1) as f64,
+        "fresh_index_recall_at_10": fresh_hits as f64 / total.max(1) as f64,
+        "queries_per_s_1_thread": qps,
+    })
+}
+
+/// The peer on `dir`; its JSON report.
+fn run_peer(python: &str, dir: &Path) -> Option<Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peer/peer.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(dir)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("peer failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn main() {
+    let objects = arg("--objects", 10_000);
+    let churn = arg("--churn", 2);
+    let queries = arg("--queries", 1_000);
+    let runs = arg("--runs", 2);
+    let args: Vec<String> = std::env::args().collect();
+    let python = args
+        .iter()
+        .position(|a| a == "--python")
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| "/var/tmp/asterism-peer-venv/bin/python".into());
+
+    let work = tempfile::tempdir().expect("tempdir");
+    let bases = real_records(&["lightcurves", "ztf", "fink"]);
+    let spec = |seed: u64| StreamSpec {
+        objects,
+        seed,
+        ..StreamSpec::default()
+    };
+    eprintln!("[1/7] writing the stream of {objects} objects ...");
+    let (files, n_packets) = write_stream(&bases, spec(1), &work.path().join("stream"));
+    let stream_bytes = dir_bytes(&work.path().join("stream"));
+
+    eprintln!("[2/7] W1: ingest {n_packets} packets (fsync on) ...");
+    let db = work.path().join("db");
+    let rss_before = rss_bytes();
+    let engine = Arc::new(open(&db, true));
+    let (alerts, seconds, batches) = ingest_files(&engine, &files);
+    let stored: u64 = engine
+        .stats()
+        .expect("stats")
+        .values()
+        .map(|c| c.objects)
+        .sum();
+    let w1 = json!({
+        "alerts": alerts,
+        "objects": stored,
+        "seconds": seconds,
+        "alerts_per_s": alerts as f64 / seconds,
+        "batch_commit": latency(batches),
+    });
+
+    eprintln!("[3/7] W3: memory and disk ...");
+    engine.checkpoint().expect("checkpoint");
+    let w3 = json!({
+        "rss_growth_bytes_per_object": (rss_bytes().saturating_sub(rss_before)) as f64 / stored as f64,
+        "disk_bytes_per_object": dir_bytes(&db) as f64 / stored as f64,
+    });
+
+    eprintln!("[4/7] W2: recall and queries/s in process, then FindSimilar over gRPC ...");
+    let mut w2 = index_quality(&engine, queries);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = ServerConfig {
+        access: Access {
+            write_token: Some(TOKEN.into()),
+            ..Access::default()
+        },
+        ..ServerConfig::default()
+    };
+    let server = rt.spawn(serve(Arc::clone(&engine), config, listener, async {
+        let _ = stopped.await;
+    }));
+    let (ids, _) = engine.matrix().expect("matrix");
+
+    eprintln!("[5/7] W5: {churn} churn rounds (the first streamed over gRPC under queries) ...");
+    let mut churn_rates = Vec::new();
+    let (idle, busy) = rt.block_on(async {
+        let mut c = client(addr).await;
+        let mut idle = Vec::new();
+        for i in 0..queries {
+            idle.push(find_similar(&mut c, &ids[(i * 7919) % ids.len()]).await);
+        }
+        let mut busy = Vec::new();
+        for round in 1..=churn {
+            let seed = 1 + round as u64;
+            let t = Instant::now();
+            let round_packets = if round == 1 {
+                // One message per packet, as a broker would stream them.
+                let (requests, _) = packets(&bases, 0, objects, seed);
+                let n = requests.len();
+                let mut writer = client(addr).await;
+                let loading = tokio::spawn(async move {
+                    writer
+                        .ingest(authed(tokio_stream::iter(requests)))
+                        .await
+                        .expect("churn ingest")
+                });
+                let mut i = 0usize;
+                while !loading.is_finished() {
+                    busy.push(find_similar(&mut c, &ids[(i * 7919) % ids.len()]).await);
+                    i += 1;
+                }
+                loading.await.expect("churn task");
+                n
+            } else {
+                let dir = work.path().join(format!("churn-{round}"));
+                let (round_files, n) = write_stream(&bases, spec(seed), &dir);
+                let engine = Arc::clone(&engine);
+                tokio::task::spawn_blocking(move || ingest_files(&engine, &round_files))
+                    .await
+                    .expect("churn round");
+                let _ = std::fs::remove_dir_all(&dir);
+                n
+            };
+            churn_rates.push(round_packets as f64 / t.elapsed().as_secs_f64());
+        }
+        (idle, busy)
+    });
+    w2["grpc_find_similar_idle"] = json!(latency(idle));
+    if !busy.is_empty() {
+        w2["grpc_find_similar_under_ingest"] = json!(latency(busy));
+    }
+    engine.wait_for_rebuild();
+    let mut w5 = index_quality(&engine, queries);
+    w5["rounds"] = json!(churn);
+    w5["tombstones"] = json!(engine.tombstones());
+    w5["round_alerts_per_s"] = json!(churn_rates);
+
+    eprintln!("[6/7] W4: stop, reopen, first answer ...");
+    let _ = stop.send(());
+    rt.block_on(server).expect("server task").expect("server");
+    drop(engine);
+    let t = Instant::now();
+    let reopened = open(&db, true);
+    let first = reopened.similar(&ids[0], 10, None).expect("first answer");
+    let w4 = json!({
+        "seconds_to_first_answer": t.elapsed().as_secs_f64(),
+        "index_origin": format!("{:?}", reopened.index_origin()),
+        "answered": first.len(),
+    });
+    drop(reopened);
+
+    eprintln!("[7/7] Asterism and the peer, alternately, {runs} runs each ...");
+    let stream_dir = work.path().join("stream");
+    let mut ours = Vec::new();
+    let mut peer = Vec::new();
+    for run in 0..runs {
+        let db = work.path().join(format!("peer-cmp-{run}"));
+        let engine = open(&db, false);
+        let t = Instant::now();
+        let (n, _, _) = ingest_files(&engine, &files);
+        ours.push(n as f64 / t.elapsed().as_secs_f64());
+        drop(engine);
+        let _ = std::fs::remove_dir_all(&db);
+        if let Some(report) = run_peer(&python, &stream_dir) {
+            peer.push(report);
+        }
+    }
+    let peer_rates: Vec<f64> = peer
+        .iter()
+        .filter_map(|r| r["packets_per_s_end_to_end"].as_f64())
+        .collect();
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let comparison = json!({
+        "asterism_packets_per_s": ours,
+        "peer_packets_per_s": peer_rates,
+        "ratio_of_medians": median(&ours) / median(&peer_rates),
+        "peer_queries_per_s": peer.first().map(|r| r["queries_per_s"].clone()),
+        "peer_recall_at_10": peer.first().map(|r| r["recall_at_10"].clone()),
+        "peer_bytes_per_object_above_start": peer.first().map(|r| r["bytes_per_object_above_start"].clone()),
+    });
+
+    let report = json!({
+        "objects": objects,
+        "packets": n_packets,
+        "stream_bytes": stream_bytes,
+        "machine_threads": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5,
+        "peer": comparison,
+    });
+    let rows: [(&str, &[&str]); 12] = [
+        ("W1 ingest alerts/s (fsync)", &["W1", "alerts_per_s"]),
+        ("W1 batch commit p99 ms", &["W1", "batch_commit", "p99_ms"]),
+        ("W2 recall@10", &["W2", "recall_at_10"]),
+        (
+            "W2 queries/s, 1 thread, in process",
+            &["W2", "queries_per_s_1_thread"],
+        ),
+        (
+            "W2 FindSimilar p99 ms, idle",
+            &["W2", "grpc_find_similar_idle", "p99_ms"],
+        ),
+        (
+            "W2 FindSimilar p99 ms, under ingest",
+            &["W2", "grpc_find_similar_under_ingest", "p99_ms"],
+        ),
+        (
+            "W3 RSS growth bytes/object",
+            &["W3", "rss_growth_bytes_per_object"],
+        ),
+        ("W3 disk bytes/object", &["W3", "disk_bytes_per_object"]),
+        (
+            "W4 seconds to first answer",
+            &["W4", "seconds_to_first_answer"],
+        ),
+        ("W5 recall@10 after churn", &["W5", "recall_at_10"]),
+        (
+            "W5 fresh index recall@10",
+            &["W5", "fresh_index_recall_at_10"],
+        ),
+        (
+            "Asterism/peer packets/s (medians)",
+            &["peer", "ratio_of_medians"],
+        ),
+    ];
+    eprintln!("\n{:<40} {:>14}", "figure", "value");
+    for (name, path) in rows {
+        let mut v = &report;
+        for p in path {
+            v = &v[*p];
+        }
+        eprintln!("{name:<40} {:>14.3}", v.as_f64().unwrap_or(f64::NAN));
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+}
