@@ -21,6 +21,7 @@ pub mod value;
 pub mod write;
 mod ztf;
 
+use rayon::prelude::*;
 use std::io::Read;
 use std::sync::Arc;
 
@@ -304,6 +305,8 @@ fn tar_archive(name: &str, bytes: &[u8], opts: &DecodeOptions, out: &mut Decoded
             return;
         }
     };
+    let mut members: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut broken = None;
     for entry in entries {
         let result = entry.and_then(|mut e| {
             let path = e.path()?.to_string_lossy().into_owned();
@@ -316,24 +319,36 @@ fn tar_archive(name: &str, bytes: &[u8], opts: &DecodeOptions, out: &mut Decoded
         });
         match result {
             Ok((path, true, data)) => {
-                let member = format!("{name}:{path}");
                 let base = path.rsplit('/').next().unwrap_or(&path);
                 // macOS tar writes `._name` resource forks beside each member.
                 if !base.starts_with("._") {
-                    decode_into(&member, &data, opts, out, depth + 1);
+                    members.push((format!("{name}:{path}"), data));
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                out.reject(
-                    name,
-                    DecodeError::Archive {
-                        detail: format!("truncated or corrupt tar: {e}"),
-                    },
-                );
+                broken = Some(DecodeError::Archive {
+                    detail: format!("truncated or corrupt tar: {e}"),
+                });
                 break;
             }
         }
+    }
+    // Members decode independently: in parallel, their results kept in archive order.
+    let decoded: Vec<Decoded> = members
+        .par_iter()
+        .map(|(member, data)| {
+            let mut one = Decoded::default();
+            decode_into(member, data, opts, &mut one, depth + 1);
+            one
+        })
+        .collect();
+    for d in decoded {
+        out.alerts.extend(d.alerts);
+        out.rejects.extend(d.rejects);
+    }
+    if let Some(e) = broken {
+        out.reject(name, e);
     }
 }
 
