@@ -1002,3 +1002,39 @@ async fn a_read_token_closes_reads_to_strangers() {
     }
     served.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rubin_confluent_datums_over_ingest_with_the_servers_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let framed = pb::IngestRequest {
+        name: "alerts-lsst:0:42".into(),
+        packet: common::rubin_confluent_datum(),
+        strict: true,
+    };
+    // Without a writer schema the datum cannot be read: a strict packet fails, naming why.
+    let mut plain = start(&dir.path().join("plain"), server_config());
+    let mut c = client(plain.addr).await;
+    let e = ingest(&mut c, vec![framed.clone()], WRITE)
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), field(&e)), (Code::InvalidArgument, "packet"));
+    assert!(e.message().contains("schema id 673"), "{}", e.message());
+    plain.shutdown();
+
+    let mut config = server_config();
+    config.decode.confluent_schema = Some(Arc::new(
+        source::load_schema(&data("schema/lsst-10.0")).unwrap(),
+    ));
+    let mut served = start(&dir.path().join("db"), config);
+    let mut c = client(served.addr).await;
+    let r = ingest(&mut c, vec![framed], WRITE).await.unwrap();
+    assert_eq!((r.alerts_read, r.objects_new, r.alerts_rejected), (1, 1, 0));
+    let stats = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let lsst = stats
+        .surveys
+        .iter()
+        .find(|s| s.survey == pb::Survey::Lsst as i32)
+        .expect("an LSST object");
+    assert_eq!((lsst.objects, lsst.detections), (1, 3));
+    served.shutdown();
+}

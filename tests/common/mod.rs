@@ -43,3 +43,42 @@ pub fn ingest(engine: &Engine, rels: &[&str]) -> IngestReport {
     }
     session.finish()
 }
+
+/// The official LSST 10.0 sample alert re-framed as Rubin's Kafka stream sends it: magic byte
+/// 0, a 4-byte schema id (673), then one datum written with the split schema files of
+/// `data/schema/lsst-10.0`.
+pub fn rubin_confluent_datum() -> Vec<u8> {
+    let dir = data("schema/lsst-10.0");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "avsc"))
+        .collect();
+    // Named types must be defined before the alert record that uses them.
+    files.sort_by_key(|f| f.to_string_lossy().contains(".alert."));
+    let texts: Vec<String> = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    let schemata = apache_avro::Schema::parse_list(&texts).unwrap();
+    let main = schemata
+        .iter()
+        .find(|s| s.name().is_some_and(|n| n.name() == "alert"))
+        .unwrap();
+    let bytes = std::fs::read(dir.join("fakeAlert.avro")).unwrap();
+    let value = apache_avro::Reader::new(&bytes[..])
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(main)
+        .schemata(schemata.iter().collect())
+        .unwrap()
+        .build()
+        .unwrap()
+        .write_value_to_vec(value)
+        .unwrap();
+    let mut framed = vec![0u8, 0, 0, 2, 161];
+    framed.extend_from_slice(&datum);
+    framed
+}
