@@ -60,21 +60,17 @@ fn write_stream(
         if chunk.is_empty() {
             break;
         }
-        let encoded: Vec<(i64, Vec<u8>)> = chunk
+        let encoded: Vec<(String, Vec<u8>)> = chunk
             .par_iter()
-            .map(|p| (p.candid, writer.write(p).expect("encode")))
+            .map(|p| {
+                (
+                    format!("{}.avro", p.candid),
+                    writer.write(p).expect("encode"),
+                )
+            })
             .collect();
         let path = dir.join(format!("alerts-{:06}.tar", files.len()));
-        let mut tar = tar::Builder::new(std::fs::File::create(&path).expect("tar file"));
-        for (candid, bytes) in &encoded {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(bytes.len() as u64);
-            header.set_mode(0o644);
-            header.set_cksum();
-            tar.append_data(&mut header, format!("{candid}.avro"), bytes.as_slice())
-                .expect("tar member");
-        }
-        tar.into_inner().expect("tar end");
+        source::write_packet_tar(&path, &encoded).expect("tar file");
         packets += encoded.len();
         files.push(path);
     }
@@ -117,12 +113,11 @@ fn ingest_files(engine: &Engine, files: &[PathBuf]) -> (usize, f64, Vec<Duration
 /// Recall@10 of the engine's index against exact search on its current vectors, and the
 /// single-thread queries/s of `similar`.
 fn index_quality(engine: &Engine, queries: usize) -> Value {
-    let (ids, m) = engine.matrix().expect("matrix");
-    let points: Vec<(PointId, Vec<f32>)> = m
-        .rows()
+    let (ids, vectors) = engine.vectors();
+    let points: Vec<(PointId, Vec<f32>)> = vectors
         .into_iter()
         .enumerate()
-        .map(|(i, r)| (i as PointId, r.iter().map(|&x| x as f32).collect()))
+        .map(|(i, v)| (i as PointId, v))
         .collect();
     let step = (ids.len() / queries.max(1)).max(1);
     let sample: Vec<usize> = (0..ids.len()).step_by(step).take(queries).collect();
@@ -251,7 +246,7 @@ fn main() {
     let server = rt.spawn(serve(Arc::clone(&engine), config, listener, async {
         let _ = stopped.await;
     }));
-    let (ids, _) = engine.matrix().expect("matrix");
+    let (ids, _) = engine.vectors();
 
     eprintln!("[5/7] W5: {churn} churn rounds (the first streamed over gRPC under queries) ...");
     let mut churn_rates = Vec::new();

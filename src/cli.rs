@@ -733,21 +733,12 @@ fn generate(args: GenerateArgs) -> Result<()> {
         if chunk.is_empty() {
             break;
         }
-        let encoded: Vec<(i64, Vec<u8>)> = chunk
+        let encoded: Vec<(String, Vec<u8>)> = chunk
             .par_iter()
-            .map(|p| writer.write(p).map(|b| (p.candid, b)))
+            .map(|p| writer.write(p).map(|b| (format!("{}.avro", p.candid), b)))
             .collect::<Result<_, _>>()?;
         let path = args.out.join(format!("alerts-{file_no:06}.tar"));
-        let mut tar = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(&path)?));
-        for (candid, b) in &encoded {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(b.len() as u64);
-            header.set_mode(0o644);
-            header.set_cksum();
-            tar.append_data(&mut header, format!("{candid}.avro"), b.as_slice())?;
-            bytes += b.len() as u64;
-        }
-        tar.into_inner()?;
+        bytes += source::write_packet_tar(&path, &encoded)?;
         packets += encoded.len() as u64;
         file_no += 1;
         progress.set_position(packets);

@@ -105,3 +105,21 @@ pub fn load_schema(path: &Path) -> Result<AvroSchema, String> {
         .collect::<Result<Vec<_>, _>>()?;
     AvroSchema::parse(&texts).map_err(|e| format!("{}: {e}", path.display()))
 }
+
+/// Writes packets to a tar file, one member per `(name, bytes)`; returns the bytes of the
+/// packets (the stream generator's output, read back by [`decode_file`]).
+pub fn write_packet_tar(path: &Path, packets: &[(String, Vec<u8>)]) -> std::io::Result<u64> {
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut tar = tar::Builder::new(file);
+    let mut bytes = 0;
+    for (name, data) in packets {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, name, data.as_slice())?;
+        bytes += data.len() as u64;
+    }
+    tar.into_inner()?;
+    Ok(bytes)
+}

@@ -44,12 +44,11 @@ fn synthetic(n: u64, seed: u64) -> Vec<Alert> {
 
 /// Recall@k of the engine's `similar` against exact search over the same current vectors.
 fn engine_recall(engine: &Engine, k: usize, queries: usize) -> f64 {
-    let (ids, m) = engine.matrix().unwrap();
-    let points: Vec<(PointId, Vec<f32>)> = m
-        .rows()
+    let (ids, vectors) = engine.vectors();
+    let points: Vec<(PointId, Vec<f32>)> = vectors
         .into_iter()
         .enumerate()
-        .map(|(i, r)| (i as PointId, r.iter().map(|&x| x as f32).collect()))
+        .map(|(i, v)| (i as PointId, v))
         .collect();
     let index: BTreeMap<&str, PointId> = ids
         .iter()

@@ -172,8 +172,8 @@ type Observer = Box<dyn Fn(&ChangeEvent) + Send + Sync>;
 /// The unpersonalised anomaly scores of every embedded object.
 struct AnomalyBase {
     ids: Vec<String>,
-    /// Current scaled vectors, one row per id.
-    rows: Array2<f64>,
+    /// Current scaled vectors, one per id.
+    vectors: Vec<Vec<f32>>,
     lof: Vec<f64>,
     isolation: Vec<f64>,
     /// Mean of the LOF and isolation percentile ranks.
@@ -798,20 +798,21 @@ impl Engine {
         }
     }
 
-    /// Every current vector, in object-id order: ids, surveys and an n × dim matrix.
-    pub fn matrix(&self) -> Result<(Vec<String>, Array2<f64>)> {
+    /// Every current scaled vector, in object-id order.
+    pub fn vectors(&self) -> (Vec<String>, Vec<Vec<f32>>) {
         let live = read(&self.live);
         let mut rows: Vec<(&Arc<str>, &Vec<f32>)> =
             live.objects().map(|(id, c)| (id, &c.vector)).collect();
         rows.sort_by(|a, b| a.0.cmp(b.0));
-        let dim = self.embedder.dim();
-        let mut m = Array2::<f64>::zeros((rows.len(), dim));
-        for (i, (_, v)) in rows.iter().enumerate() {
-            for (j, x) in v.iter().enumerate() {
-                m[[i, j]] = f64::from(*x);
-            }
-        }
-        Ok((rows.iter().map(|(id, _)| id.to_string()).collect(), m))
+        rows.into_iter()
+            .map(|(id, v)| (id.to_string(), v.clone()))
+            .unzip()
+    }
+
+    /// Every current vector, in object-id order: ids and an n × dim matrix.
+    pub fn matrix(&self) -> Result<(Vec<String>, Array2<f64>)> {
+        let (ids, vectors) = self.vectors();
+        Ok((ids, matrix_of(vectors.iter(), self.embedder.dim())))
     }
 
     /// Connected components of the kNN graph and KMeans clusters of the embeddings.
@@ -843,14 +844,20 @@ impl Engine {
     /// The most trusted label of each object (imported or from its annotations).
     fn primary_labels(&self, ids: &[&str]) -> Result<Vec<Option<Label>>> {
         let records = self.store.get_objects(ids)?;
+        self.primary_labels_of(ids, records.iter().map(Option::as_ref))
+    }
+
+    /// [`Self::primary_labels`] for records already read.
+    fn primary_labels_of<'r>(
+        &self,
+        ids: &[&str],
+        records: impl IntoIterator<Item = Option<&'r ObjectRecord>>,
+    ) -> Result<Vec<Option<Label>>> {
         let imported = self.store.labels_of(ids)?;
         Ok(records
-            .iter()
+            .into_iter()
             .zip(imported)
-            .map(|(r, imp)| {
-                r.as_ref()
-                    .and_then(|r| primary(&taxonomy::labels_of(r, &imp)).cloned())
-            })
+            .map(|(r, imp)| r.and_then(|r| primary(&taxonomy::labels_of(r, &imp)).cloned()))
             .collect())
     }
 
@@ -1127,7 +1134,7 @@ impl Engine {
                     .is_none_or(|t| b.last_mjd[*i].is_some_and(|l| l >= t))
             })
             .map(|(i, id)| {
-                let row: Vec<f32> = b.rows.row(i).iter().map(|&x| x as f32).collect();
+                let row = &b.vectors[i];
                 let personal = if voted.is_empty() {
                     0.0
                 } else {
@@ -1135,7 +1142,7 @@ impl Engine {
                         * voted
                             .iter()
                             .map(|(v, sign)| {
-                                let d = f64::from(crate::embed::l2(&row, v));
+                                let d = f64::from(crate::embed::l2(row, v));
                                 sign * (-(d * d) / (2.0 * sigma * sigma)).exp()
                             })
                             .sum::<f64>()
@@ -1188,7 +1195,8 @@ impl Engine {
         self.store.for_each_neighbours(|id, list| {
             lists.insert(id.to_string(), list);
         })?;
-        let (ids, rows) = self.matrix()?;
+        let (ids, vectors) = self.vectors();
+        let rows = matrix_of(vectors.iter(), self.embedder.dim());
         let lof_scores = science::local_outlier_factor(&lists);
         let lof: Vec<f64> = ids
             .iter()
@@ -1228,7 +1236,7 @@ impl Engine {
             .collect();
         let b = Arc::new(AnomalyBase {
             ids,
-            rows,
+            vectors,
             lof,
             isolation,
             base,
@@ -1314,7 +1322,10 @@ impl Engine {
             if !req.filters.admits(r.detections.len(), r.meta.last_mjd, &r) {
                 continue;
             }
-            let label = primary(&self.labels(&id)?).cloned();
+            let label = self
+                .primary_labels_of(&[id.as_str()], [Some(&r)])?
+                .pop()
+                .flatten();
             let Some(class) = self.class_if_admitted(&id, label, &req.filters)? else {
                 continue;
             };
@@ -1471,13 +1482,18 @@ pub struct ClusterReport {
 
 /// The raw features of `entries` as an n × dim matrix (`NaN` where undefined).
 fn raw_matrix(entries: &[Entry], dim: usize) -> Array2<f64> {
-    let mut rows = Array2::<f64>::zeros((entries.len(), dim));
-    for (i, e) in entries.iter().enumerate() {
-        for (j, x) in e.3.iter().enumerate().take(dim) {
-            rows[[i, j]] = f64::from(*x);
+    matrix_of(entries.iter().map(|e| &e.3), dim)
+}
+
+/// Vectors as the rows of an n × dim matrix.
+fn matrix_of<'a>(vectors: impl ExactSizeIterator<Item = &'a Vec<f32>>, dim: usize) -> Array2<f64> {
+    let mut m = Array2::<f64>::zeros((vectors.len(), dim));
+    for (i, v) in vectors.enumerate() {
+        for (j, x) in v.iter().enumerate().take(dim) {
+            m[[i, j]] = f64::from(*x);
         }
     }
-    rows
+    m
 }
 
 fn index_dir(db: &Path) -> PathBuf {

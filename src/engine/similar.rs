@@ -417,7 +417,7 @@ impl Engine {
         for chunk in hits.chunks(q.k.max(16)) {
             let ids: Vec<&str> = chunk.iter().map(|h| h.0.as_str()).collect();
             let records = self.store.get_objects(&ids)?;
-            let labels = self.primary_labels(&ids)?;
+            let labels = self.primary_labels_of(&ids, records.iter().map(Option::as_ref))?;
             for ((hit, record), label) in chunk.iter().zip(records).zip(labels) {
                 if out.len() == q.k {
                     return Ok(out);
