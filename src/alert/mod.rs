@@ -15,6 +15,7 @@
 //!
 //! Imports only [`crate::model`].
 
+mod container;
 mod lsst;
 mod table;
 pub mod value;
@@ -246,6 +247,16 @@ fn looks_like_csv(name: &str, bytes: &[u8]) -> bool {
 }
 
 fn avro_container(name: &str, bytes: &[u8], out: &mut Decoded) {
+    if let Some(records) = container::records(bytes) {
+        for (i, record) in records.iter().enumerate() {
+            match decode_record(record) {
+                Ok(alert) => out.alerts.push(alert),
+                Err(error) => out.reject(format!("{name}#record {i}"), error),
+            }
+        }
+        return;
+    }
+    // Not a container the cached-schema reader takes: apache-avro's reader names the problem.
     let reader = match Reader::new(bytes) {
         Ok(r) => r,
         Err(e) => {
