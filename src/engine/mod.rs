@@ -400,8 +400,9 @@ impl Engine {
         }
         self.embed_and_link(&changed_records, total_objects, &mut batch)?;
         batch.objects = changed_records;
+        let replaced = self.lists_replaced(&batch.neighbours, batch.spec.is_some())?;
         self.store.write(&batch)?;
-        self.note_lists(&batch.neighbours);
+        self.note_lists(replaced, &batch.neighbours);
         self.notify(ChangeEvent {
             changed_objects: outcome.changed_objects.clone(),
             relisted: batch.neighbours.iter().map(|(id, _)| id.clone()).collect(),
@@ -586,15 +587,43 @@ impl Engine {
             .collect()
     }
 
-    /// Updates the reverse graph after neighbour lists were written.
-    fn note_lists(&self, lists: &[(String, Vec<Neighbour>)]) {
-        if lists.is_empty() {
-            return;
+    /// The stored lists that writing `lists` will replace, read before the write so that
+    /// [`Engine::note_lists`] can take their entries out of the reverse graph; `None` when
+    /// every object is relisted (a refit), where the reverse graph is simply rebuilt.
+    fn lists_replaced(
+        &self,
+        lists: &[(String, Vec<Neighbour>)],
+        everything: bool,
+    ) -> Result<Option<Vec<Option<Vec<Neighbour>>>>> {
+        if everything {
+            return Ok(None);
         }
+        let ids: Vec<&str> = lists.iter().map(|(id, _)| id.as_str()).collect();
+        Ok(Some(self.store.multi_neighbours(&ids)?))
+    }
+
+    /// Updates the reverse graph after `lists` were written over `replaced` (from
+    /// [`Engine::lists_replaced`]; `None`: every list was rewritten).
+    fn note_lists(
+        &self,
+        replaced: Option<Vec<Option<Vec<Neighbour>>>>,
+        lists: &[(String, Vec<Neighbour>)],
+    ) {
         let mut listed_by = lock(&self.listed_by);
-        let rewritten: HashSet<&str> = lists.iter().map(|(id, _)| id.as_str()).collect();
-        for who in listed_by.values_mut() {
-            who.retain(|w| !rewritten.contains(w.as_str()));
+        match replaced {
+            None => listed_by.clear(),
+            Some(replaced) => {
+                for ((id, _), old) in lists.iter().zip(replaced) {
+                    for n in old.into_iter().flatten() {
+                        if let Some(who) = listed_by.get_mut(&n.object_id) {
+                            who.remove(id);
+                            if who.is_empty() {
+                                listed_by.remove(&n.object_id);
+                            }
+                        }
+                    }
+                }
+            }
         }
         for (id, list) in lists {
             for n in list {
@@ -744,8 +773,7 @@ impl Engine {
         let ids: Vec<String> = records.iter().map(|r| r.object_id.clone()).collect();
         batch.neighbours = self.lists_for(&ids);
         self.store.write(&batch)?;
-        *lock(&self.listed_by) = HashMap::new();
-        self.note_lists(&batch.neighbours);
+        self.note_lists(None, &batch.neighbours);
         self.notify(ChangeEvent {
             changed_objects: ids,
             relisted: batch.neighbours.iter().map(|(id, _)| id.clone()).collect(),
@@ -1587,5 +1615,46 @@ impl IngestSession<'_> {
 
     pub fn finish(self) -> IngestReport {
         self.tally.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reverse graph kept in memory batch by batch equals the one read from the stored
+    /// lists (as at open), after many small batches of relinks and the refits between them.
+    #[test]
+    fn the_reverse_graph_follows_the_stored_lists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::open(dir.path(), EngineConfig::default()).expect("open");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+        let (files, _) = crate::source::expand(&[root.join("ztf"), root.join("lightcurves")]);
+        let mut alerts: Vec<Alert> = files
+            .iter()
+            .flat_map(|f| crate::source::decode_file(f, &Default::default()).alerts)
+            .collect();
+        alerts.sort_by(|a, b| a.mjd.total_cmp(&b.mjd));
+        for chunk in alerts.chunks(40) {
+            engine.apply(chunk).expect("apply");
+        }
+        assert!(
+            engine.indexed() > 100,
+            "{} objects indexed",
+            engine.indexed()
+        );
+        let mut from_store: HashMap<String, HashSet<String>> = HashMap::new();
+        engine
+            .store
+            .for_each_neighbours(|id, list| {
+                for n in list {
+                    from_store
+                        .entry(n.object_id)
+                        .or_default()
+                        .insert(id.to_string());
+                }
+            })
+            .expect("lists");
+        assert_eq!(*lock(&engine.listed_by), from_store);
     }
 }
