@@ -21,6 +21,16 @@
 //!    and Asterism (a fresh store, no fsync, as the peer keeps nothing) alternately `--runs`
 //!    times on the files of step 1; the ratio of packets/s.
 //!
+//! With `--stream` nothing is written to disk: each chunk of the stream is generated in
+//! memory, then decoded and stored (the generator and the engine take turns, so W1 counts only
+//! the engine's time); churn rounds cover the first `--churn-objects` objects; the peer, which
+//! reads files, is skipped. This is how the 1M-object figures are made:
+//!
+//! ```sh
+//! cargo bench --bench workloads -- --stream --objects 1000000 --churn 1 \
+//!     --churn-objects 20000 --queries 1000 --runs 0
+//! ```
+//!
 //! Progress goes to stderr; a table to stderr and one JSON document to stdout at the end.
 
 mod support;
@@ -45,6 +55,30 @@ use support::{
 
 const PACKETS_PER_FILE: usize = 5_000;
 
+/// Packets generated and decoded together in `--stream` mode (~26 kB each).
+const PACKETS_PER_CHUNK: usize = 20_000;
+
+/// Alerts per engine batch, as `asterism ingest` and the server commit them.
+const BATCH: usize = 1000;
+
+/// The next `n` packets of `stream`, encoded as ZTF Avro, each with its file name.
+fn encode_chunk(
+    stream: &mut ZtfStream<'_>,
+    writer: &ZtfWriter,
+    n: usize,
+) -> Vec<(String, Vec<u8>)> {
+    let chunk: Vec<_> = stream.by_ref().take(n).collect();
+    chunk
+        .par_iter()
+        .map(|p| {
+            (
+                format!("{}.avro", p.candid),
+                writer.write(p).expect("encode"),
+            )
+        })
+        .collect()
+}
+
 /// Writes the stream as tar files of `.avro` packets; returns the files and the packet count.
 fn write_stream(
     bases: &[asterism::model::ObjectRecord],
@@ -56,19 +90,10 @@ fn write_stream(
     let mut stream = ZtfStream::new(bases, spec);
     let (mut files, mut packets) = (Vec::new(), 0);
     loop {
-        let chunk: Vec<_> = stream.by_ref().take(PACKETS_PER_FILE).collect();
-        if chunk.is_empty() {
+        let encoded = encode_chunk(&mut stream, &writer, PACKETS_PER_FILE);
+        if encoded.is_empty() {
             break;
         }
-        let encoded: Vec<(String, Vec<u8>)> = chunk
-            .par_iter()
-            .map(|p| {
-                (
-                    format!("{}.avro", p.candid),
-                    writer.write(p).expect("encode"),
-                )
-            })
-            .collect();
         let path = dir.join(format!("alerts-{:06}.tar", files.len()));
         source::write_packet_tar(&path, &encoded).expect("tar file");
         packets += encoded.len();
@@ -88,31 +113,96 @@ fn open(db: &Path, sync: bool) -> Engine {
     .expect("open store")
 }
 
-/// Decodes and stores `files`; returns alerts, seconds and each batch's commit time.
-fn ingest_files(engine: &Engine, files: &[PathBuf]) -> (usize, f64, Vec<Duration>) {
-    let t = Instant::now();
-    let mut batches = Vec::new();
-    let mut alerts = 0;
-    for f in files {
-        let decoded = source::decode_file(f, &DecodeOptions::default());
+/// What a W1-style ingest measured.
+#[derive(Default)]
+struct Ingested {
+    alerts: usize,
+    /// Seconds the engine spent decoding and storing.
+    seconds: f64,
+    /// Seconds spent generating and encoding packets (`--stream` only).
+    generating_seconds: f64,
+    /// Each batch's commit time.
+    batches: Vec<Duration>,
+}
+
+impl Ingested {
+    /// Stores decoded alerts batch by batch.
+    fn apply(&mut self, engine: &Engine, decoded: asterism::alert::Decoded) {
         assert!(decoded.rejects.is_empty(), "{:?}", decoded.rejects.first());
-        for chunk in decoded.alerts.chunks(1000) {
+        for chunk in decoded.alerts.chunks(BATCH) {
             let b = Instant::now();
             engine.apply(chunk).expect("apply");
-            batches.push(b.elapsed());
-            alerts += chunk.len();
+            self.batches.push(b.elapsed());
+            self.alerts += chunk.len();
         }
+    }
+
+    fn progress(&self, started: Instant) {
         eprintln!(
-            "  {alerts} alerts, {:.0} alerts/s",
-            alerts as f64 / t.elapsed().as_secs_f64()
+            "  {} alerts, {:.0} alerts/s (engine time), {:.0} s elapsed",
+            self.alerts,
+            self.alerts as f64 / self.seconds,
+            started.elapsed().as_secs_f64()
         );
     }
-    (alerts, t.elapsed().as_secs_f64(), batches)
+}
+
+/// Decodes and stores `files`.
+fn ingest_files(engine: &Engine, files: &[PathBuf]) -> Ingested {
+    let started = Instant::now();
+    let mut out = Ingested::default();
+    for f in files {
+        let t = Instant::now();
+        out.apply(engine, source::decode_file(f, &DecodeOptions::default()));
+        out.seconds += t.elapsed().as_secs_f64();
+        out.progress(started);
+    }
+    out
+}
+
+/// Generates `spec`'s stream chunk by chunk in memory, each chunk decoded packet by packet (in
+/// parallel) and stored; generation and ingest take turns, and only the latter is timed as
+/// the engine's.
+fn ingest_generated(
+    engine: &Engine,
+    bases: &[asterism::model::ObjectRecord],
+    spec: StreamSpec,
+) -> Ingested {
+    let writer = ZtfWriter::new().expect("ZTF schema");
+    let mut stream = ZtfStream::new(bases, spec);
+    let started = Instant::now();
+    let mut out = Ingested::default();
+    for chunk_no in 0.. {
+        let g = Instant::now();
+        let encoded = encode_chunk(&mut stream, &writer, PACKETS_PER_CHUNK);
+        out.generating_seconds += g.elapsed().as_secs_f64();
+        if encoded.is_empty() {
+            break;
+        }
+        let t = Instant::now();
+        let parts: Vec<asterism::alert::Decoded> = encoded
+            .par_iter()
+            .map(|(name, bytes)| asterism::alert::decode(name, bytes, &DecodeOptions::default()))
+            .collect();
+        drop(encoded);
+        let mut decoded = asterism::alert::Decoded::default();
+        for p in parts {
+            decoded.alerts.extend(p.alerts);
+            decoded.rejects.extend(p.rejects);
+        }
+        out.apply(engine, decoded);
+        out.seconds += t.elapsed().as_secs_f64();
+        if chunk_no % 10 == 0 {
+            out.progress(started);
+        }
+    }
+    out.progress(started);
+    out
 }
 
 /// Recall@10 of the engine's index against exact search on its current vectors, and the
 /// single-thread queries/s of `similar`.
-fn index_quality(engine: &Engine, queries: usize) -> Value {
+fn index_quality(engine: &Engine, queries: usize, compare_fresh: bool) -> Value {
     let (ids, vectors) = engine.vectors();
     let points: Vec<(PointId, Vec<f32>)> = vectors
         .into_iter()
@@ -134,12 +224,21 @@ fn index_quality(engine: &Engine, queries: usize) -> Value {
         })
         .collect();
     let qps = sample.len() as f64 / t.elapsed().as_secs_f64();
-    let fresh = HnswIndex::new(HnswParams {
-        capacity: points.len(),
-        ..HnswParams::default()
-    })
-    .expect("index");
-    fresh.insert(&points);
+    let fresh = compare_fresh.then(|| {
+        let t = Instant::now();
+        let index = HnswIndex::new(HnswParams {
+            capacity: points.len(),
+            ..HnswParams::default()
+        })
+        .expect("index");
+        index.insert(&points);
+        eprintln!(
+            "  fresh index of {} points built in {:.0} s",
+            points.len(),
+            t.elapsed().as_secs_f64()
+        );
+        index
+    });
     let (mut hits, mut fresh_hits, mut total) = (0usize, 0usize, 0usize);
     for (&i, got) in sample.iter().zip(&answers) {
         let truth: Vec<&String> =
@@ -148,20 +247,25 @@ fn index_quality(engine: &Engine, queries: usize) -> Value {
                 .map(|h| &ids[h.point as usize])
                 .collect();
         hits += got.iter().filter(|g| truth.contains(g)).count();
-        fresh_hits += fresh
-            .search(&points[i].1, 10, &|p| p as usize != i)
-            .iter()
-            .filter(|h| truth.contains(&&ids[h.point as usize]))
-            .count();
+        if let Some(fresh) = &fresh {
+            fresh_hits += fresh
+                .search(&points[i].1, 10, &|p| p as usize != i)
+                .iter()
+                .filter(|h| truth.contains(&&ids[h.point as usize]))
+                .count();
+        }
         total += truth.len();
     }
-    json!({
+    let mut out = json!({
         "objects": ids.len(),
         "queries": sample.len(),
         "recall_at_10": hits as f64 / total.max(1) as f64,
-        "fresh_index_recall_at_10": fresh_hits as f64 / total.max(1) as f64,
         "queries_per_s_1_thread": qps,
-    })
+    });
+    if fresh.is_some() {
+        out["fresh_index_recall_at_10"] = json!(fresh_hits as f64 / total.max(1) as f64);
+    }
+    out
 }
 
 /// The peer on `dir`; its JSON report.
@@ -182,9 +286,12 @@ fn run_peer(python: &str, dir: &Path) -> Option<Value> {
 fn main() {
     let objects = arg("--objects", 10_000);
     let churn = arg("--churn", 2);
+    let churn_objects = arg("--churn-objects", objects).min(objects);
     let queries = arg("--queries", 1_000);
-    let runs = arg("--runs", 2);
     let args: Vec<String> = std::env::args().collect();
+    let stream_mode = args.iter().any(|a| a == "--stream");
+    // The peer reads files; `--stream` writes none.
+    let runs = if stream_mode { 0 } else { arg("--runs", 2) };
     let python = args
         .iter()
         .position(|a| a == "--python")
@@ -193,43 +300,57 @@ fn main() {
 
     let work = tempfile::tempdir().expect("tempdir");
     let bases = real_records(&["lightcurves", "ztf", "fink"]);
-    let spec = |seed: u64| StreamSpec {
+    let spec = |seed: u64, objects: usize| StreamSpec {
         objects,
         seed,
         ..StreamSpec::default()
     };
-    eprintln!("[1/7] writing the stream of {objects} objects ...");
-    let (files, n_packets) = write_stream(&bases, spec(1), &work.path().join("stream"));
-    let stream_bytes = dir_bytes(&work.path().join("stream"));
+    let (files, stream_bytes) = if stream_mode {
+        eprintln!("[1/7] --stream: packets are generated in memory as they are ingested");
+        (Vec::new(), 0)
+    } else {
+        eprintln!("[1/7] writing the stream of {objects} objects ...");
+        let (files, _) = write_stream(&bases, spec(1, objects), &work.path().join("stream"));
+        (files, dir_bytes(&work.path().join("stream")))
+    };
 
-    eprintln!("[2/7] W1: ingest {n_packets} packets (fsync on) ...");
+    eprintln!("[2/7] W1: ingest (fsync on) ...");
     let db = work.path().join("db");
     let rss_before = rss_bytes();
     let engine = Arc::new(open(&db, true));
-    let (alerts, seconds, batches) = ingest_files(&engine, &files);
+    let w1_run = if stream_mode {
+        ingest_generated(&engine, &bases, spec(1, objects))
+    } else {
+        ingest_files(&engine, &files)
+    };
+    let n_packets = w1_run.alerts;
     let stored: u64 = engine
         .stats()
         .expect("stats")
         .values()
         .map(|c| c.objects)
         .sum();
+    let embeddings = engine.store().next_point().expect("next point");
     let w1 = json!({
-        "alerts": alerts,
+        "alerts": w1_run.alerts,
         "objects": stored,
-        "seconds": seconds,
-        "alerts_per_s": alerts as f64 / seconds,
-        "batch_commit": latency(batches),
+        "embeddings_made": embeddings,
+        "seconds": w1_run.seconds,
+        "generating_seconds": w1_run.generating_seconds,
+        "alerts_per_s": w1_run.alerts as f64 / w1_run.seconds,
+        "batch_commit": latency(w1_run.batches),
     });
 
     eprintln!("[3/7] W3: memory and disk ...");
     engine.checkpoint().expect("checkpoint");
     let w3 = json!({
+        "rss_bytes": rss_bytes(),
         "rss_growth_bytes_per_object": (rss_bytes().saturating_sub(rss_before)) as f64 / stored as f64,
         "disk_bytes_per_object": dir_bytes(&db) as f64 / stored as f64,
     });
 
     eprintln!("[4/7] W2: recall and queries/s in process, then FindSimilar over gRPC ...");
-    let mut w2 = index_quality(&engine, queries);
+    let mut w2 = index_quality(&engine, queries, objects <= 100_000);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -248,7 +369,9 @@ fn main() {
     }));
     let (ids, _) = engine.vectors();
 
-    eprintln!("[5/7] W5: {churn} churn rounds (the first streamed over gRPC under queries) ...");
+    eprintln!(
+        "[5/7] W5: {churn} churn rounds of {churn_objects} objects (the first streamed over gRPC under queries) ..."
+    );
     let mut churn_rates = Vec::new();
     let (idle, busy) = rt.block_on(async {
         let mut c = client(addr).await;
@@ -259,11 +382,12 @@ fn main() {
         let mut busy = Vec::new();
         for round in 1..=churn {
             let seed = 1 + round as u64;
-            let t = Instant::now();
-            let round_packets = if round == 1 {
-                // One message per packet, as a broker would stream them.
-                let (requests, _) = packets(&bases, 0, objects, seed);
+            let rate = if round == 1 {
+                // One message per packet, as a broker would stream them; encoded beforehand so
+                // that only the server works while the queries are timed.
+                let (requests, _) = packets(&bases, 0, churn_objects, seed);
                 let n = requests.len();
+                let t = Instant::now();
                 let mut writer = client(addr).await;
                 let loading = tokio::spawn(async move {
                     writer
@@ -277,18 +401,28 @@ fn main() {
                     i += 1;
                 }
                 loading.await.expect("churn task");
-                n
+                n as f64 / t.elapsed().as_secs_f64()
+            } else if stream_mode {
+                let engine = Arc::clone(&engine);
+                let bases = bases.clone();
+                let run = tokio::task::spawn_blocking(move || {
+                    ingest_generated(&engine, &bases, spec(seed, churn_objects))
+                })
+                .await
+                .expect("churn round");
+                run.alerts as f64 / run.seconds
             } else {
+                let t = Instant::now();
                 let dir = work.path().join(format!("churn-{round}"));
-                let (round_files, n) = write_stream(&bases, spec(seed), &dir);
+                let (round_files, n) = write_stream(&bases, spec(seed, churn_objects), &dir);
                 let engine = Arc::clone(&engine);
                 tokio::task::spawn_blocking(move || ingest_files(&engine, &round_files))
                     .await
                     .expect("churn round");
                 let _ = std::fs::remove_dir_all(&dir);
-                n
+                n as f64 / t.elapsed().as_secs_f64()
             };
-            churn_rates.push(round_packets as f64 / t.elapsed().as_secs_f64());
+            churn_rates.push(rate);
         }
         (idle, busy)
     });
@@ -297,8 +431,11 @@ fn main() {
         w2["grpc_find_similar_under_ingest"] = json!(latency(busy));
     }
     engine.wait_for_rebuild();
-    let mut w5 = index_quality(&engine, queries);
+    let mut w5 = index_quality(&engine, queries, true);
     w5["rounds"] = json!(churn);
+    w5["round_objects"] = json!(churn_objects);
+    w5["embeddings_per_object"] =
+        json!(engine.store().next_point().expect("next point") as f64 / stored as f64);
     w5["tombstones"] = json!(engine.tombstones());
     w5["round_alerts_per_s"] = json!(churn_rates);
 
@@ -324,7 +461,7 @@ fn main() {
         let db = work.path().join(format!("peer-cmp-{run}"));
         let engine = open(&db, false);
         let t = Instant::now();
-        let (n, _, _) = ingest_files(&engine, &files);
+        let n = ingest_files(&engine, &files).alerts;
         ours.push(n as f64 / t.elapsed().as_secs_f64());
         drop(engine);
         let _ = std::fs::remove_dir_all(&db);
