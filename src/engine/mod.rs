@@ -19,7 +19,7 @@ use crate::alert::Decoded;
 use crate::embed::{Embedder, EmbeddingSpec};
 use crate::graph::labels::{self as taxonomy, primary};
 use crate::graph::science::{self, Evaluation, Explanation, IsolationForest};
-use crate::graph::{self, GraphError, GRAPH_K};
+use crate::graph::{self, GraphError, GRAPH_K, STORED_K};
 use crate::index::live::{Entry, LiveIndex};
 use crate::index::{HnswIndex, HnswParams, IndexError, PointId, VectorInsert};
 use crate::model::{
@@ -476,9 +476,9 @@ impl Engine {
 
     /// New neighbour lists after the `moved` objects were re-embedded: theirs by search, and
     /// the lists of the objects that named them or that they now name, patched: a moved
-    /// object is taken out and put back at its new distance, and only a list left short
-    /// (its member moved beyond its k-th neighbour) is searched again. Exact whenever the
-    /// patched list was exact before.
+    /// object is taken out and put back at its new distance, the list keeps its entries within
+    /// its old last distance, and only a list left with fewer than [`GRAPH_K`] of those is
+    /// searched again. Exact whenever the patched list was exact before.
     fn relink(&self, moved: &[String]) -> Result<Vec<(String, Vec<Neighbour>)>> {
         let own = self.lists_for(moved);
         let moved_set: HashSet<&str> = moved.iter().map(String::as_str).collect();
@@ -511,8 +511,10 @@ impl Engine {
         for ((y, xs), list) in touched.iter().zip(stored) {
             let Some(yv) = live.current(y) else { continue };
             let old = list.unwrap_or_default();
-            let kth = old.last().map(|n| n.distance);
-            let was_full = old.len() >= GRAPH_K;
+            let Some(last) = old.last().map(|n| n.distance) else {
+                research.push(y.clone());
+                continue;
+            };
             let mut list: Vec<Neighbour> = old
                 .into_iter()
                 .filter(|n| !xs.contains(&n.object_id))
@@ -530,13 +532,10 @@ impl Engine {
                     .total_cmp(&b.distance)
                     .then(a.object_id.cmp(&b.object_id))
             });
-            // Entries beyond the old k-th distance are only certain when nothing was dropped.
-            let certain = list
-                .iter()
-                .filter(|n| kth.is_none_or(|k| n.distance <= k))
-                .count();
-            if list.len() >= GRAPH_K && (certain >= GRAPH_K || !was_full) {
-                list.truncate(GRAPH_K);
+            // Beyond the old last distance, objects the list never held may be nearer.
+            list.retain(|n| n.distance <= last);
+            if list.len() >= GRAPH_K {
+                list.truncate(STORED_K);
                 out.push((y.clone(), list));
             } else {
                 research.push(y.clone());
@@ -575,7 +574,7 @@ impl Engine {
             .filter_map(|id| {
                 let c = live.current(id)?;
                 let list = live
-                    .search(&c.vector, GRAPH_K, Some(id))
+                    .search(&c.vector, STORED_K, Some(id))
                     .into_iter()
                     .map(|(n, d)| Neighbour {
                         object_id: n.to_string(),
@@ -815,15 +814,28 @@ impl Engine {
         Ok(self.spec().scaler.transform(&raw))
     }
 
-    /// The stored neighbour list of an object (the kNN graph).
+    /// The neighbour list of an object in the kNN graph: its [`GRAPH_K`] nearest.
     pub fn neighbours(&self, object_id: &str) -> Result<Vec<Neighbour>> {
         match self.store.neighbours(object_id)? {
-            Some(list) => Ok(list),
+            Some(mut list) => {
+                list.truncate(GRAPH_K);
+                Ok(list)
+            }
             None => {
                 self.object(object_id)?;
                 Ok(Vec::new())
             }
         }
+    }
+
+    /// Every object's [`GRAPH_K`] nearest neighbours: the kNN graph the analytics use.
+    fn graph_lists(&self) -> Result<BTreeMap<String, Vec<Neighbour>>> {
+        let mut lists = BTreeMap::new();
+        self.store.for_each_neighbours(|id, mut list| {
+            list.truncate(GRAPH_K);
+            lists.insert(id.to_string(), list);
+        })?;
+        Ok(lists)
     }
 
     /// Every current scaled vector, in object-id order.
@@ -845,10 +857,7 @@ impl Engine {
 
     /// Connected components of the kNN graph and KMeans clusters of the embeddings.
     pub fn clusters(&self, k: Option<usize>, seed: u64) -> Result<ClusterReport> {
-        let mut lists = BTreeMap::new();
-        self.store.for_each_neighbours(|id, list| {
-            lists.insert(id.to_string(), list);
-        })?;
+        let lists = self.graph_lists()?;
         let components = graph::components(&lists);
         let (ids, m) = self.matrix()?;
         let records = self
@@ -1008,10 +1017,7 @@ impl Engine {
 
     /// Label spreading over the stored kNN graph; the scores of `object_id`.
     fn spread_to(&self, object_id: &str) -> Result<BTreeMap<String, f64>> {
-        let mut lists = BTreeMap::new();
-        self.store.for_each_neighbours(|id, list| {
-            lists.insert(id.to_string(), list);
-        })?;
+        let lists = self.graph_lists()?;
         let ids: Vec<&str> = lists.keys().map(String::as_str).collect();
         let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         let Some(&me) = index.get(object_id) else {
@@ -1219,10 +1225,7 @@ impl Engine {
             }
         }
         let started = std::time::Instant::now();
-        let mut lists = BTreeMap::new();
-        self.store.for_each_neighbours(|id, list| {
-            lists.insert(id.to_string(), list);
-        })?;
+        let lists = self.graph_lists()?;
         let (ids, vectors) = self.vectors();
         let rows = matrix_of(vectors.iter(), self.embedder.dim());
         let lof_scores = science::local_outlier_factor(&lists);
@@ -1656,5 +1659,31 @@ mod tests {
             })
             .expect("lists");
         assert_eq!(*lock(&engine.listed_by), from_store);
+
+        // The patched lists still name each object's nearest neighbours (against exact search
+        // over the current vectors; the lists were found by HNSW search, hence not 1.0).
+        let (ids, vectors) = engine.vectors();
+        let points: Vec<(PointId, Vec<f32>)> = vectors
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (i as PointId, v))
+            .collect();
+        let (mut hits, mut total) = (0, 0);
+        for (i, id) in ids.iter().enumerate() {
+            let truth: Vec<&str> =
+                crate::index::exact_knn(&points, &points[i].1, GRAPH_K, &|p| p as usize != i)
+                    .iter()
+                    .map(|h| ids[h.point as usize].as_str())
+                    .collect();
+            let list = engine.neighbours(id).expect("list");
+            assert_eq!(list.len(), GRAPH_K.min(ids.len() - 1), "{id}");
+            hits += list
+                .iter()
+                .filter(|n| truth.contains(&n.object_id.as_str()))
+                .count();
+            total += truth.len();
+        }
+        let recall = hits as f64 / total as f64;
+        assert!(recall > 0.95, "graph recall@10 {recall}");
     }
 }

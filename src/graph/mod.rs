@@ -1,14 +1,17 @@
 //! The kNN graph and analytics on it.
 //!
-//! Every object with an embedding keeps its [`GRAPH_K`] nearest neighbours (with distances) in
-//! the store's `neighbours` column family. Refresh policy, applied by the engine in the same
-//! atomic write as the alerts that caused it: when an ingest batch re-embeds a set C of
-//! objects, the lists of C are recomputed by index search; the lists of every object that
-//! named a member of C (it may have moved away) and of every new neighbour of a member of C (it
-//! may have moved close) are patched: the member is taken out and put back at its new
-//! distance. Only a list left with fewer than k certain entries (a member moved beyond its old
-//! k-th neighbour) is searched again. About |C| searches plus O(k·|C|) distance computations per
-//! batch; a scaler refit recomputes every list.
+//! Every object with an embedding keeps its nearest neighbours (with distances) in the store's
+//! `neighbours` column family: up to [`STORED_K`] of them, of which the first [`GRAPH_K`] are
+//! served (votes, watches, clusters, label spreading); the rest is slack that absorbs
+//! neighbours moving away. Refresh policy, applied by the engine in the same atomic write as the
+//! alerts that caused it: when an ingest batch re-embeds a set C of objects, the lists of C are
+//! recomputed by index search; the lists of every object that named a member of C (it may have
+//! moved away) and of every new neighbour of a member of C (it may have moved close) are
+//! patched: the member is taken out and put back at its new distance, and the list keeps only
+//! its entries within its old last distance (those are certain). Only a list left with fewer
+//! than [`GRAPH_K`] certain entries is searched again; the slack makes that rare (without it,
+//! most moves sent the ~10 lists naming the moved object back to the index). About |C| searches
+//! plus O(k·|C|) distance computations per batch; a scaler refit recomputes every list.
 //!
 //! Analytics: connected components of the kNN graph (petgraph's union-find) and KMeans
 //! clusters of the embeddings (linfa-clustering). Labels and their taxonomy are in [`labels`];
@@ -28,8 +31,11 @@ use serde::Serialize;
 
 use crate::model::Neighbour;
 
-/// Neighbours kept per object.
+/// Neighbours served per object.
 pub const GRAPH_K: usize = 10;
+
+/// Neighbours stored per object: [`GRAPH_K`] and the slack that keeps patched lists exact.
+pub const STORED_K: usize = GRAPH_K + 6;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum GraphError {
