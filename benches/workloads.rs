@@ -26,9 +26,14 @@
 //! the engine's time); churn rounds cover the first `--churn-objects` objects; the peer, which
 //! reads files, is skipped. This is how the 1M-object figures are made:
 //!
+//! With `--backfill` (and `--stream`) the store is first seeded with one packet per object,
+//! each carrying the object's whole lightcurve as history, as a broker seeds a store from an
+//! archive; W1 is then the live stream of `--live-objects` further objects, one alert per
+//! detection, into the seeded store. This is how the 1M-object figures are made:
+//!
 //! ```sh
-//! cargo bench --bench workloads -- --stream --objects 1000000 --churn 1 \
-//!     --churn-objects 20000 --queries 1000 --runs 0
+//! cargo bench --bench workloads -- --stream --backfill --objects 1000000 \
+//!     --live-objects 20000 --churn 1 --churn-objects 10000 --queries 1000
 //! ```
 //!
 //! Progress goes to stderr; a table to stderr and one JSON document to stdout at the end.
@@ -290,6 +295,8 @@ fn main() {
     let queries = arg("--queries", 1_000);
     let args: Vec<String> = std::env::args().collect();
     let stream_mode = args.iter().any(|a| a == "--stream");
+    let backfill = stream_mode && args.iter().any(|a| a == "--backfill");
+    let live_objects = arg("--live-objects", 10_000);
     // The peer reads files; `--stream` writes none.
     let runs = if stream_mode { 0 } else { arg("--runs", 2) };
     let python = args
@@ -318,12 +325,32 @@ fn main() {
     let db = work.path().join("db");
     let rss_before = rss_bytes();
     let engine = Arc::new(open(&db, true));
-    let w1_run = if stream_mode {
-        ingest_generated(&engine, &bases, spec(1, objects))
+    let (seeded, w1_run) = if backfill {
+        eprintln!("      backfill: {objects} objects, one packet each with its whole lightcurve");
+        let seeded = ingest_generated(
+            &engine,
+            &bases,
+            StreamSpec {
+                backfill: true,
+                ..spec(1, objects)
+            },
+        );
+        eprintln!("      live: {live_objects} new objects, one alert per detection");
+        let live = ingest_generated(
+            &engine,
+            &bases,
+            StreamSpec {
+                first_object: objects,
+                ..spec(1, live_objects)
+            },
+        );
+        (Some(seeded), live)
+    } else if stream_mode {
+        (None, ingest_generated(&engine, &bases, spec(1, objects)))
     } else {
-        ingest_files(&engine, &files)
+        (None, ingest_files(&engine, &files))
     };
-    let n_packets = w1_run.alerts;
+    let n_packets = w1_run.alerts + seeded.as_ref().map_or(0, |s| s.alerts);
     let stored: u64 = engine
         .stats()
         .expect("stats")
@@ -331,7 +358,7 @@ fn main() {
         .map(|c| c.objects)
         .sum();
     let embeddings = engine.store().next_point().expect("next point");
-    let w1 = json!({
+    let mut w1 = json!({
         "alerts": w1_run.alerts,
         "objects": stored,
         "embeddings_made": embeddings,
@@ -340,6 +367,15 @@ fn main() {
         "alerts_per_s": w1_run.alerts as f64 / w1_run.seconds,
         "batch_commit": latency(w1_run.batches),
     });
+    if let Some(seeded) = seeded {
+        w1["backfill"] = json!({
+            "packets": seeded.alerts,
+            "seconds": seeded.seconds,
+            "generating_seconds": seeded.generating_seconds,
+            "packets_per_s": seeded.alerts as f64 / seeded.seconds,
+            "batch_commit": latency(seeded.batches),
+        });
+    }
 
     eprintln!("[3/7] W3: memory and disk ...");
     engine.checkpoint().expect("checkpoint");

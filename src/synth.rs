@@ -119,6 +119,9 @@ pub struct StreamSpec {
     /// Objects generated together and sorted by time.
     pub cohort: usize,
     pub augment: Augment,
+    /// One packet per object instead of one per detection: its last detection, carrying every
+    /// earlier detection and limit as history, as when a store is seeded from an archive.
+    pub backfill: bool,
 }
 
 impl Default for StreamSpec {
@@ -134,6 +137,7 @@ impl Default for StreamSpec {
             night_loss: 0.2,
             cohort: 10_000,
             augment: Augment::default(),
+            backfill: false,
         }
     }
 }
@@ -278,14 +282,17 @@ impl<'a> ZtfStream<'a> {
             .filter(|g| !g.detections.is_empty())
             .count();
         self.next_object = end;
+        let backfill = self.spec.backfill;
         let mut order: Vec<(f64, usize, usize)> = self
             .cohort
             .iter()
             .enumerate()
             .flat_map(|(o, g)| {
+                let last = g.detections.len().saturating_sub(1);
                 g.detections
                     .iter()
                     .enumerate()
+                    .filter(move |(j, _)| !backfill || *j == last)
                     .map(move |(j, d)| (d.mjd, o, j))
             })
             .collect();
@@ -297,7 +304,11 @@ impl<'a> ZtfStream<'a> {
     fn packet(&self, o: usize, j: usize) -> ZtfPacket {
         let g = &self.cohort[o];
         let candidate = g.detections[j].clone();
-        let from = candidate.mjd - self.spec.history_days;
+        let from = if self.spec.backfill {
+            f64::NEG_INFINITY
+        } else {
+            candidate.mjd - self.spec.history_days
+        };
         let history = g.detections[..j]
             .iter()
             .filter(|d| d.mjd >= from)
@@ -382,5 +393,22 @@ mod tests {
             .history
             .iter()
             .all(|d| d.mjd >= last.candidate.mjd - 30.0));
+
+        // Backfill: one packet per object, its last, with the whole lightcurve as history.
+        let spec = StreamSpec {
+            objects: 5,
+            cohort: 5,
+            backfill: true,
+            ..StreamSpec::default()
+        };
+        let seeded: Vec<ZtfPacket> = ZtfStream::new(&bases, spec).collect();
+        assert_eq!(seeded.len(), 5);
+        for p in &seeded {
+            let streamed: Vec<&ZtfPacket> =
+                a.iter().filter(|q| q.object_id == p.object_id).collect();
+            let last = streamed.last().unwrap();
+            assert_eq!(p.candidate, last.candidate);
+            assert_eq!(p.history.len() + 1, streamed.len());
+        }
     }
 }
