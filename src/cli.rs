@@ -137,6 +137,13 @@ struct GenerateArgs {
     /// Days of each source lightcurve kept (from its first detection).
     #[arg(long, default_value_t = 120.0)]
     window_days: f64,
+    /// One packet per object (its last detection, carrying the whole lightcurve as history)
+    /// instead of one per detection: to seed a store, as from an archive.
+    #[arg(long)]
+    backfill: bool,
+    /// Index of the first object: streams with disjoint ranges have disjoint objects.
+    #[arg(long, default_value_t = 0)]
+    first_object: usize,
     /// Real alerts and lightcurves the objects are made from.
     #[arg(default_values = ["data/lightcurves", "data/ztf", "data/fink"], value_name = "PATH")]
     from: Vec<PathBuf>,
@@ -716,6 +723,8 @@ fn generate(args: GenerateArgs) -> Result<()> {
         objects: args.objects,
         seed: args.seed,
         window_days: args.window_days,
+        backfill: args.backfill,
+        first_object: args.first_object,
         ..synth::StreamSpec::default()
     };
     std::fs::create_dir_all(&args.out)

@@ -609,23 +609,31 @@ impl Engine {
         lists: &[(String, Vec<Neighbour>)],
     ) {
         let mut listed_by = lock(&self.listed_by);
-        match replaced {
-            None => listed_by.clear(),
-            Some(replaced) => {
-                for ((id, _), old) in lists.iter().zip(replaced) {
-                    for n in old.into_iter().flatten() {
-                        if let Some(who) = listed_by.get_mut(&n.object_id) {
-                            who.remove(id);
-                            if who.is_empty() {
-                                listed_by.remove(&n.object_id);
-                            }
-                        }
+        let Some(replaced) = replaced else {
+            listed_by.clear();
+            for (id, list) in lists {
+                for n in list {
+                    listed_by
+                        .entry(n.object_id.clone())
+                        .or_default()
+                        .insert(id.clone());
+                }
+            }
+            return;
+        };
+        // Only the members that changed are touched: most of a patched list stays.
+        for ((id, list), old) in lists.iter().zip(replaced) {
+            let old = old.unwrap_or_default();
+            let has = |l: &[Neighbour], who: &str| l.iter().any(|n| n.object_id == who);
+            for n in old.iter().filter(|n| !has(list, &n.object_id)) {
+                if let Some(who) = listed_by.get_mut(&n.object_id) {
+                    who.remove(id);
+                    if who.is_empty() {
+                        listed_by.remove(&n.object_id);
                     }
                 }
             }
-        }
-        for (id, list) in lists {
-            for n in list {
+            for n in list.iter().filter(|n| !has(&old, &n.object_id)) {
                 listed_by
                     .entry(n.object_id.clone())
                     .or_default()
