@@ -86,6 +86,9 @@ impl Default for EngineConfig {
 /// number doubles (so O(log n) refits over a store's life, each re-scaling every vector).
 pub const MIN_OBJECTS_TO_FIT: u64 = 32;
 
+/// For each object, the objects whose stored lists name it.
+type ReverseGraph = foldhash::HashMap<String, foldhash::HashSet<String>>;
+
 /// Largest `k` a similarity query may ask for.
 pub const MAX_K: usize = 1000;
 
@@ -143,7 +146,7 @@ pub struct Engine {
     embedder: Embedder,
     live: Arc<RwLock<LiveIndex>>,
     /// Who lists each object among its neighbours (the reverse kNN graph).
-    listed_by: Mutex<HashMap<String, HashSet<String>>>,
+    listed_by: Mutex<ReverseGraph>,
     origin: IndexOrigin,
     spec_outdated: bool,
     rebuilding: Arc<AtomicBool>,
@@ -225,7 +228,7 @@ impl Engine {
                 IndexOrigin::Rebuilt,
             ),
         };
-        let mut listed_by: HashMap<String, HashSet<String>> = HashMap::new();
+        let mut listed_by = ReverseGraph::default();
         store.for_each_neighbours(|id, list| {
             for n in list {
                 listed_by
@@ -1654,7 +1657,7 @@ mod tests {
             "{} objects indexed",
             engine.indexed()
         );
-        let mut from_store: HashMap<String, HashSet<String>> = HashMap::new();
+        let mut from_store = ReverseGraph::default();
         engine
             .store
             .for_each_neighbours(|id, list| {

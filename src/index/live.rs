@@ -3,7 +3,7 @@
 //! A point is live when it is the current vector of some object; every other point in the
 //! HNSW graph is a tombstone, filtered out at search time until a rebuild drops it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -26,8 +26,8 @@ pub type Entry = (String, u32, PointId, Vec<f32>);
 pub struct LiveIndex {
     pub spec: EmbeddingSpec,
     hnsw: HnswIndex,
-    current: HashMap<Arc<str>, Current>,
-    owner: HashMap<PointId, Arc<str>>,
+    current: foldhash::HashMap<Arc<str>, Current>,
+    owner: foldhash::HashMap<PointId, Arc<str>>,
     /// One past the highest point id in the graph.
     watermark: PointId,
 }
@@ -48,8 +48,8 @@ impl LiveIndex {
         let mut live = LiveIndex {
             spec,
             hnsw,
-            current: HashMap::new(),
-            owner: HashMap::new(),
+            current: Default::default(),
+            owner: Default::default(),
             watermark: 0,
         };
         live.upsert(entries);
@@ -69,8 +69,8 @@ impl LiveIndex {
         let mut live = LiveIndex {
             spec,
             hnsw,
-            current: HashMap::new(),
-            owner: HashMap::new(),
+            current: Default::default(),
+            owner: Default::default(),
             watermark: dump.watermark,
         };
         let (old, new): (Vec<Entry>, Vec<Entry>) =
