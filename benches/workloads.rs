@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use asterism::alert::write::ZtfWriter;
 use asterism::alert::DecodeOptions;
 use asterism::engine::{Engine, EngineConfig};
-use asterism::index::{exact_knn, HnswIndex, HnswParams, PointId, VectorInsert, VectorSearch};
+use asterism::index::{exact_knn, numbered, HnswIndex, HnswParams, VectorInsert, VectorSearch};
 use asterism::server::{serve, Access, ServerConfig};
 use asterism::source;
 use asterism::store::StoreConfig;
@@ -209,11 +209,7 @@ fn ingest_generated(
 /// single-thread queries/s of `similar`.
 fn index_quality(engine: &Engine, queries: usize, compare_fresh: bool) -> Value {
     let (ids, vectors) = engine.vectors();
-    let points: Vec<(PointId, Vec<f32>)> = vectors
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| (i as PointId, v))
-        .collect();
+    let points = numbered(vectors);
     let step = (ids.len() / queries.max(1)).max(1);
     let sample: Vec<usize> = (0..ids.len()).step_by(step).take(queries).collect();
     let t = Instant::now();

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use asterism::embed::l2;
 use asterism::engine::{Engine, EngineConfig, IndexOrigin};
 use asterism::index::live::scale;
-use asterism::index::{exact_knn, recall, Hit, HnswParams, PointId};
+use asterism::index::{exact_knn, numbered, recall, Hit, HnswParams, PointId};
 use asterism::model::{Alert, ObjectRecord, VectorVersion};
 use asterism::synth::{augment, truncate, Augment};
 use common::{config, decode, engine, ingest};
@@ -45,11 +45,7 @@ fn synthetic(n: u64, seed: u64) -> Vec<Alert> {
 /// Recall@k of the engine's `similar` against exact search over the same current vectors.
 fn engine_recall(engine: &Engine, k: usize, queries: usize) -> f64 {
     let (ids, vectors) = engine.vectors();
-    let points: Vec<(PointId, Vec<f32>)> = vectors
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| (i as PointId, v))
-        .collect();
+    let points = numbered(vectors);
     let index: BTreeMap<&str, PointId> = ids
         .iter()
         .enumerate()

@@ -106,9 +106,15 @@ pub(super) fn records(container: &[u8]) -> Option<Vec<Value>> {
         if take(&mut buf, 16)? != sync {
             return None;
         }
-        let mut data = block.to_vec();
-        codec.decompress(&mut data).ok()?;
-        let mut cursor = data.as_slice();
+        let inflated;
+        let mut cursor = if codec == Codec::Null {
+            block
+        } else {
+            let mut data = block.to_vec();
+            codec.decompress(&mut data).ok()?;
+            inflated = data;
+            inflated.as_slice()
+        };
         for _ in 0..count {
             out.push(reader.read_value(&mut cursor).ok()?);
         }

@@ -241,6 +241,15 @@ impl ExactIndex {
     }
 }
 
+/// Vectors numbered as points `0..n` in their order (for exact search over a matrix).
+pub fn numbered(vectors: Vec<Vec<f32>>) -> Vec<(PointId, Vec<f32>)> {
+    vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (i as PointId, v))
+        .collect()
+}
+
 /// Exact k nearest of `points` to `query` among those `live` accepts, nearest first.
 pub fn exact_knn<'a>(
     points: impl IntoParallelIterator<Item = &'a (PointId, Vec<f32>)>,
