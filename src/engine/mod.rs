@@ -86,6 +86,12 @@ impl Default for EngineConfig {
 /// number doubles (so O(log n) refits over a store's life, each re-scaling every vector).
 pub const MIN_OBJECTS_TO_FIT: u64 = 32;
 
+/// Neighbour lists to write, by object.
+type Lists = Vec<(String, Vec<Neighbour>)>;
+
+/// Stored neighbour lists by object, as they were before a batch replaced them.
+type Replaced = HashMap<String, Vec<Neighbour>>;
+
 /// For each object, the objects whose stored lists name it.
 type ReverseGraph = foldhash::HashMap<String, foldhash::HashSet<String>>;
 
@@ -401,9 +407,8 @@ impl Engine {
         if self.spec_outdated && !changed_records.is_empty() {
             return Err(EngineError::SpecOutdated);
         }
-        self.embed_and_link(&changed_records, total_objects, &mut batch)?;
+        let replaced = self.embed_and_link(&changed_records, total_objects, &mut batch)?;
         batch.objects = changed_records;
-        let replaced = self.lists_replaced(&batch.neighbours, batch.spec.is_some())?;
         self.store.write(&batch)?;
         self.note_lists(replaced, &batch.neighbours);
         self.notify(ChangeEvent {
@@ -421,15 +426,16 @@ impl Engine {
     }
 
     /// Embeds the changed objects, updates the live index (refitting the scaler when the store
-    /// has doubled) and recomputes the affected neighbour lists, all into `batch`.
+    /// has doubled) and recomputes the affected neighbour lists, all into `batch`. Returns the
+    /// stored lists the new ones replace (`None` after a refit, which rewrites every list).
     fn embed_and_link(
         &self,
         changed: &[ObjectRecord],
         total_objects: u64,
         batch: &mut Batch,
-    ) -> Result<()> {
+    ) -> Result<Option<Replaced>> {
         if changed.is_empty() {
-            return Ok(());
+            return Ok(Some(Replaced::new()));
         }
         let raws: Vec<Vec<f32>> = changed
             .par_iter()
@@ -472,17 +478,20 @@ impl Engine {
         } else {
             let ids: Vec<String> = entries.iter().map(|e| e.0.clone()).collect();
             write(&self.live).upsert(entries);
-            batch.neighbours = self.relink(&ids)?;
+            let (lists, replaced) = self.relink(&ids)?;
+            batch.neighbours = lists;
+            return Ok(Some(replaced));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// New neighbour lists after the `moved` objects were re-embedded: theirs by search, and
     /// the lists of the objects that named them or that they now name, patched: a moved
     /// object is taken out and put back at its new distance, the list keeps its entries within
     /// its old last distance, and only a list left with fewer than [`GRAPH_K`] of those is
-    /// searched again. Exact whenever the patched list was exact before.
-    fn relink(&self, moved: &[String]) -> Result<Vec<(String, Vec<Neighbour>)>> {
+    /// searched again. Exact whenever the patched list was exact before. Also returns the
+    /// stored lists the new ones replace.
+    fn relink(&self, moved: &[String]) -> Result<(Lists, Replaced)> {
         let own = self.lists_for(moved);
         let moved_set: HashSet<&str> = moved.iter().map(String::as_str).collect();
         let mut touched: BTreeMap<String, HashSet<String>> = BTreeMap::new();
@@ -506,14 +515,24 @@ impl Engine {
                 }
             }
         }
-        let ys: Vec<&str> = touched.keys().map(String::as_str).collect();
-        let stored = self.store.multi_neighbours(&ys)?;
+        // One read for the lists being replaced: the moved objects' own, then the touched.
+        let mut keys: Vec<&str> = moved.iter().map(String::as_str).collect();
+        keys.extend(touched.keys().map(String::as_str));
+        let mut stored = self.store.multi_neighbours(&keys)?;
+        let stored_touched = stored.split_off(moved.len());
+        let mut replaced: Replaced = moved
+            .iter()
+            .cloned()
+            .zip(stored)
+            .map(|(id, list)| (id, list.unwrap_or_default()))
+            .collect();
         let live = read(&self.live);
         let mut research = Vec::new();
         let mut out = own.clone();
-        for ((y, xs), list) in touched.iter().zip(stored) {
+        for ((y, xs), list) in touched.iter().zip(stored_touched) {
             let Some(yv) = live.current(y) else { continue };
             let old = list.unwrap_or_default();
+            replaced.insert(y.clone(), old.clone());
             let Some(last) = old.last().map(|n| n.distance) else {
                 research.push(y.clone());
                 continue;
@@ -546,7 +565,7 @@ impl Engine {
         }
         drop(live);
         out.extend(self.lists_for(&research));
-        Ok(out)
+        Ok((out, replaced))
     }
 
     /// Fits a new scaler on every object's latest raw features (the stored ones overridden by
@@ -589,30 +608,11 @@ impl Engine {
             .collect()
     }
 
-    /// The stored lists that writing `lists` will replace, read before the write so that
-    /// [`Engine::note_lists`] can take their entries out of the reverse graph; `None` when
-    /// every object is relisted (a refit), where the reverse graph is simply rebuilt.
-    fn lists_replaced(
-        &self,
-        lists: &[(String, Vec<Neighbour>)],
-        everything: bool,
-    ) -> Result<Option<Vec<Option<Vec<Neighbour>>>>> {
-        if everything {
-            return Ok(None);
-        }
-        let ids: Vec<&str> = lists.iter().map(|(id, _)| id.as_str()).collect();
-        Ok(Some(self.store.multi_neighbours(&ids)?))
-    }
-
-    /// Updates the reverse graph after `lists` were written over `replaced` (from
-    /// [`Engine::lists_replaced`]; `None`: every list was rewritten).
-    fn note_lists(
-        &self,
-        replaced: Option<Vec<Option<Vec<Neighbour>>>>,
-        lists: &[(String, Vec<Neighbour>)],
-    ) {
+    /// Updates the reverse graph after `lists` were written over `replaced` (the old lists by
+    /// object; `None`: every list was rewritten).
+    fn note_lists(&self, replaced: Option<Replaced>, lists: &[(String, Vec<Neighbour>)]) {
         let mut listed_by = lock(&self.listed_by);
-        let Some(replaced) = replaced else {
+        let Some(mut replaced) = replaced else {
             listed_by.clear();
             for (id, list) in lists {
                 for n in list {
@@ -625,8 +625,8 @@ impl Engine {
             return;
         };
         // Only the members that changed are touched: most of a patched list stays.
-        for ((id, list), old) in lists.iter().zip(replaced) {
-            let old = old.unwrap_or_default();
+        for (id, list) in lists {
+            let old = replaced.remove(id).unwrap_or_default();
             let has = |l: &[Neighbour], who: &str| l.iter().any(|n| n.object_id == who);
             for n in old.iter().filter(|n| !has(list, &n.object_id)) {
                 if let Some(who) = listed_by.get_mut(&n.object_id) {
@@ -1674,11 +1674,7 @@ mod tests {
         // The patched lists still name each object's nearest neighbours (against exact search
         // over the current vectors; the lists were found by HNSW search, hence not 1.0).
         let (ids, vectors) = engine.vectors();
-        let points: Vec<(PointId, Vec<f32>)> = vectors
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| (i as PointId, v))
-            .collect();
+        let points = crate::index::numbered(vectors);
         let (mut hits, mut total) = (0, 0);
         for (i, id) in ids.iter().enumerate() {
             let truth: Vec<&str> =
