@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use asterism::engine::{Engine, EngineConfig};
+use asterism::model::Survey;
 use asterism::server::proto as pb;
 use asterism::server::{serve, Access, ServerConfig};
 use asterism::store::StoreConfig;
@@ -28,10 +29,10 @@ fn main() {
 
     eprintln!("generating packets from the real lightcurves of data/ ...");
     let bases = real_records(&["lightcurves", "ztf", "fink"]);
-    let (fill, mut ids) = packets(&bases, 0, objects, seed);
+    let (fill, mut ids) = packets(&bases, 0, objects, seed, Survey::Ztf);
     ids.sort();
     ids.dedup();
-    let (load, _) = packets(&bases, objects, load_objects, seed);
+    let (load, _) = packets(&bases, objects, load_objects, seed, Survey::Ztf);
     let fill_bytes: usize = fill.iter().map(|p| p.packet.len()).sum();
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -109,7 +110,7 @@ fn main() {
         let (load_report, load_s) = loading.await.expect("load task");
 
         eprintln!("ingest to queryable: one-packet Ingest calls ...");
-        let (single, single_ids) = packets(&bases, objects + load_objects, 200, seed);
+        let (single, single_ids) = packets(&bases, objects + load_objects, 200, seed, Survey::Ztf);
         let mut to_queryable = Vec::new();
         let last = single_ids
             .get(199)

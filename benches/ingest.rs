@@ -1,18 +1,23 @@
 //! Decode and store throughput on the real packets of `data/` (alerts/s).
 //!
 //! `cargo bench --bench ingest`. Inputs are read into memory once; `decode` times the pure
-//! decoders over every packet file, `store` times merging the decoded alerts into a fresh
+//! decoders over every packet file, `decode_generated` over generated packets of the same
+//! objects as ZTF containers, Rubin containers and Rubin framed datums, `store` times merging the decoded alerts into a fresh
 //! RocksDB (one atomic batch per 1000 alerts, WAL on, with and without fsync).
 
 use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-use asterism::alert::{self, DecodeOptions};
+use std::sync::Arc;
+
+use asterism::alert::write::{LsstWriter, Packet, PacketWriter};
+use asterism::alert::{self, AvroSchema, DecodeOptions};
 use asterism::engine::{Engine, EngineConfig};
-use asterism::model::Alert;
+use asterism::model::{Alert, Survey};
 use asterism::source;
 use asterism::store::StoreConfig;
+use asterism::synth::{self, AlertStream, StreamSpec};
 
 /// The packet files of `data/` (ZTF of every schema version, Fink Avro and Parquet, Rubin).
 fn packet_files() -> Vec<(String, Vec<u8>)> {
@@ -47,6 +52,64 @@ fn bench_decode(c: &mut Criterion) {
     group.bench_function(format!("{n}_real_packets"), |b| {
         b.iter(|| decode_all(&files))
     });
+    group.finish();
+
+    // Generated packets of the same objects, one format at a time.
+    let records = synth::records(&decode_all(&packet_files()));
+    let spec = |survey| StreamSpec {
+        objects: 200,
+        ..StreamSpec::for_survey(survey)
+    };
+    let ztf: Vec<Packet> = AlertStream::new(&records, spec(Survey::Ztf)).collect();
+    let lsst: Vec<Packet> = AlertStream::new(&records, spec(Survey::Lsst)).collect();
+    let encode = |survey, packets: &[Packet], framed: bool| -> Vec<(String, Vec<u8>)> {
+        let writer = PacketWriter::new(survey).expect("schema");
+        packets
+            .iter()
+            .map(|p| {
+                let bytes = if framed {
+                    writer.write_framed(p, 1000)
+                } else {
+                    writer.write(p)
+                };
+                (format!("{}.avro", p.candid), bytes.expect("encode"))
+            })
+            .collect()
+    };
+    let framed_opts = DecodeOptions {
+        confluent_schema: Some(Arc::new(
+            AvroSchema::parse(&LsstWriter::schema_texts()).expect("LSST schema"),
+        )),
+    };
+    let inputs = [
+        (
+            "ztf_container",
+            encode(Survey::Ztf, &ztf, false),
+            DecodeOptions::default(),
+        ),
+        (
+            "lsst_container",
+            encode(Survey::Lsst, &lsst, false),
+            DecodeOptions::default(),
+        ),
+        (
+            "lsst_framed",
+            encode(Survey::Lsst, &lsst, true),
+            framed_opts,
+        ),
+    ];
+    let mut group = c.benchmark_group("decode_generated");
+    for (name, packets, opts) in &inputs {
+        group.throughput(Throughput::Elements(packets.len() as u64));
+        group.bench_function(format!("{}_{name}", packets.len()), |b| {
+            b.iter(|| {
+                packets
+                    .iter()
+                    .map(|(n, bytes)| alert::decode(n, bytes, opts).alerts.len())
+                    .sum::<usize>()
+            })
+        });
+    }
     group.finish();
 }
 

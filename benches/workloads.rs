@@ -4,8 +4,9 @@
 //! cargo bench --bench workloads -- --objects 10000 --churn 2 --queries 1000 --runs 2
 //! ```
 //!
-//! 1. A generated stream (`asterism::synth::ZtfStream`, seed 1) of `--objects` objects is
-//!    written as tar files of real ZTF 4.02 Avro packets in a temp folder.
+//! 1. A generated stream (`asterism::synth::AlertStream`, seed 1) of `--objects` objects is
+//!    written as tar files of real ZTF 4.02 Avro packets (Rubin 10.0 with `--lsst`) in a temp
+//!    folder.
 //! 2. W1: those files are decoded (2 threads) and stored batch by batch through
 //!    `Engine::apply` into a fresh RocksDB with fsync; alerts/s sustained over the run, and the
 //!    p99 of a batch's commit time (a packet is queryable when its batch commits).
@@ -36,6 +37,11 @@
 //!     --live-objects 20000 --churn 1 --churn-objects 10000 --queries 1000
 //! ```
 //!
+//! `--lsst` makes the stream Rubin packets (LSST schema 10.0, fluxes in nJy, 12 months of
+//! history) instead of ZTF ones; the peer, which reads ZTF packets, is then skipped.
+//!
+//! `--keep-db PATH` keeps the store in PATH after the run (W4 can then be profiled on it).
+//!
 //! Progress goes to stderr; a table to stderr and one JSON document to stdout at the end.
 
 mod support;
@@ -44,14 +50,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use asterism::alert::write::ZtfWriter;
+use asterism::alert::write::PacketWriter;
 use asterism::alert::DecodeOptions;
 use asterism::engine::{Engine, EngineConfig};
 use asterism::index::{exact_knn, numbered, HnswIndex, HnswParams, VectorInsert, VectorSearch};
+use asterism::model::Survey;
 use asterism::server::{serve, Access, ServerConfig};
 use asterism::source;
 use asterism::store::StoreConfig;
-use asterism::synth::{StreamSpec, ZtfStream};
+use asterism::synth::{AlertStream, StreamSpec};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 use support::{
@@ -66,10 +73,10 @@ const PACKETS_PER_CHUNK: usize = 20_000;
 /// Alerts per engine batch, as `asterism ingest` and the server commit them.
 const BATCH: usize = 1000;
 
-/// The next `n` packets of `stream`, encoded as ZTF Avro, each with its file name.
+/// The next `n` packets of `stream`, encoded by `writer`, each with its file name.
 fn encode_chunk(
-    stream: &mut ZtfStream<'_>,
-    writer: &ZtfWriter,
+    stream: &mut AlertStream<'_>,
+    writer: &PacketWriter,
     n: usize,
 ) -> Vec<(String, Vec<u8>)> {
     let chunk: Vec<_> = stream.by_ref().take(n).collect();
@@ -91,8 +98,8 @@ fn write_stream(
     dir: &Path,
 ) -> (Vec<PathBuf>, usize) {
     std::fs::create_dir_all(dir).expect("stream dir");
-    let writer = ZtfWriter::new().expect("ZTF schema");
-    let mut stream = ZtfStream::new(bases, spec);
+    let writer = PacketWriter::new(spec.survey).expect("packet schema");
+    let mut stream = AlertStream::new(bases, spec);
     let (mut files, mut packets) = (Vec::new(), 0);
     loop {
         let encoded = encode_chunk(&mut stream, &writer, PACKETS_PER_FILE);
@@ -173,8 +180,8 @@ fn ingest_generated(
     bases: &[asterism::model::ObjectRecord],
     spec: StreamSpec,
 ) -> Ingested {
-    let writer = ZtfWriter::new().expect("ZTF schema");
-    let mut stream = ZtfStream::new(bases, spec);
+    let writer = PacketWriter::new(spec.survey).expect("packet schema");
+    let mut stream = AlertStream::new(bases, spec);
     let started = Instant::now();
     let mut out = Ingested::default();
     for chunk_no in 0.. {
@@ -293,8 +300,17 @@ fn main() {
     let stream_mode = args.iter().any(|a| a == "--stream");
     let backfill = stream_mode && args.iter().any(|a| a == "--backfill");
     let live_objects = arg("--live-objects", 10_000);
-    // The peer reads files; `--stream` writes none.
-    let runs = if stream_mode { 0 } else { arg("--runs", 2) };
+    let survey = if args.iter().any(|a| a == "--lsst") {
+        Survey::Lsst
+    } else {
+        Survey::Ztf
+    };
+    // The peer reads ZTF files; `--stream` writes none.
+    let runs = if stream_mode || survey == Survey::Lsst {
+        0
+    } else {
+        arg("--runs", 2)
+    };
     let python = args
         .iter()
         .position(|a| a == "--python")
@@ -303,10 +319,10 @@ fn main() {
 
     let work = tempfile::tempdir().expect("tempdir");
     let bases = real_records(&["lightcurves", "ztf", "fink"]);
-    let spec = |seed: u64, objects: usize| StreamSpec {
+    let spec = move |seed: u64, objects: usize| StreamSpec {
         objects,
         seed,
-        ..StreamSpec::default()
+        ..StreamSpec::for_survey(survey)
     };
     let (files, stream_bytes) = if stream_mode {
         eprintln!("[1/7] --stream: packets are generated in memory as they are ingested");
@@ -318,7 +334,17 @@ fn main() {
     };
 
     eprintln!("[2/7] W1: ingest (fsync on) ...");
-    let db = work.path().join("db");
+    // `--keep-db PATH` stores into PATH and leaves it there (to profile a reopen afterwards).
+    let db = args
+        .iter()
+        .position(|a| a == "--keep-db")
+        .and_then(|i| args.get(i + 1))
+        .map_or_else(|| work.path().join("db"), PathBuf::from);
+    assert!(
+        !db.exists(),
+        "--keep-db {}: the folder exists; give a new one",
+        db.display()
+    );
     let rss_before = rss_bytes();
     let engine = Arc::new(open(&db, true));
     let (seeded, w1_run) = if backfill {
@@ -417,7 +443,7 @@ fn main() {
             let rate = if round == 1 {
                 // One message per packet, as a broker would stream them; encoded beforehand so
                 // that only the server works while the queries are timed.
-                let (requests, _) = packets(&bases, 0, churn_objects, seed);
+                let (requests, _) = packets(&bases, 0, churn_objects, seed, survey);
                 let n = requests.len();
                 let t = Instant::now();
                 let mut writer = client(addr).await;

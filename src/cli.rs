@@ -11,13 +11,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
-use asterism::alert::write::ZtfWriter;
+use asterism::alert::write::PacketWriter;
 use asterism::alert::{DecodeOptions, Decoded, Reject};
 use asterism::engine::{
     AnomalyQuery, Cone, Engine, EngineConfig, Filters, IngestReport, RecommendQuery, SimilarQuery,
     Target,
 };
-use asterism::model::{AnnotationValue, Detection, ObjectRecord, Unit, Vote};
+use asterism::model::{AnnotationValue, Detection, ObjectRecord, Survey, Unit, Vote};
 use asterism::server::{self, Access, ServerConfig};
 use asterism::store::StoreConfig;
 use asterism::{source, synth};
@@ -144,6 +144,15 @@ struct GenerateArgs {
     /// Index of the first object: streams with disjoint ranges have disjoint objects.
     #[arg(long, default_value_t = 0)]
     first_object: usize,
+    /// Whose packets to write: ZTF (schema 4.02, 30 days of history, `ZTF26...` ids) or
+    /// Rubin (LSST schema 10.0, 12 months of history, fluxes in nJy, integer diaObjectIds).
+    #[arg(long, value_enum, default_value_t = PacketSurvey::Ztf)]
+    survey: PacketSurvey,
+    /// With `--survey lsst`: write Confluent-framed datums with this schema registry id, as
+    /// Rubin's Kafka stream carries them, instead of container files (ingest them with
+    /// `--schema data/schema/lsst-10.0`).
+    #[arg(long, value_name = "ID")]
+    framed_schema_id: Option<u32>,
     /// Real alerts and lightcurves the objects are made from.
     #[arg(default_values = ["data/lightcurves", "data/ztf", "data/fink"], value_name = "PATH")]
     from: Vec<PathBuf>,
@@ -151,10 +160,26 @@ struct GenerateArgs {
     json: bool,
 }
 
+/// The surveys whose packets `asterism generate` writes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum PacketSurvey {
+    Ztf,
+    Lsst,
+}
+
+impl From<PacketSurvey> for Survey {
+    fn from(s: PacketSurvey) -> Survey {
+        match s {
+            PacketSurvey::Ztf => Survey::Ztf,
+            PacketSurvey::Lsst => Survey::Lsst,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Write a survey-like stream of ZTF alert packets (Avro, schema 4.02, in tar files), made
-    /// by seeded augmentation of real lightcurves.
+    /// Write a survey-like stream of ZTF or Rubin alert packets (Avro containers, in tar files),
+    /// made by seeded augmentation of real lightcurves.
     Generate(GenerateArgs),
     /// Serve the database over gRPC (see proto/asterism/v1/asterism.proto) until SIGINT/SIGTERM.
     Serve(ServeArgs),
@@ -719,24 +744,25 @@ fn generate(args: GenerateArgs) -> Result<()> {
     if usable == 0 {
         anyhow::bail!("no lightcurve with 5 or more g/r/i magnitudes among the inputs");
     }
+    let survey = Survey::from(args.survey);
     let spec = synth::StreamSpec {
         objects: args.objects,
         seed: args.seed,
         window_days: args.window_days,
         backfill: args.backfill,
         first_object: args.first_object,
-        ..synth::StreamSpec::default()
+        ..synth::StreamSpec::for_survey(survey)
     };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let writer = ZtfWriter::new()?;
+    let writer = PacketWriter::new(survey)?;
     let progress = if std::io::stderr().is_terminal() {
         ProgressBar::new_spinner().with_message("packets")
     } else {
         ProgressBar::hidden()
     };
     let (mut packets, mut bytes, mut file_no) = (0u64, 0u64, 0usize);
-    let mut stream = synth::ZtfStream::new(&bases, spec);
+    let mut stream = synth::AlertStream::new(&bases, spec);
     loop {
         let chunk: Vec<_> = stream.by_ref().take(args.packets_per_file.max(1)).collect();
         if chunk.is_empty() {
@@ -744,7 +770,13 @@ fn generate(args: GenerateArgs) -> Result<()> {
         }
         let encoded: Vec<(String, Vec<u8>)> = chunk
             .par_iter()
-            .map(|p| writer.write(p).map(|b| (format!("{}.avro", p.candid), b)))
+            .map(|p| {
+                match args.framed_schema_id {
+                    Some(id) => writer.write_framed(p, id),
+                    None => writer.write(p),
+                }
+                .map(|b| (format!("{}.avro", p.candid), b))
+            })
             .collect::<Result<_, _>>()?;
         let path = args.out.join(format!("alerts-{file_no:06}.tar"));
         bytes += source::write_packet_tar(&path, &encoded)?;
@@ -760,14 +792,16 @@ fn generate(args: GenerateArgs) -> Result<()> {
         "files": file_no,
         "packet_bytes": bytes,
         "source_objects": usable,
+        "survey": survey.as_str(),
         "seed": args.seed,
     });
     if args.json {
         say!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         say!(
-            "wrote {packets} ZTF packets of {} objects ({:.1} MB) in {file_no} files under {} \
+            "wrote {packets} {} packets of {} objects ({:.1} MB) in {file_no} files under {} \
              (from {usable} real lightcurves, seed {})",
+            survey.as_str().to_uppercase(),
             stream.objects_emitted(),
             bytes as f64 / 1e6,
             args.out.display(),

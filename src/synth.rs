@@ -5,10 +5,11 @@
 //! Gaussian noise of its own errors added and a random fraction of its points dropped, all
 //! drawn from a seeded generator: the same seed gives the same objects.
 //!
-//! [`ZtfStream`] turns such objects into a survey-like alert stream: each object placed on the
+//! [`AlertStream`] turns such objects into a survey-like alert stream: each object placed on the
 //! sky and given a start date within the survey's first year, its real cadence kept (whole
-//! nights lost to weather at random), one alert per detection carrying the previous 30 days
-//! of detections and non-detections, as ZTF packets do. It yields objects cohort by cohort,
+//! nights lost to weather at random), one alert per detection carrying the detections and
+//! non-detections of the previous `history_days` (30 for ZTF, 365 for Rubin), named as the
+//! survey names objects; `alert::write` encodes them as that survey's packets. It yields objects cohort by cohort,
 //! alerts in time order within a cohort, so memory stays bounded by the cohort size.
 //! Pure; imports `model` and the packet type of `alert::write`.
 
@@ -18,8 +19,8 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use crate::alert::write::ZtfPacket;
-use crate::model::{Alert, Band, Detection, ObjectRecord, Unit, UpperLimit};
+use crate::alert::write::Packet;
+use crate::model::{Alert, Band, Detection, ObjectRecord, Survey, Unit, UpperLimit};
 
 /// How strongly to perturb.
 #[derive(Debug, Clone)]
@@ -112,7 +113,7 @@ pub struct StreamSpec {
     pub start_spread_days: f64,
     /// Detections kept per object: those within this many days of its first.
     pub window_days: f64,
-    /// History a packet carries, days.
+    /// History a packet carries, days (ZTF: 30, Rubin: 365; see [`StreamSpec::for_survey`]).
     pub history_days: f64,
     /// Chance that a night is lost (weather): its detections become non-detections.
     pub night_loss: f64,
@@ -122,6 +123,19 @@ pub struct StreamSpec {
     /// One packet per object instead of one per detection: its last detection, carrying every
     /// earlier detection and limit as history, as when a store is seeded from an archive.
     pub backfill: bool,
+    /// Whose object ids the stream uses (ZTF `ZTF26...` or Rubin integer `diaObjectId`s).
+    pub survey: Survey,
+}
+
+impl StreamSpec {
+    /// The default stream for `survey`: its object ids and the history its packets carry.
+    pub fn for_survey(survey: Survey) -> StreamSpec {
+        StreamSpec {
+            survey,
+            history_days: if survey == Survey::Lsst { 365.0 } else { 30.0 },
+            ..StreamSpec::default()
+        }
+    }
 }
 
 impl Default for StreamSpec {
@@ -138,6 +152,7 @@ impl Default for StreamSpec {
             cohort: 10_000,
             augment: Augment::default(),
             backfill: false,
+            survey: Survey::Ztf,
         }
     }
 }
@@ -175,6 +190,17 @@ fn ztf_id(i: u64) -> String {
     format!("ZTF26{}", String::from_utf8_lossy(&letters))
 }
 
+/// The first generated Rubin `diaObjectId` (2^57; real ones are of this order).
+const LSST_FIRST_ID: u64 = 1 << 57;
+
+/// The `i`-th object's id as `survey` names objects.
+fn object_id(survey: Survey, i: u64) -> String {
+    match survey {
+        Survey::Lsst => (LSST_FIRST_ID + i).to_string(),
+        _ => ztf_id(i),
+    }
+}
+
 /// One generated object: its position and its detections and non-detections in time order.
 struct Generated {
     object_id: String,
@@ -184,8 +210,8 @@ struct Generated {
     limits: Vec<UpperLimit>,
 }
 
-/// A seeded, streaming generator of ZTF alert packets; see the module doc.
-pub struct ZtfStream<'a> {
+/// A seeded, streaming generator of alert packets; see the module doc.
+pub struct AlertStream<'a> {
     bases: Vec<&'a ObjectRecord>,
     spec: StreamSpec,
     next_object: usize,
@@ -195,10 +221,10 @@ pub struct ZtfStream<'a> {
     objects_emitted: usize,
 }
 
-impl<'a> ZtfStream<'a> {
+impl<'a> AlertStream<'a> {
     /// `bases`: real objects; those that are not [`ztf_like`] are skipped.
-    pub fn new(bases: &'a [ObjectRecord], spec: StreamSpec) -> ZtfStream<'a> {
-        ZtfStream {
+    pub fn new(bases: &'a [ObjectRecord], spec: StreamSpec) -> AlertStream<'a> {
+        AlertStream {
             bases: bases.iter().filter(|r| ztf_like(r)).collect(),
             spec,
             next_object: 0,
@@ -259,7 +285,7 @@ impl<'a> ZtfStream<'a> {
             });
         }
         Generated {
-            object_id: ztf_id(i as u64),
+            object_id: object_id(self.spec.survey, i as u64),
             ra,
             dec,
             detections: kept,
@@ -301,7 +327,7 @@ impl<'a> ZtfStream<'a> {
         true
     }
 
-    fn packet(&self, o: usize, j: usize) -> ZtfPacket {
+    fn packet(&self, o: usize, j: usize) -> Packet {
         let g = &self.cohort[o];
         let candidate = g.detections[j].clone();
         let from = if self.spec.backfill {
@@ -320,7 +346,7 @@ impl<'a> ZtfStream<'a> {
             .filter(|l| l.mjd >= from && l.mjd < candidate.mjd)
             .cloned()
             .collect();
-        ZtfPacket {
+        Packet {
             object_id: g.object_id.clone(),
             candid: candidate.source_id.unwrap_or(0),
             ra: g.ra,
@@ -332,10 +358,10 @@ impl<'a> ZtfStream<'a> {
     }
 }
 
-impl Iterator for ZtfStream<'_> {
-    type Item = ZtfPacket;
+impl Iterator for AlertStream<'_> {
+    type Item = Packet;
 
-    fn next(&mut self) -> Option<ZtfPacket> {
+    fn next(&mut self) -> Option<Packet> {
         loop {
             if let Some((o, j)) = self.queue.pop() {
                 return Some(self.packet(o, j));
@@ -350,7 +376,6 @@ impl Iterator for ZtfStream<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Band, Survey};
 
     #[test]
     fn same_seed_same_object() {
@@ -378,8 +403,8 @@ mod tests {
             cohort: 5,
             ..StreamSpec::default()
         };
-        let a: Vec<ZtfPacket> = ZtfStream::new(&bases, spec.clone()).collect();
-        let b: Vec<ZtfPacket> = ZtfStream::new(&bases, spec).collect();
+        let a: Vec<Packet> = AlertStream::new(&bases, spec.clone()).collect();
+        let b: Vec<Packet> = AlertStream::new(&bases, spec).collect();
         assert_eq!(a, b);
         assert!(a.len() > 20);
         assert!(a
@@ -401,14 +426,55 @@ mod tests {
             backfill: true,
             ..StreamSpec::default()
         };
-        let seeded: Vec<ZtfPacket> = ZtfStream::new(&bases, spec).collect();
+        let seeded: Vec<Packet> = AlertStream::new(&bases, spec).collect();
         assert_eq!(seeded.len(), 5);
         for p in &seeded {
-            let streamed: Vec<&ZtfPacket> =
-                a.iter().filter(|q| q.object_id == p.object_id).collect();
+            let streamed: Vec<&Packet> = a.iter().filter(|q| q.object_id == p.object_id).collect();
             let last = streamed.last().unwrap();
             assert_eq!(p.candidate, last.candidate);
             assert_eq!(p.history.len() + 1, streamed.len());
+        }
+    }
+
+    #[test]
+    fn a_rubin_stream_has_dia_object_ids_a_year_of_history_and_decodes() {
+        use crate::alert::write::PacketWriter;
+        use crate::alert::{decode, DecodeOptions};
+
+        let mut base = ObjectRecord::new("b".into(), Survey::External);
+        base.detections = (0..40)
+            .map(|i| Detection::magnitude(f64::from(i) * 3.0, Band::R, 19.0, 0.05))
+            .collect();
+        let bases = vec![base];
+        let spec = StreamSpec {
+            objects: 3,
+            cohort: 3,
+            ..StreamSpec::for_survey(Survey::Lsst)
+        };
+        let packets: Vec<Packet> = AlertStream::new(&bases, spec).collect();
+        let writer = PacketWriter::new(Survey::Lsst).unwrap();
+        let last = packets.last().unwrap();
+        // 120 days of a 3-day cadence, all within a year: the last alert carries the rest.
+        let earlier = packets
+            .iter()
+            .filter(|p| p.object_id == last.object_id)
+            .count();
+        assert_eq!(last.history.len() + 1, earlier);
+        for p in &packets {
+            let id: u64 = p.object_id.parse().unwrap();
+            assert!((LSST_FIRST_ID..LSST_FIRST_ID + 3).contains(&id));
+            let out = decode(
+                "p.avro",
+                &writer.write(p).unwrap(),
+                &DecodeOptions::default(),
+            );
+            let a = &out.alerts[0];
+            assert_eq!(
+                (a.survey, a.object_id.as_str()),
+                (Survey::Lsst, p.object_id.as_str())
+            );
+            assert_eq!(a.detections.len(), p.history.len() + 1);
+            assert_eq!(a.forced.len(), p.limits.len());
         }
     }
 }

@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use asterism::alert::write::ZtfWriter;
+use asterism::alert::write::PacketWriter;
 use asterism::alert::DecodeOptions;
-use asterism::model::ObjectRecord;
+use asterism::model::{ObjectRecord, Survey};
 use asterism::server::proto::asterism_client::AsterismClient;
 use asterism::server::proto::{self as pb, find_similar_request::Query};
-use asterism::synth::{StreamSpec, ZtfStream};
+use asterism::synth::{AlertStream, StreamSpec};
 use asterism::{source, synth};
 use rayon::prelude::*;
 use tonic::transport::Channel;
@@ -66,21 +66,23 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// Encoded packets of objects `first..first + objects`, in stream order, and each one's object.
+/// Encoded `survey` packets of objects `first..first + objects`, in stream order, and each
+/// one's object.
 pub fn packets(
     bases: &[ObjectRecord],
     first: usize,
     objects: usize,
     seed: u64,
+    survey: Survey,
 ) -> (Vec<pb::IngestRequest>, Vec<String>) {
-    let writer = ZtfWriter::new().expect("ZTF schema");
+    let writer = PacketWriter::new(survey).expect("packet schema");
     let spec = StreamSpec {
         objects,
         first_object: first,
         seed,
-        ..StreamSpec::default()
+        ..StreamSpec::for_survey(survey)
     };
-    let stream: Vec<_> = ZtfStream::new(bases, spec).collect();
+    let stream: Vec<_> = AlertStream::new(bases, spec).collect();
     let ids: Vec<String> = stream.iter().map(|p| p.object_id.clone()).collect();
     let requests = stream
         .par_iter()
