@@ -27,7 +27,10 @@ use crate::model::{
 };
 use crate::store::{Batch, Counts, Store, StoreConfig, StoreError};
 
+mod reverse;
 mod similar;
+
+use reverse::LazyReverse;
 
 pub use similar::{lightcurve_record, separation, Cone, Filters, SimilarHit, SimilarQuery, Target};
 
@@ -92,9 +95,6 @@ type Lists = Vec<(String, Vec<Neighbour>)>;
 /// Stored neighbour lists by object, as they were before a batch replaced them.
 type Replaced = HashMap<String, Vec<Neighbour>>;
 
-/// For each object, the objects whose stored lists name it.
-type ReverseGraph = foldhash::HashMap<String, foldhash::HashSet<String>>;
-
 /// Largest `k` a similarity query may ask for.
 pub const MAX_K: usize = 1000;
 
@@ -146,13 +146,13 @@ pub struct IngestReport {
 }
 
 pub struct Engine {
-    store: Store,
+    store: Arc<Store>,
     writer: Mutex<()>,
     config: EngineConfig,
     embedder: Embedder,
     live: Arc<RwLock<LiveIndex>>,
     /// Who lists each object among its neighbours (the reverse kNN graph).
-    listed_by: Mutex<ReverseGraph>,
+    listed_by: LazyReverse,
     origin: IndexOrigin,
     spec_outdated: bool,
     rebuilding: Arc<AtomicBool>,
@@ -234,23 +234,15 @@ impl Engine {
                 IndexOrigin::Rebuilt,
             ),
         };
-        let mut listed_by = ReverseGraph::default();
-        store.for_each_neighbours(|id, list| {
-            for n in list {
-                listed_by
-                    .entry(n.object_id)
-                    .or_default()
-                    .insert(id.to_string());
-            }
-        })?;
         tracing::info!(?origin, vectors = live.len(), "index ready");
+        let store = Arc::new(store);
         Ok(Engine {
+            listed_by: LazyReverse::load_in_background(Arc::clone(&store)),
             store,
             writer: Mutex::new(()),
             config,
             embedder,
             live: Arc::new(RwLock::new(live)),
-            listed_by: Mutex::new(listed_by),
             origin,
             spec_outdated,
             rebuilding: Arc::new(AtomicBool::new(false)),
@@ -410,7 +402,7 @@ impl Engine {
         let replaced = self.embed_and_link(&changed_records, total_objects, &mut batch)?;
         batch.objects = changed_records;
         self.store.write(&batch)?;
-        self.note_lists(replaced, &batch.neighbours);
+        self.note_lists(replaced, &batch.neighbours)?;
         self.notify(ChangeEvent {
             changed_objects: outcome.changed_objects.clone(),
             relisted: batch.neighbours.iter().map(|(id, _)| id.clone()).collect(),
@@ -506,11 +498,11 @@ impl Engine {
             }
         }
         {
-            let listed_by = lock(&self.listed_by);
+            let listed_by = self.listed_by.get(&self.store)?;
             for x in moved {
-                for y in listed_by.get(x).into_iter().flatten() {
-                    if !moved_set.contains(y.as_str()) {
-                        touched.entry(y.clone()).or_default().insert(x.clone());
+                for y in listed_by.listed_by(x) {
+                    if !moved_set.contains(y) {
+                        touched.entry(y.to_string()).or_default().insert(x.clone());
                     }
                 }
             }
@@ -610,39 +602,28 @@ impl Engine {
 
     /// Updates the reverse graph after `lists` were written over `replaced` (the old lists by
     /// object; `None`: every list was rewritten).
-    fn note_lists(&self, replaced: Option<Replaced>, lists: &[(String, Vec<Neighbour>)]) {
-        let mut listed_by = lock(&self.listed_by);
+    fn note_lists(
+        &self,
+        replaced: Option<Replaced>,
+        lists: &[(String, Vec<Neighbour>)],
+    ) -> Result<()> {
         let Some(mut replaced) = replaced else {
-            listed_by.clear();
-            for (id, list) in lists {
-                for n in list {
-                    listed_by
-                        .entry(n.object_id.clone())
-                        .or_default()
-                        .insert(id.clone());
-                }
-            }
-            return;
+            self.listed_by.replace(lists);
+            return Ok(());
         };
+        let mut listed_by = self.listed_by.get(&self.store)?;
         // Only the members that changed are touched: most of a patched list stays.
         for (id, list) in lists {
             let old = replaced.remove(id).unwrap_or_default();
             let has = |l: &[Neighbour], who: &str| l.iter().any(|n| n.object_id == who);
             for n in old.iter().filter(|n| !has(list, &n.object_id)) {
-                if let Some(who) = listed_by.get_mut(&n.object_id) {
-                    who.remove(id);
-                    if who.is_empty() {
-                        listed_by.remove(&n.object_id);
-                    }
-                }
+                listed_by.remove(&n.object_id, id);
             }
             for n in list.iter().filter(|n| !has(&old, &n.object_id)) {
-                listed_by
-                    .entry(n.object_id.clone())
-                    .or_default()
-                    .insert(id.clone());
+                listed_by.add(&n.object_id, id);
             }
         }
+        Ok(())
     }
 
     /// Starts a background rebuild when tombstones pass the threshold; the new graph is swapped
@@ -783,7 +764,7 @@ impl Engine {
         let ids: Vec<String> = records.iter().map(|r| r.object_id.clone()).collect();
         batch.neighbours = self.lists_for(&ids);
         self.store.write(&batch)?;
-        self.note_lists(None, &batch.neighbours);
+        self.note_lists(None, &batch.neighbours)?;
         self.notify(ChangeEvent {
             changed_objects: ids,
             relisted: batch.neighbours.iter().map(|(id, _)| id.clone()).collect(),
@@ -845,6 +826,7 @@ impl Engine {
         self.store.for_each_neighbours(|id, mut list| {
             list.truncate(GRAPH_K);
             lists.insert(id.to_string(), list);
+            true
         })?;
         Ok(lists)
     }
@@ -1637,7 +1619,8 @@ mod tests {
     use super::*;
 
     /// The reverse graph kept in memory batch by batch equals the one read from the stored
-    /// lists (as at open), after many small batches of relinks and the refits between them.
+    /// lists (as at open), after many small batches of relinks and the refits between them,
+    /// and a reopen between them.
     #[test]
     fn the_reverse_graph_follows_the_stored_lists() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1649,27 +1632,28 @@ mod tests {
             .flat_map(|f| crate::source::decode_file(f, &Default::default()).alerts)
             .collect();
         alerts.sort_by(|a, b| a.mjd.total_cmp(&b.mjd));
-        for chunk in alerts.chunks(40) {
+        let (earlier, last) = alerts.split_at(alerts.len() - 40);
+        for chunk in earlier.chunks(40) {
             engine.apply(chunk).expect("apply");
         }
+        // Reopened, the graph loads in the background: closing at once stops the load (or
+        // the next open would find the store locked), and the first write waits for it.
+        drop(engine);
+        drop(Engine::open(dir.path(), EngineConfig::default()).expect("reopen"));
+        let engine = Engine::open(dir.path(), EngineConfig::default()).expect("reopen");
+        let (ids, _) = engine.vectors();
+        assert_eq!(engine.similar(&ids[0], 5, None).expect("query").len(), 5);
+        engine.apply(last).expect("apply after reopen");
         assert!(
             engine.indexed() > 100,
             "{} objects indexed",
             engine.indexed()
         );
-        let mut from_store = ReverseGraph::default();
-        engine
-            .store
-            .for_each_neighbours(|id, list| {
-                for n in list {
-                    from_store
-                        .entry(n.object_id)
-                        .or_default()
-                        .insert(id.to_string());
-                }
-            })
+        let from_store = reverse::ReverseGraph::from_store(&engine.store, &AtomicBool::new(false))
             .expect("lists");
-        assert_eq!(*lock(&engine.listed_by), from_store);
+        let kept = engine.listed_by.get(&engine.store).expect("graph").to_map();
+        assert!(kept.len() > 100);
+        assert_eq!(kept, from_store.to_map());
 
         // The patched lists still name each object's nearest neighbours (against exact search
         // over the current vectors; the lists were found by HNSW search, hence not 1.0).

@@ -386,11 +386,13 @@ impl Store {
         self.multi_get(cf::NEIGHBOURS, ids)
     }
 
-    /// Calls `f` on every stored neighbour list.
-    pub fn for_each_neighbours(&self, mut f: impl FnMut(&str, Vec<Neighbour>)) -> Result<()> {
+    /// Calls `f` on every stored neighbour list, in object-id order, until it returns false.
+    pub fn for_each_neighbours(
+        &self,
+        mut f: impl FnMut(&str, Vec<Neighbour>) -> bool,
+    ) -> Result<()> {
         self.scan(cf::NEIGHBOURS, &[], |k, v| {
-            f(&String::from_utf8_lossy(k), v);
-            true
+            f(&String::from_utf8_lossy(k), v)
         })
     }
 

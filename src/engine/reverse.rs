@@ -1,0 +1,219 @@
+//! The reverse kNN graph: for each object, the objects whose stored neighbour lists name it.
+//! A write needs it to find the lists a re-embedded object sits in; reads never do.
+//!
+//! Object ids are numbered once ([`ReverseGraph`] interns them), so an edge costs 4 bytes
+//! instead of a `String`: at 1M objects with 16 stored neighbours each, 16M edges. The graph is
+//! read from the stored lists in the background when the engine opens ([`LazyReverse`]), so
+//! queries are answered while it loads; the first write waits for it.
+
+#[cfg(test)]
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use crate::model::Neighbour;
+use crate::store::{Store, StoreError};
+
+/// See the module doc.
+#[derive(Default)]
+pub(super) struct ReverseGraph {
+    number: foldhash::HashMap<Arc<str>, u32>,
+    names: Vec<Arc<str>>,
+    /// By object number: the numbers of the objects listing it (no repeats, unordered).
+    listed_by: Vec<Vec<u32>>,
+}
+
+impl ReverseGraph {
+    fn intern(&mut self, id: &str) -> u32 {
+        if let Some(n) = self.number.get(id) {
+            return *n;
+        }
+        let n = self.names.len() as u32;
+        let name: Arc<str> = Arc::from(id);
+        self.names.push(Arc::clone(&name));
+        self.number.insert(name, n);
+        self.listed_by.push(Vec::new());
+        n
+    }
+
+    /// Notes that `by`'s list names `listed`.
+    pub fn add(&mut self, listed: &str, by: &str) {
+        let (l, b) = (self.intern(listed), self.intern(by));
+        let who = &mut self.listed_by[l as usize];
+        if !who.contains(&b) {
+            who.push(b);
+        }
+    }
+
+    /// Notes that `by`'s list no longer names `listed`.
+    pub fn remove(&mut self, listed: &str, by: &str) {
+        let (Some(l), Some(b)) = (self.number.get(listed), self.number.get(by)) else {
+            return;
+        };
+        let who = &mut self.listed_by[*l as usize];
+        if let Some(i) = who.iter().position(|x| x == b) {
+            who.swap_remove(i);
+        }
+    }
+
+    /// The objects whose lists name `id`.
+    pub fn listed_by(&self, id: &str) -> impl Iterator<Item = &str> {
+        self.number
+            .get(id)
+            .map(|n| self.listed_by[*n as usize].as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|b| &*self.names[*b as usize])
+    }
+
+    /// Adds every edge of `lists` (each object's list).
+    pub fn add_lists(&mut self, lists: &[(String, Vec<Neighbour>)]) {
+        for (id, list) in lists {
+            for n in list {
+                self.add(&n.object_id, id);
+            }
+        }
+    }
+
+    /// Drops every edge (the numbering stays).
+    pub fn clear(&mut self) {
+        self.listed_by.iter_mut().for_each(Vec::clear);
+    }
+
+    /// Reads the graph from every stored list; stops early (with what it has) once `cancel`
+    /// is set.
+    pub fn from_store(store: &Store, cancel: &AtomicBool) -> Result<ReverseGraph, StoreError> {
+        let mut graph = ReverseGraph::default();
+        store.for_each_neighbours(|id, list| {
+            for n in &list {
+                graph.add(&n.object_id, id);
+            }
+            !cancel.load(Ordering::Relaxed)
+        })?;
+        Ok(graph)
+    }
+
+    /// Each object with the objects listing it, sorted: for comparing graphs.
+    #[cfg(test)]
+    pub fn to_map(&self) -> BTreeMap<String, BTreeSet<String>> {
+        self.listed_by
+            .iter()
+            .enumerate()
+            .filter(|(_, who)| !who.is_empty())
+            .map(|(l, who)| {
+                (
+                    self.names[l].to_string(),
+                    who.iter()
+                        .map(|b| self.names[*b as usize].to_string())
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// The reverse graph while it may still be loading; see the module doc.
+pub(super) struct LazyReverse {
+    graph: Mutex<Loaded>,
+    loader: Mutex<Option<JoinHandle<Result<ReverseGraph, StoreError>>>>,
+    cancel: Arc<AtomicBool>,
+}
+
+/// The graph and whether it holds the stored lists yet.
+#[derive(Default)]
+pub(super) struct Loaded {
+    ready: bool,
+    graph: ReverseGraph,
+}
+
+impl std::ops::Deref for Loaded {
+    type Target = ReverseGraph;
+    fn deref(&self) -> &ReverseGraph {
+        &self.graph
+    }
+}
+
+impl std::ops::DerefMut for Loaded {
+    fn deref_mut(&mut self) -> &mut ReverseGraph {
+        &mut self.graph
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means another thread panicked; the data is still consistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl LazyReverse {
+    /// Starts reading the graph from `store` on a thread of its own.
+    pub fn load_in_background(store: Arc<Store>) -> LazyReverse {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&cancel);
+        let loader = std::thread::Builder::new()
+            .name("reverse-graph".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let graph = ReverseGraph::from_store(&store, &flag);
+                tracing::info!(
+                    seconds = started.elapsed().as_secs_f64(),
+                    "reverse graph loaded"
+                );
+                graph
+            })
+            .map_err(|e| {
+                tracing::warn!("no thread for the reverse graph, loading on first write: {e}")
+            })
+            .ok();
+        LazyReverse {
+            graph: Mutex::new(Loaded::default()),
+            loader: Mutex::new(loader),
+            cancel,
+        }
+    }
+
+    /// The graph, waiting for the background load if it still runs (or loading it here if
+    /// that failed).
+    pub fn get(&self, store: &Store) -> Result<MutexGuard<'_, Loaded>, StoreError> {
+        let mut graph = lock(&self.graph);
+        if !graph.ready {
+            let loaded = match lock(&self.loader).take().map(JoinHandle::join) {
+                Some(Ok(Ok(g))) => g,
+                Some(Ok(Err(e))) => {
+                    tracing::warn!("reverse graph load failed, reading it again: {e}");
+                    ReverseGraph::from_store(store, &AtomicBool::new(false))?
+                }
+                _ => ReverseGraph::from_store(store, &AtomicBool::new(false))?,
+            };
+            *graph = Loaded {
+                ready: true,
+                graph: loaded,
+            };
+        }
+        Ok(graph)
+    }
+
+    /// Replaces the graph by the one of `lists` (every stored list, as after a refit); a load
+    /// still running is abandoned.
+    pub fn replace(&self, lists: &[(String, Vec<Neighbour>)]) {
+        let mut graph = lock(&self.graph);
+        self.stop_loader();
+        graph.clear();
+        graph.add_lists(lists);
+        graph.ready = true;
+    }
+
+    fn stop_loader(&self) {
+        if let Some(h) = lock(&self.loader).take() {
+            self.cancel.store(true, Ordering::Relaxed);
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for LazyReverse {
+    /// The loader holds the store open: stop it before the store closes.
+    fn drop(&mut self) {
+        self.stop_loader();
+    }
+}
