@@ -223,7 +223,7 @@ impl Engine {
                 && store.next_point().is_ok_and(|next| d.watermark <= next)
         });
         let loaded = dump.and_then(|d| {
-            LiveIndex::load(spec.clone(), config.hnsw.clone(), &dir, &d, entries.clone())
+            LiveIndex::load(spec.clone(), config.hnsw.clone(), &dir, &d, &entries)
                 .map_err(|e| tracing::warn!("index dump unusable, rebuilding: {e}"))
                 .ok()
         });
@@ -1526,14 +1526,18 @@ fn index_dir(db: &Path) -> PathBuf {
 
 /// Every object's latest stored vector version, as index entries.
 fn current_entries(store: &Store) -> Result<Vec<Entry>> {
-    let mut latest: BTreeMap<String, (u32, VectorVersion)> = BTreeMap::new();
-    store.for_each_vector(|id, seq, v| {
-        latest.insert(id.to_string(), (seq, v));
+    // Vector keys are the object id, a 0 byte, then the sequence number big-endian: an
+    // object's versions are adjacent and in order, so its last one is its current one.
+    let mut out: Vec<Entry> = Vec::new();
+    store.for_each_vector(|id, seq, v| match out.last_mut() {
+        Some(last) if last.0 == id => {
+            if seq >= last.1 {
+                (last.1, last.2, last.3) = (seq, v.point, v.raw);
+            }
+        }
+        _ => out.push((id.to_string(), seq, v.point, v.raw)),
     })?;
-    Ok(latest
-        .into_iter()
-        .map(|(id, (seq, v))| (id, seq, v.point, v.raw))
-        .collect())
+    Ok(out)
 }
 
 /// What one atomic batch did.

@@ -63,7 +63,7 @@ impl LiveIndex {
         params: HnswParams,
         dir: &Path,
         dump: &IndexDump,
-        entries: Vec<Entry>,
+        entries: &[Entry],
     ) -> Result<(Self, usize)> {
         let hnsw = HnswIndex::load(dir, &dump.basename, params)?;
         let mut live = LiveIndex {
@@ -73,13 +73,26 @@ impl LiveIndex {
             owner: Default::default(),
             watermark: dump.watermark,
         };
-        let (old, new): (Vec<Entry>, Vec<Entry>) =
-            entries.into_iter().partition(|e| e.2 < dump.watermark);
-        for (id, seq, point, raw) in old {
-            let id: Arc<str> = id.into();
-            let vector = scale(&live.spec, &raw);
-            live.owner.insert(point, id.clone());
-            live.current.insert(id, Current { point, seq, vector });
+        live.current.reserve(entries.len());
+        live.owner.reserve(entries.len());
+        let mut new = Vec::new();
+        for e in entries {
+            let (id, seq, point, raw) = e;
+            if *point >= dump.watermark {
+                new.push(e.clone());
+                continue;
+            }
+            let id: Arc<str> = Arc::from(id.as_str());
+            let vector = scale(&live.spec, raw);
+            live.owner.insert(*point, id.clone());
+            live.current.insert(
+                id,
+                Current {
+                    point: *point,
+                    seq: *seq,
+                    vector,
+                },
+            );
         }
         let replayed = new.len();
         live.upsert(new);
