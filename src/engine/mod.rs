@@ -19,7 +19,7 @@ use crate::alert::Decoded;
 use crate::embed::{Embedder, EmbeddingSpec};
 use crate::graph::labels::{self as taxonomy, primary};
 use crate::graph::science::{self, Evaluation, Explanation, IsolationForest};
-use crate::graph::{self, GraphError, GRAPH_K, STORED_K};
+use crate::graph::{self, GraphError, GRAPH_K};
 use crate::index::live::{Entry, LiveIndex};
 use crate::index::{HnswIndex, HnswParams, IndexError, PointId, VectorInsert};
 use crate::model::{
@@ -27,6 +27,7 @@ use crate::model::{
 };
 use crate::store::{Batch, Counts, Store, StoreConfig, StoreError};
 
+mod lists;
 mod reverse;
 mod similar;
 
@@ -89,11 +90,7 @@ impl Default for EngineConfig {
 /// number doubles (so O(log n) refits over a store's life, each re-scaling every vector).
 pub const MIN_OBJECTS_TO_FIT: u64 = 32;
 
-/// Neighbour lists to write, by object.
-type Lists = Vec<(String, Vec<Neighbour>)>;
-
-/// Stored neighbour lists by object, as they were before a batch replaced them.
-type Replaced = HashMap<String, Vec<Neighbour>>;
+use lists::{Lists, Replaced};
 
 /// Largest `k` a similarity query may ask for.
 pub const MAX_K: usize = 1000;
@@ -477,87 +474,13 @@ impl Engine {
         Ok(None)
     }
 
-    /// New neighbour lists after the `moved` objects were re-embedded: theirs by search, and
-    /// the lists of the objects that named them or that they now name, patched: a moved
-    /// object is taken out and put back at its new distance, the list keeps its entries within
-    /// its old last distance, and only a list left with fewer than [`GRAPH_K`] of those is
-    /// searched again. Exact whenever the patched list was exact before. Also returns the
-    /// stored lists the new ones replace.
+    /// New neighbour lists after the `moved` objects were re-embedded, and the stored lists
+    /// they replace; see [`lists::relink`].
     fn relink(&self, moved: &[String]) -> Result<(Lists, Replaced)> {
-        let own = self.lists_for(moved);
-        let moved_set: HashSet<&str> = moved.iter().map(String::as_str).collect();
-        let mut touched: BTreeMap<String, HashSet<String>> = BTreeMap::new();
-        for (x, list) in &own {
-            for n in list {
-                if !moved_set.contains(n.object_id.as_str()) {
-                    touched
-                        .entry(n.object_id.clone())
-                        .or_default()
-                        .insert(x.clone());
-                }
-            }
-        }
-        {
-            let listed_by = self.listed_by.get(&self.store)?;
-            for x in moved {
-                for y in listed_by.listed_by(x) {
-                    if !moved_set.contains(y) {
-                        touched.entry(y.to_string()).or_default().insert(x.clone());
-                    }
-                }
-            }
-        }
-        // One read for the lists being replaced: the moved objects' own, then the touched.
-        let mut keys: Vec<&str> = moved.iter().map(String::as_str).collect();
-        keys.extend(touched.keys().map(String::as_str));
-        let mut stored = self.store.multi_neighbours(&keys)?;
-        let stored_touched = stored.split_off(moved.len());
-        let mut replaced: Replaced = moved
-            .iter()
-            .cloned()
-            .zip(stored)
-            .map(|(id, list)| (id, list.unwrap_or_default()))
-            .collect();
-        let live = read(&self.live);
-        let mut research = Vec::new();
-        let mut out = own.clone();
-        for ((y, xs), list) in touched.iter().zip(stored_touched) {
-            let Some(yv) = live.current(y) else { continue };
-            let old = list.unwrap_or_default();
-            replaced.insert(y.clone(), old.clone());
-            let Some(last) = old.last().map(|n| n.distance) else {
-                research.push(y.clone());
-                continue;
-            };
-            let mut list: Vec<Neighbour> = old
-                .into_iter()
-                .filter(|n| !xs.contains(&n.object_id))
-                .collect();
-            for x in xs {
-                if let Some(xv) = live.current(x) {
-                    list.push(Neighbour {
-                        object_id: x.clone(),
-                        distance: crate::embed::l2(&yv.vector, &xv.vector),
-                    });
-                }
-            }
-            list.sort_by(|a, b| {
-                a.distance
-                    .total_cmp(&b.distance)
-                    .then(a.object_id.cmp(&b.object_id))
-            });
-            // Beyond the old last distance, objects the list never held may be nearer.
-            list.retain(|n| n.distance <= last);
-            if list.len() >= GRAPH_K {
-                list.truncate(STORED_K);
-                out.push((y.clone(), list));
-            } else {
-                research.push(y.clone());
-            }
-        }
-        drop(live);
-        out.extend(self.lists_for(&research));
-        Ok((out, replaced))
+        let reverse = self.listed_by.get(&self.store)?;
+        lists::relink(&read(&self.live), &reverse, moved, |keys| {
+            Ok(self.store.multi_neighbours(keys)?)
+        })
     }
 
     /// Fits a new scaler on every object's latest raw features (the stored ones overridden by
@@ -582,22 +505,8 @@ impl Engine {
     }
 
     /// Fresh neighbour lists for `ids`, by index search.
-    fn lists_for(&self, ids: &[String]) -> Vec<(String, Vec<Neighbour>)> {
-        let live = read(&self.live);
-        ids.par_iter()
-            .filter_map(|id| {
-                let c = live.current(id)?;
-                let list = live
-                    .search(&c.vector, STORED_K, Some(id))
-                    .into_iter()
-                    .map(|(n, d)| Neighbour {
-                        object_id: n.to_string(),
-                        distance: d,
-                    })
-                    .collect();
-                Some((id.clone(), list))
-            })
-            .collect()
+    fn lists_for(&self, ids: &[String]) -> Lists {
+        lists::search(&read(&self.live), ids)
     }
 
     /// Updates the reverse graph after `lists` were written over `replaced` (the old lists by
