@@ -28,9 +28,11 @@ use crate::model::{
 use crate::store::{Batch, Counts, Store, StoreConfig, StoreError};
 
 mod lists;
+mod refit;
 mod reverse;
 mod similar;
 
+use refit::PendingRefit;
 use reverse::LazyReverse;
 
 pub use similar::{lightcurve_record, separation, Cone, Filters, SimilarHit, SimilarQuery, Target};
@@ -73,6 +75,9 @@ pub struct EngineConfig {
     pub hnsw: HnswParams,
     /// Rebuild the index in the background when tombstones exceed this multiple of live points.
     pub rebuild_tombstone_ratio: f64,
+    /// From this many objects, a refit of the scaler runs beside the engine (see
+    /// `engine/refit.rs`) instead of inside the batch that triggers it.
+    pub background_refit_from: u64,
 }
 
 impl Default for EngineConfig {
@@ -82,6 +87,7 @@ impl Default for EngineConfig {
             batch_size: 1000,
             hnsw: HnswParams::default(),
             rebuild_tombstone_ratio: 1.0,
+            background_refit_from: 16_384,
         }
     }
 }
@@ -154,6 +160,8 @@ pub struct Engine {
     spec_outdated: bool,
     rebuilding: Arc<AtomicBool>,
     rebuild_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// A refit of the scaler running beside the engine.
+    refit: Mutex<Option<PendingRefit>>,
     /// Bumped by every committed change of vectors or labels.
     generation: AtomicU64,
     observers: RwLock<Vec<Observer>>,
@@ -244,6 +252,7 @@ impl Engine {
             spec_outdated,
             rebuilding: Arc::new(AtomicBool::new(false)),
             rebuild_thread: Mutex::new(None),
+            refit: Mutex::new(None),
             generation: AtomicU64::new(0),
             observers: RwLock::new(Vec::new()),
             anomaly_cache: Mutex::new(None),
@@ -322,6 +331,7 @@ impl Engine {
     pub fn apply(&self, alerts: &[Alert]) -> Result<BatchOutcome> {
         // A poisoned lock only means another writer panicked; the store itself is consistent.
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.install_refit(false)?;
         let mut outcome = BatchOutcome::default();
 
         let mut ids: Vec<&str> = alerts.iter().map(|a| a.object_id.as_str()).collect();
@@ -400,6 +410,9 @@ impl Engine {
         batch.objects = changed_records;
         self.store.write(&batch)?;
         self.note_lists(replaced, &batch.neighbours)?;
+        if self.refit_due(total_objects) == Some(true) && lock(&self.refit).is_none() {
+            self.start_refit()?;
+        }
         self.notify(ChangeEvent {
             changed_objects: outcome.changed_objects.clone(),
             relisted: batch.neighbours.iter().map(|(id, _)| id.clone()).collect(),
@@ -455,9 +468,7 @@ impl Engine {
         }
         batch.next_point = Some(next_point);
 
-        let fitted_on = read(&self.live).spec.fitted_on;
-        let refit = total_objects >= MIN_OBJECTS_TO_FIT && total_objects >= 2 * fitted_on.max(1);
-        if refit {
+        if self.refit_due(total_objects) == Some(false) {
             self.refit_and_rebuild(entries, batch)?;
             let all: Vec<String> = read(&self.live)
                 .objects()
@@ -466,6 +477,9 @@ impl Engine {
             batch.neighbours = self.lists_for(&all);
         } else {
             let ids: Vec<String> = entries.iter().map(|e| e.0.clone()).collect();
+            if let Some(pending) = lock(&self.refit).as_mut() {
+                pending.log.extend(entries.iter().cloned());
+            }
             write(&self.live).upsert(entries);
             let (lists, replaced) = self.relink(&ids)?;
             batch.neighbours = lists;
@@ -481,6 +495,81 @@ impl Engine {
         lists::relink(&read(&self.live), &reverse, moved, |keys| {
             Ok(self.store.multi_neighbours(keys)?)
         })
+    }
+
+    /// Whether the store has doubled since the scaler was fitted: `Some(true)` when the refit
+    /// is to run beside the engine, `Some(false)` inside the batch.
+    fn refit_due(&self, total_objects: u64) -> Option<bool> {
+        let fitted_on = read(&self.live).spec.fitted_on;
+        (total_objects >= MIN_OBJECTS_TO_FIT && total_objects >= 2 * fitted_on.max(1))
+            .then_some(total_objects >= self.config.background_refit_from)
+    }
+
+    /// Starts a refit beside the engine on every object's current vector (the writer lock is
+    /// held, and the store holds the last batch).
+    fn start_refit(&self) -> Result<()> {
+        let entries = current_entries(&self.store)?;
+        let spec = read(&self.live).spec.clone();
+        tracing::info!(
+            objects = entries.len(),
+            "refitting the scaler beside the engine"
+        );
+        *lock(&self.refit) = Some(PendingRefit::start(entries, spec, self.config.hnsw.clone()));
+        Ok(())
+    }
+
+    /// Installs a refit that ran beside the engine, once it is done (with `wait`, waits for
+    /// it): replays the entries logged meanwhile into its index, patches the lists they touch,
+    /// writes the spec and every list in one batch and swaps the index in. The writer lock is
+    /// held.
+    fn install_refit(&self, wait: bool) -> Result<()> {
+        let pending = {
+            let mut slot = lock(&self.refit);
+            match slot.as_ref() {
+                Some(p) if wait || p.is_finished() => slot.take(),
+                _ => None,
+            }
+        };
+        let Some(pending) = pending else {
+            return Ok(());
+        };
+        let from_version = pending.from_version;
+        let (done, log) = pending.join();
+        let Some(mut done) = done else {
+            tracing::warn!("the refit beside the engine failed; the next batch starts another");
+            return Ok(());
+        };
+        if read(&self.live).spec.version != from_version {
+            tracing::info!("dropped a refit: the spec was replaced meanwhile");
+            return Ok(());
+        }
+        let mut moved: Vec<String> = log.iter().map(|e| e.0.clone()).collect();
+        moved.sort_unstable();
+        moved.dedup();
+        done.live.upsert(log);
+        let (patched, mut replaced) = lists::relink(&done.live, &done.reverse, &moved, |keys| {
+            Ok(keys.iter().map(|k| done.lists.get(*k).cloned()).collect())
+        })?;
+        done.reverse.update(&mut replaced, &patched);
+        done.lists.extend(patched);
+        let batch = Batch {
+            spec: Some(done.live.spec.clone()),
+            neighbours: done.lists.into_iter().collect(),
+            ..Batch::default()
+        };
+        self.store.write(&batch)?;
+        tracing::info!(
+            version = done.live.spec.version,
+            replayed = moved.len(),
+            "installed the refit"
+        );
+        *write(&self.live) = done.live;
+        self.listed_by.install(done.reverse);
+        self.notify(ChangeEvent {
+            relisted: batch.neighbours.into_iter().map(|(id, _)| id).collect(),
+            ..ChangeEvent::default()
+        });
+        Ok(())
     }
 
     /// Fits a new scaler on every object's latest raw features (the stored ones overridden by
@@ -520,18 +609,9 @@ impl Engine {
             self.listed_by.replace(lists);
             return Ok(());
         };
-        let mut listed_by = self.listed_by.get(&self.store)?;
-        // Only the members that changed are touched: most of a patched list stays.
-        for (id, list) in lists {
-            let old = replaced.remove(id).unwrap_or_default();
-            let has = |l: &[Neighbour], who: &str| l.iter().any(|n| n.object_id == who);
-            for n in old.iter().filter(|n| !has(list, &n.object_id)) {
-                listed_by.remove(&n.object_id, id);
-            }
-            for n in list.iter().filter(|n| !has(&old, &n.object_id)) {
-                listed_by.add(&n.object_id, id);
-            }
-        }
+        self.listed_by
+            .get(&self.store)?
+            .update(&mut replaced, lists);
         Ok(())
     }
 
@@ -586,9 +666,11 @@ impl Engine {
     }
 
     /// Writes the index to `<db>/index/` and records what it covers, so the next open loads it
-    /// instead of rebuilding. Older dumps are removed.
+    /// instead of rebuilding. Older dumps are removed. A refit running beside the engine is
+    /// waited for and installed first (on a large store, minutes), so the dump has its spec.
     pub fn checkpoint(&self) -> Result<()> {
         let _guard = lock(&self.writer);
+        self.install_refit(true)?;
         self.wait_for_rebuild();
         if read(&self.live).is_empty() {
             // Nothing to dump (hnsw_rs cannot write an empty graph); open builds it in no time.
@@ -612,6 +694,8 @@ impl Engine {
     /// the scaler on all objects and rebuilds the index and the kNN graph.
     pub fn reindex(&self) -> Result<ReindexReport> {
         let _guard = lock(&self.writer);
+        // Its spec is about to be replaced: stop a refit running beside the engine.
+        drop(lock(&self.refit).take());
         let mut records = Vec::new();
         self.store.for_each_object(|r| {
             records.push(r);
@@ -1536,8 +1620,33 @@ mod tests {
     /// and a reopen between them.
     #[test]
     fn the_reverse_graph_follows_the_stored_lists() {
+        check_lists_after_small_batches(EngineConfig::default());
+    }
+
+    /// The same with every refit running beside the engine while batches go on; after
+    /// `checkpoint` (which installs the last one), every indexed vector is its object's
+    /// stored raw vector under the stored spec.
+    #[test]
+    fn refits_beside_the_engine_leave_the_same_graph() {
+        let dir = check_lists_after_small_batches(EngineConfig {
+            background_refit_from: 0,
+            ..EngineConfig::default()
+        });
+        let engine = Engine::open(dir.path(), EngineConfig::default()).expect("reopen");
+        let spec = engine.store.spec().expect("spec").expect("a spec");
+        assert!(spec.version >= 2, "spec version {}", spec.version);
+        assert_eq!(spec.version, engine.spec().version);
+        let (ids, vectors) = engine.vectors();
+        for (id, v) in ids.iter().zip(&vectors) {
+            let versions = engine.store.vector_versions(id).expect("versions");
+            let (_, latest) = versions.last().expect("a version");
+            assert_eq!(&crate::index::live::scale(&spec, &latest.raw), v, "{id}");
+        }
+    }
+
+    fn check_lists_after_small_batches(config: EngineConfig) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine = Engine::open(dir.path(), EngineConfig::default()).expect("open");
+        let engine = Engine::open(dir.path(), config.clone()).expect("open");
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
         let (files, _) = crate::source::expand(&[root.join("ztf"), root.join("lightcurves")]);
         let mut alerts: Vec<Alert> = files
@@ -1552,11 +1661,12 @@ mod tests {
         // Reopened, the graph loads in the background: closing at once stops the load (or
         // the next open would find the store locked), and the first write waits for it.
         drop(engine);
-        drop(Engine::open(dir.path(), EngineConfig::default()).expect("reopen"));
-        let engine = Engine::open(dir.path(), EngineConfig::default()).expect("reopen");
+        drop(Engine::open(dir.path(), config.clone()).expect("reopen"));
+        let engine = Engine::open(dir.path(), config).expect("reopen");
         let (ids, _) = engine.vectors();
         assert_eq!(engine.similar(&ids[0], 5, None).expect("query").len(), 5);
         engine.apply(last).expect("apply after reopen");
+        engine.checkpoint().expect("checkpoint");
         assert!(
             engine.indexed() > 100,
             "{} objects indexed",
@@ -1589,5 +1699,6 @@ mod tests {
         }
         let recall = hits as f64 / total as f64;
         assert!(recall > 0.95, "graph recall@10 {recall}");
+        dir
     }
 }

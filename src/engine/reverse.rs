@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
+use super::lists::Replaced;
 use crate::model::Neighbour;
 use crate::store::{Store, StoreError};
 
@@ -71,6 +72,21 @@ impl ReverseGraph {
     pub fn add_lists(&mut self, lists: &[(String, Vec<Neighbour>)]) {
         for (id, list) in lists {
             for n in list {
+                self.add(&n.object_id, id);
+            }
+        }
+    }
+
+    /// Follows `lists` written over `replaced` (the old lists by object, taken from it): only
+    /// the members that changed are touched, as most of a patched list stays.
+    pub fn update(&mut self, replaced: &mut Replaced, lists: &[(String, Vec<Neighbour>)]) {
+        for (id, list) in lists {
+            let old = replaced.remove(id).unwrap_or_default();
+            let has = |l: &[Neighbour], who: &str| l.iter().any(|n| n.object_id == who);
+            for n in old.iter().filter(|n| !has(list, &n.object_id)) {
+                self.remove(&n.object_id, id);
+            }
+            for n in list.iter().filter(|n| !has(&old, &n.object_id)) {
                 self.add(&n.object_id, id);
             }
         }
@@ -201,6 +217,13 @@ impl LazyReverse {
         graph.clear();
         graph.add_lists(lists);
         graph.ready = true;
+    }
+
+    /// Puts in `graph` (built beside the engine for the lists just written).
+    pub fn install(&self, graph: ReverseGraph) {
+        let mut loaded = lock(&self.graph);
+        self.stop_loader();
+        *loaded = Loaded { ready: true, graph };
     }
 
     fn stop_loader(&self) {
