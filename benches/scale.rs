@@ -1,6 +1,7 @@
 //! Embedding and index figures at scale, on real lightcurves augmented to N objects.
 //!
-//! `cargo bench --bench scale -- [--objects 100000] [--queries 2000] [--churn 3] [--seed 1]`
+//! `cargo bench --bench scale -- [--objects 100000] [--queries 2000] [--churn 3] [--seed 1]
+//! [--m 16] [--ef-construction 200]` (the HNSW parameters, defaults as the engine's)
 //!
 //! Prints one JSON object: embeddings/s (all threads and one), HNSW inserts/s, single-thread
 //! queries/s and recall@10 against exact search for several ef_search, recall after every
@@ -171,9 +172,12 @@ fn main() {
         .collect();
     drop(raw);
 
+    let defaults = HnswParams::default();
     let params = HnswParams {
         capacity: n * (churn + 1),
-        ..HnswParams::default()
+        m: arg("--m", defaults.m),
+        ef_construction: arg("--ef-construction", defaults.ef_construction),
+        ..defaults
     };
     let heap0 = heap();
     let index = HnswIndex::new(HnswParams {
