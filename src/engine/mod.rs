@@ -480,7 +480,9 @@ impl Engine {
             if let Some(pending) = lock(&self.refit).as_mut() {
                 pending.log.extend(entries.iter().cloned());
             }
-            write(&self.live).upsert(entries);
+            // The HNSW insertion under a read lock: queries go on meanwhile.
+            let prepared = read(&self.live).prepare(entries);
+            write(&self.live).commit(prepared);
             let (lists, replaced) = self.relink(&ids)?;
             batch.neighbours = lists;
             return Ok(Some(replaced));

@@ -2,9 +2,15 @@
 //!
 //! A point is live when it is the current vector of some object; every other point in the
 //! HNSW graph is a tombstone, filtered out at search time until a rebuild drops it.
+//!
+//! New vectors go in in two steps, so that searches are not held up by the HNSW insertion:
+//! [`LiveIndex::prepare`] (under a read lock) inserts their points into the graph, where no
+//! search returns them yet, as no object owns them; [`LiveIndex::commit`] (under the write
+//! lock, a few map updates) makes them current.
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::embed::EmbeddingSpec;
@@ -26,10 +32,23 @@ pub type Entry = (String, u32, PointId, Vec<f32>);
 pub struct LiveIndex {
     pub spec: EmbeddingSpec,
     hnsw: HnswIndex,
+    /// Which graph `hnsw` is (unique in the process; a swap gives a new one).
+    graph_id: u64,
     current: foldhash::HashMap<Arc<str>, Current>,
     owner: foldhash::HashMap<PointId, Arc<str>>,
     /// One past the highest point id in the graph.
     watermark: PointId,
+}
+
+/// Scaled entries whose points are in the graph but not live yet; see the module doc.
+pub struct Prepared {
+    entries: Vec<(Arc<str>, u32, PointId, Vec<f32>)>,
+    graph_id: u64,
+}
+
+fn next_graph_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Scales raw features with the spec's scaler.
@@ -48,6 +67,7 @@ impl LiveIndex {
         let mut live = LiveIndex {
             spec,
             hnsw,
+            graph_id: next_graph_id(),
             current: Default::default(),
             owner: Default::default(),
             watermark: 0,
@@ -69,6 +89,7 @@ impl LiveIndex {
         let mut live = LiveIndex {
             spec,
             hnsw,
+            graph_id: next_graph_id(),
             current: Default::default(),
             owner: Default::default(),
             watermark: dump.watermark,
@@ -101,18 +122,43 @@ impl LiveIndex {
 
     /// Inserts new vectors; each replaces its object's previous one, which becomes a tombstone.
     pub fn upsert(&mut self, entries: Vec<Entry>) {
-        let mut points = Vec::with_capacity(entries.len());
-        for (id, seq, point, raw) in entries {
-            let vector = scale(&self.spec, &raw);
-            let id: Arc<str> = id.into();
-            points.push((point, vector.clone()));
+        let prepared = self.prepare(entries);
+        self.commit(prepared);
+    }
+
+    /// Scales `entries` and inserts their points into the graph, not live yet: the slow half
+    /// of [`LiveIndex::upsert`], which needs only a shared borrow.
+    pub fn prepare(&self, entries: Vec<Entry>) -> Prepared {
+        let entries: Vec<(Arc<str>, u32, PointId, Vec<f32>)> = entries
+            .into_iter()
+            .map(|(id, seq, point, raw)| (Arc::from(id), seq, point, scale(&self.spec, &raw)))
+            .collect();
+        let points: Vec<(PointId, Vec<f32>)> = entries.iter().map(|e| (e.2, e.3.clone())).collect();
+        self.hnsw.insert(&points);
+        Prepared {
+            entries,
+            graph_id: self.graph_id,
+        }
+    }
+
+    /// Makes prepared entries current (their objects' previous points become tombstones). If
+    /// the graph was swapped since they were prepared, their points go into this one first.
+    pub fn commit(&mut self, prepared: Prepared) {
+        if prepared.graph_id != self.graph_id {
+            let points: Vec<(PointId, Vec<f32>)> = prepared
+                .entries
+                .iter()
+                .map(|e| (e.2, e.3.clone()))
+                .collect();
+            self.hnsw.insert(&points);
+        }
+        for (id, seq, point, vector) in prepared.entries {
             self.owner.insert(point, id.clone());
             self.watermark = self.watermark.max(point + 1);
             if let Some(old) = self.current.insert(id, Current { point, seq, vector }) {
                 self.owner.remove(&old.point);
             }
         }
-        self.hnsw.insert(&points);
     }
 
     /// The `k` nearest live objects to `query`, without `exclude`.
@@ -182,5 +228,48 @@ impl LiveIndex {
             .collect();
         graph.insert(&missing);
         self.hnsw = graph;
+        self.graph_id = next_graph_id();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::Embedder;
+
+    fn entry(dim: usize, id: &str, seq: u32, point: PointId, x: f32) -> Entry {
+        let mut raw = vec![0.0f32; dim];
+        raw[0] = x;
+        (id.into(), seq, point, raw)
+    }
+
+    #[test]
+    fn prepared_points_are_found_once_committed_even_across_a_graph_swap() {
+        let embedder = Embedder::new();
+        let dim = embedder.dim();
+        let entries: Vec<Entry> = (0..20)
+            .map(|i| entry(dim, &format!("o{i}"), 0, i, i as f32 * 0.1))
+            .collect();
+        let spec = EmbeddingSpec::initial(&embedder);
+        let mut live = LiveIndex::build(spec, HnswParams::default(), entries).unwrap();
+        let moved = entry(dim, "o0", 1, 20, 5.0);
+        let query = moved.3.clone();
+        let prepared = live.prepare(vec![moved]);
+        // In the graph, but no search returns it before the commit: o0 is still at 0.
+        let hits = live.search(&query, 1, None);
+        assert_eq!(&*hits[0].0, "o19");
+        assert_eq!(live.current("o0").unwrap().point, 0);
+
+        // A rebuild swaps the graph in between: the commit puts the point into the new one.
+        let snapshot = live.snapshot();
+        let built: HashSet<PointId> = snapshot.iter().map(|p| p.0).collect();
+        let graph = HnswIndex::new(HnswParams::default()).unwrap();
+        graph.insert(&snapshot);
+        live.swap_graph(graph, &built);
+        live.commit(prepared);
+        let hits = live.search(&query, 1, None);
+        assert_eq!((&*hits[0].0, hits[0].1), ("o0", 0.0));
+        assert_eq!(live.current("o0").unwrap().point, 20);
+        assert_eq!(live.tombstones(), 1);
     }
 }
