@@ -477,8 +477,8 @@ impl Engine {
             batch.neighbours = self.lists_for(&all);
         } else {
             let ids: Vec<String> = entries.iter().map(|e| e.0.clone()).collect();
-            if let Some(pending) = lock(&self.refit).as_mut() {
-                pending.log.extend(entries.iter().cloned());
+            if let Some(pending) = lock(&self.refit).as_ref() {
+                pending.log(&entries);
             }
             // The HNSW insertion under a read lock: queries go on meanwhile.
             let prepared = read(&self.live).prepare(entries);
@@ -521,9 +521,9 @@ impl Engine {
     }
 
     /// Installs a refit that ran beside the engine, once it is done (with `wait`, waits for
-    /// it): replays the entries logged meanwhile into its index, patches the lists they touch,
-    /// writes the spec and every list in one batch and swaps the index in. The writer lock is
-    /// held.
+    /// it): replays the entries logged since its last round into its index, patches the lists
+    /// they touch, writes the spec and every list in one batch and swaps the index in. The
+    /// writer lock is held.
     fn install_refit(&self, wait: bool) -> Result<()> {
         let pending = {
             let mut slot = lock(&self.refit);
@@ -545,15 +545,7 @@ impl Engine {
             tracing::info!("dropped a refit: the spec was replaced meanwhile");
             return Ok(());
         }
-        let mut moved: Vec<String> = log.iter().map(|e| e.0.clone()).collect();
-        moved.sort_unstable();
-        moved.dedup();
-        done.live.upsert(log);
-        let (patched, mut replaced) = lists::relink(&done.live, &done.reverse, &moved, |keys| {
-            Ok(keys.iter().map(|k| done.lists.get(*k).cloned()).collect())
-        })?;
-        done.reverse.update(&mut replaced, &patched);
-        done.lists.extend(patched);
+        let replayed = done.replay(log)?;
         let batch = Batch {
             spec: Some(done.live.spec.clone()),
             neighbours: done.lists.into_iter().collect(),
@@ -562,7 +554,7 @@ impl Engine {
         self.store.write(&batch)?;
         tracing::info!(
             version = done.live.spec.version,
-            replayed = moved.len(),
+            replayed,
             "installed the refit"
         );
         *write(&self.live) = done.live;

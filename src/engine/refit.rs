@@ -6,21 +6,27 @@
 //! long to hold the writer. So [`PendingRefit`] takes a snapshot of the current entries under
 //! the writer lock, fits the spec, builds the index and the lists and their reverse graph on a
 //! thread of its own, while batches go on under the old spec; each batch's entries are logged.
-//! The engine installs the result under the writer lock: the logged entries are replayed
-//! into the new index and the lists they touch patched (as a batch patches them), then the
-//! spec and every list are written in one batch, and the new index swapped in.
+//! Once built, the thread replays the logged entries into the new index and patches the lists
+//! they touch (as a batch patches them), round after round until a round is short (or no
+//! shorter than the one before). The engine
+//! installs the result under the writer lock: it replays what was logged after the last round
+//! (about one batch), writes the spec and every list in one batch and swaps the new index in.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::lists;
 use super::reverse::ReverseGraph;
+use super::{lists, lock, Result};
 use crate::embed::EmbeddingSpec;
 use crate::index::live::{Entry, LiveIndex};
 use crate::index::HnswParams;
 use crate::model::Neighbour;
+
+/// The thread stops replaying the log once a round replays fewer entries than this (about
+/// one batch's worth arrives while it does); the install replays the rest.
+const SHORT_ROUND: usize = 2000;
 
 /// What a refit built: the index under the new spec, every object's list in it, and who
 /// lists whom.
@@ -28,6 +34,23 @@ pub(super) struct Refitted {
     pub live: LiveIndex,
     pub lists: HashMap<String, Vec<Neighbour>>,
     pub reverse: ReverseGraph,
+}
+
+impl Refitted {
+    /// Puts `log` (entries in the order they were made) into the index and patches the lists
+    /// they touch. Returns how many objects moved.
+    pub fn replay(&mut self, log: Vec<Entry>) -> Result<usize> {
+        let mut moved: Vec<String> = log.iter().map(|e| e.0.clone()).collect();
+        moved.sort_unstable();
+        moved.dedup();
+        self.live.upsert(log);
+        let (patched, mut replaced) = lists::relink(&self.live, &self.reverse, &moved, |keys| {
+            Ok(keys.iter().map(|k| self.lists.get(*k).cloned()).collect())
+        })?;
+        self.reverse.update(&mut replaced, &patched);
+        self.lists.extend(patched);
+        Ok(moved.len())
+    }
 }
 
 /// A refit running beside the engine; see the module doc. Dropping it stops the refit at
@@ -38,8 +61,9 @@ pub(super) struct PendingRefit {
     /// The spec version the refit replaces: if a reindex replaced it meanwhile, the result
     /// is stale.
     pub from_version: u64,
-    /// Entries upserted into the engine's index since the snapshot, in order.
-    pub log: Vec<Entry>,
+    /// Entries upserted into the engine's index since the snapshot and not replayed yet, in
+    /// order.
+    log: Arc<Mutex<Vec<Entry>>>,
 }
 
 impl PendingRefit {
@@ -47,6 +71,8 @@ impl PendingRefit {
     pub fn start(entries: Vec<Entry>, old: EmbeddingSpec, params: HnswParams) -> PendingRefit {
         let cancel = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&cancel);
+        let log: Arc<Mutex<Vec<Entry>>> = Arc::default();
+        let logged = Arc::clone(&log);
         let from_version = old.version;
         let run = move || -> Option<Refitted> {
             let started = std::time::Instant::now();
@@ -77,11 +103,28 @@ impl PendingRefit {
                 seconds = started.elapsed().as_secs_f64(),
                 "refit built beside the engine"
             );
-            Some(Refitted {
+            let mut done = Refitted {
                 live,
                 lists,
                 reverse,
-            })
+            };
+            // Stop once a round is short, or no shorter than the last (ingest outpaces the
+            // replay): the install replays what remains.
+            let mut last = usize::MAX;
+            loop {
+                let round = std::mem::take(&mut *lock(&logged));
+                let n = round.len();
+                if n > 0 {
+                    done.replay(round)
+                        .map_err(|e| tracing::warn!("refit: replay failed: {e}"))
+                        .ok()?;
+                }
+                if n < SHORT_ROUND || n >= last || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                last = n;
+            }
+            Some(done)
         };
         let handle = std::thread::Builder::new()
             .name("refit".into())
@@ -92,18 +135,23 @@ impl PendingRefit {
             handle,
             cancel,
             from_version,
-            log: Vec::new(),
+            log,
         }
+    }
+
+    /// Logs entries just upserted into the engine's index.
+    pub fn log(&self, entries: &[Entry]) {
+        lock(&self.log).extend(entries.iter().cloned());
     }
 
     pub fn is_finished(&self) -> bool {
         self.handle.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
-    /// Waits for the refit; `None` if it failed. Returns the log with it.
+    /// Waits for the refit; `None` if it failed. Returns the entries it has not replayed.
     pub fn join(mut self) -> (Option<Refitted>, Vec<Entry>) {
         let done = self.handle.take().and_then(|h| h.join().ok().flatten());
-        (done, std::mem::take(&mut self.log))
+        (done, std::mem::take(&mut *lock(&self.log)))
     }
 }
 
