@@ -609,8 +609,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Starts a background rebuild when tombstones pass the threshold; the new graph is swapped
-    /// in atomically, with the vectors that arrived meanwhile added first.
+    /// Starts a background rebuild when tombstones pass the threshold (on a thread pool of its
+    /// own); the new graph is swapped in atomically, with the vectors that arrived meanwhile
+    /// added first.
     fn maybe_rebuild_in_background(&self) {
         let (tomb, live_n) = {
             let live = read(&self.live);
@@ -624,23 +625,31 @@ impl Engine {
         let flag = Arc::clone(&self.rebuilding);
         let params = self.config.hnsw.clone();
         let handle = std::thread::spawn(move || {
-            let (snapshot, spec_version) = {
-                let l = read(&live);
-                (l.snapshot(), l.spec.version)
-            };
-            let built: HashSet<PointId> = snapshot.iter().map(|(p, _)| *p).collect();
-            let result = HnswIndex::new(HnswParams {
-                capacity: params.capacity.max(snapshot.len()),
-                ..params
-            });
-            if let Ok(graph) = result {
-                graph.insert(&snapshot);
-                let mut l = write(&live);
-                // A refit replaced the whole index meanwhile: this graph is stale.
-                if l.spec.version == spec_version {
-                    l.swap_graph(graph, &built);
-                    tracing::info!(vectors = l.len(), "swapped in the rebuilt index");
+            let pool = refit::background_pool();
+            let run = || {
+                let (snapshot, spec_version) = {
+                    let l = read(&live);
+                    (l.snapshot(), l.spec.version)
+                };
+                let built: HashSet<PointId> = snapshot.iter().map(|(p, _)| *p).collect();
+                let result = HnswIndex::new(HnswParams {
+                    capacity: params.capacity.max(snapshot.len()),
+                    ..params
+                });
+                if let Ok(graph) = result {
+                    graph.insert(&snapshot);
+                    let mut l = write(&live);
+                    // A refit replaced the whole index meanwhile: this graph is stale.
+                    if l.spec.version == spec_version {
+                        l.swap_graph(graph, &built);
+                        tracing::info!(vectors = l.len(), "swapped in the rebuilt index");
+                    }
                 }
+            };
+            // Its own pool: the batches' parallel work must not queue behind the build.
+            match pool {
+                Some(pool) => pool.install(run),
+                None => run(),
             }
             flag.store(false, Ordering::SeqCst);
         });

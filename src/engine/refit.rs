@@ -24,6 +24,18 @@ use crate::index::live::{Entry, LiveIndex};
 use crate::index::HnswParams;
 use crate::model::Neighbour;
 
+/// A thread pool of its own for work beside the engine (half the cores), so that the batches'
+/// parallel work on rayon's global pool does not queue behind it; `None` if none can be made.
+pub(super) fn background_pool() -> Option<rayon::ThreadPool> {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads((cores / 2).max(1))
+        .thread_name(|i| format!("beside-{i}"))
+        .build()
+        .map_err(|e| tracing::warn!("no thread pool for work beside the engine: {e}"))
+        .ok()
+}
+
 /// The thread stops replaying the log once a round replays fewer entries than this (about
 /// one batch's worth arrives while it does); the install replays the rest.
 const SHORT_ROUND: usize = 2000;
@@ -128,7 +140,10 @@ impl PendingRefit {
         };
         let handle = std::thread::Builder::new()
             .name("refit".into())
-            .spawn(run)
+            .spawn(|| match background_pool() {
+                Some(pool) => pool.install(run),
+                None => run(),
+            })
             .map_err(|e| tracing::warn!("refit: no thread: {e}"))
             .ok();
         PendingRefit {
