@@ -2,8 +2,8 @@
 //!
 //! When the store has doubled, the scaler is refitted on every object's raw features and every
 //! vector re-scaled: the index is rebuilt and every neighbour list searched again. On a large
-//! store that takes minutes (642 s at 524,288 objects on the 2-core benchmark machine), too
-//! long to hold the writer. So [`PendingRefit`] takes a snapshot of the current entries under
+//! store that takes minutes (BENCHMARKS.md, "Refits beside the engine"), too long to hold the
+//! writer. So [`PendingRefit`] takes a snapshot of the current entries under
 //! the writer lock, fits the spec, builds the index and the lists and their reverse graph on a
 //! thread of its own, while batches go on under the old spec; each batch's entries are logged.
 //! Once built, the thread replays the logged entries into the new index and patches the lists

@@ -195,11 +195,12 @@ impl LazyReverse {
         if !graph.ready {
             let loaded = match lock(&self.loader).take().map(JoinHandle::join) {
                 Some(Ok(Ok(g))) => g,
-                Some(Ok(Err(e))) => {
-                    tracing::warn!("reverse graph load failed, reading it again: {e}");
+                failed => {
+                    if let Some(Ok(Err(e))) = failed {
+                        tracing::warn!("reverse graph load failed, reading it again: {e}");
+                    }
                     ReverseGraph::from_store(store, &AtomicBool::new(false))?
                 }
-                _ => ReverseGraph::from_store(store, &AtomicBool::new(false))?,
             };
             *graph = Loaded {
                 ready: true,

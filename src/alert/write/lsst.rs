@@ -5,6 +5,7 @@
 
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
+use apache_avro::Schema;
 
 use super::{avro_error, record, schema_error, Compiled, Packet};
 use crate::alert::Result;
@@ -97,11 +98,12 @@ impl LsstWriter {
             .collect()
     }
 
-    /// A `diaSource` row of a detection given as a difference magnitude.
-    fn source(&self, d: &Detection, object: i64, p: &Packet) -> Result<Value> {
+    /// A `diaSource` row (of `schema`) of a detection given as a difference magnitude.
+    fn source(schema: &Schema, d: &Detection, object: i64, p: &Packet) -> Value {
         let negative = matches!(d.unit, Unit::DiffMag { positive: false });
-        let flux = njy(d.value) * if negative { -1.0 } else { 1.0 };
-        let error = njy(d.value) * d.error * std::f64::consts::LN_10 / 2.5;
+        let brightness = njy(d.value);
+        let flux = if negative { -brightness } else { brightness };
+        let error = brightness * d.error * std::f64::consts::LN_10 / 2.5;
         let mut fields = common(d.mjd, &d.band, d.ra.unwrap_or(p.ra), d.dec.unwrap_or(p.dec));
         fields.extend([
             ("diaSourceId", Value::Long(d.source_id.unwrap_or(p.candid))),
@@ -114,7 +116,7 @@ impl LsstWriter {
             ),
             ("isNegative", Value::Boolean(negative)),
         ]);
-        Ok(record(self.schema.part(SURVEY, "diaSource")?, &fields))
+        record(schema, &fields)
     }
 
     /// The alert record of a packet.
@@ -128,12 +130,13 @@ impl LsstWriter {
                 ),
             )
         })?;
+        let source_schema = self.schema.part(SURVEY, "diaSource")?;
         let forced_schema = self.schema.part(SURVEY, "diaForcedSource")?;
         let history = p
             .history
             .iter()
-            .map(|d| self.source(d, object, p))
-            .collect::<Result<Vec<_>>>()?;
+            .map(|d| Self::source(source_schema, d, object, p))
+            .collect();
         // A non-detection is a forced measurement consistent with zero flux; the 5-sigma
         // limit gives its error.
         let forced = p
@@ -168,7 +171,10 @@ impl LsstWriter {
             &self.schema.alert,
             &[
                 ("diaSourceId", Value::Long(p.candid)),
-                ("diaSource", self.source(&p.candidate, object, p)?),
+                (
+                    "diaSource",
+                    Self::source(source_schema, &p.candidate, object, p),
+                ),
                 ("prvDiaSources", Value::Array(history)),
                 ("prvDiaForcedSources", Value::Array(forced)),
                 ("diaObject", dia_object),
