@@ -42,6 +42,14 @@
 //!
 //! `--keep-db PATH` keeps the store in PATH after the run (W4 can then be profiled on it).
 //!
+//! `--reopen PATH` measures a store a run kept, without ingesting anything: W4 (open, then the
+//! first answer), W2 in process and FindSimilar over gRPC idle, so that a change to the query
+//! path or the open can be measured at 1M objects without another 85-minute run:
+//!
+//! ```sh
+//! cargo bench --bench workloads -- --reopen /var/tmp/w1m-db --queries 1000
+//! ```
+//!
 //! Progress goes to stderr; a table to stderr and one JSON document to stdout at the end.
 
 mod support;
@@ -232,6 +240,20 @@ fn index_quality(engine: &Engine, queries: usize, compare_fresh: bool) -> Value 
         })
         .collect();
     let qps = sample.len() as f64 / t.elapsed().as_secs_f64();
+    // The stored kNN graph: each sampled object's list as the batches left it.
+    let t = Instant::now();
+    let lists: Vec<Vec<String>> = sample
+        .iter()
+        .map(|&i| {
+            engine
+                .neighbours(&ids[i])
+                .expect("neighbour list")
+                .into_iter()
+                .map(|n| n.object_id)
+                .collect()
+        })
+        .collect();
+    let lists_per_s = sample.len() as f64 / t.elapsed().as_secs_f64();
     let fresh = compare_fresh.then(|| {
         let t = Instant::now();
         let index = HnswIndex::new(HnswParams {
@@ -247,14 +269,15 @@ fn index_quality(engine: &Engine, queries: usize, compare_fresh: bool) -> Value 
         );
         index
     });
-    let (mut hits, mut fresh_hits, mut total) = (0usize, 0usize, 0usize);
-    for (&i, got) in sample.iter().zip(&answers) {
+    let (mut hits, mut list_hits, mut fresh_hits, mut total) = (0usize, 0usize, 0usize, 0usize);
+    for ((&i, got), list) in sample.iter().zip(&answers).zip(&lists) {
         let truth: Vec<&String> =
             exact_knn(points.par_iter(), &points[i].1, 10, &|p| p as usize != i)
                 .iter()
                 .map(|h| &ids[h.point as usize])
                 .collect();
         hits += got.iter().filter(|g| truth.contains(g)).count();
+        list_hits += list.iter().filter(|g| truth.contains(g)).count();
         if let Some(fresh) = &fresh {
             fresh_hits += fresh
                 .search(&points[i].1, 10, &|p| p as usize != i)
@@ -269,6 +292,8 @@ fn index_quality(engine: &Engine, queries: usize, compare_fresh: bool) -> Value 
         "queries": sample.len(),
         "recall_at_10": hits as f64 / total.max(1) as f64,
         "queries_per_s_1_thread": qps,
+        "graph_list_recall_at_10": list_hits as f64 / total.max(1) as f64,
+        "graph_lists_per_s_1_thread": lists_per_s,
     });
     if fresh.is_some() {
         out["fresh_index_recall_at_10"] = json!(fresh_hits as f64 / total.max(1) as f64);
@@ -291,12 +316,159 @@ fn run_peer(python: &str, dir: &Path) -> Option<Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// A tonic server over `engine` on 127.0.0.1:0, as `asterism serve` runs it.
+struct Served {
+    rt: tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), asterism::server::ServerError>>,
+}
+
+impl Served {
+    fn start(engine: &Arc<Engine>) -> Served {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let config = ServerConfig {
+            access: Access {
+                write_token: Some(TOKEN.into()),
+                ..Access::default()
+            },
+            ..ServerConfig::default()
+        };
+        let server = rt.spawn(serve(Arc::clone(engine), config, listener, async {
+            let _ = stopped.await;
+        }));
+        Served {
+            rt,
+            addr,
+            stop,
+            server,
+        }
+    }
+
+    /// `queries` FindSimilar calls by id over `ids`, one at a time.
+    fn idle_latency(&self, ids: &[String], queries: usize) -> Vec<Duration> {
+        self.rt.block_on(async {
+            let mut c = client(self.addr).await;
+            let mut idle = Vec::new();
+            for i in 0..queries {
+                idle.push(find_similar(&mut c, &ids[(i * 7919) % ids.len()]).await);
+            }
+            idle
+        })
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        self.rt
+            .block_on(self.server)
+            .expect("server task")
+            .expect("server");
+    }
+}
+
+/// Writes `rows` of `report` as a table to stderr, and `report` as JSON to stdout.
+fn print_report(report: &Value, rows: &[(&str, &[&str])]) {
+    eprintln!("\n{:<40} {:>14}", "figure", "value");
+    for (name, path) in rows {
+        let mut v = report;
+        for p in *path {
+            v = &v[*p];
+        }
+        eprintln!("{name:<40} {:>14.3}", v.as_f64().unwrap_or(f64::NAN));
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(report).unwrap_or_default()
+    );
+}
+
+/// `--reopen DIR`: W4, then W2 in process and over gRPC (idle), on a kept store.
+fn reopen(db: &Path, queries: usize) {
+    assert!(db.exists(), "--reopen {}: no such store", db.display());
+    eprintln!("[1/3] W4: open {}, first answer ...", db.display());
+    let rss_before = rss_bytes();
+    let t = Instant::now();
+    let engine = Arc::new(open(db, true));
+    let ready = t.elapsed().as_secs_f64();
+    // The first stored object that has an embedding.
+    let mut candidates = Vec::new();
+    engine
+        .store()
+        .for_each_object(|r| {
+            candidates.push(r.object_id);
+            candidates.len() < 100
+        })
+        .expect("objects");
+    let first = candidates
+        .iter()
+        .find_map(|id| engine.similar(id, 10, None).ok())
+        .expect("an object with an embedding");
+    let w4 = json!({
+        "seconds_to_first_answer": t.elapsed().as_secs_f64(),
+        "seconds_to_index_ready": ready,
+        "index_origin": format!("{:?}", engine.index_origin()),
+        "answered": first.len(),
+        "rss_growth_bytes": rss_bytes().saturating_sub(rss_before),
+    });
+    eprintln!("[2/3] W2: recall and queries/s in process ...");
+    let mut w2 = index_quality(&engine, queries, false);
+    eprintln!("[3/3] W2: FindSimilar over gRPC, idle ...");
+    let served = Served::start(&engine);
+    let (ids, _) = engine.vectors();
+    w2["grpc_find_similar_idle"] = json!(latency(served.idle_latency(&ids, queries)));
+    served.stop();
+    let report = json!({ "store": db, "W2": w2, "W4": w4 });
+    print_report(
+        &report,
+        &[
+            (
+                "W4 seconds to index ready",
+                &["W4", "seconds_to_index_ready"],
+            ),
+            (
+                "W4 seconds to first answer",
+                &["W4", "seconds_to_first_answer"],
+            ),
+            ("W2 recall@10", &["W2", "recall_at_10"]),
+            (
+                "W2 recall@10 of the stored kNN lists",
+                &["W2", "graph_list_recall_at_10"],
+            ),
+            (
+                "W2 queries/s, 1 thread, in process",
+                &["W2", "queries_per_s_1_thread"],
+            ),
+            (
+                "W2 FindSimilar p50 ms, idle",
+                &["W2", "grpc_find_similar_idle", "p50_ms"],
+            ),
+            (
+                "W2 FindSimilar p99 ms, idle",
+                &["W2", "grpc_find_similar_idle", "p99_ms"],
+            ),
+        ],
+    );
+}
+
 fn main() {
     let objects = arg("--objects", 10_000);
     let churn = arg("--churn", 2);
     let churn_objects = arg("--churn-objects", objects).min(objects);
     let queries = arg("--queries", 1_000);
     let args: Vec<String> = std::env::args().collect();
+    if let Some(db) = args
+        .iter()
+        .position(|a| a == "--reopen")
+        .and_then(|i| args.get(i + 1))
+    {
+        reopen(Path::new(db), queries);
+        return;
+    }
     let stream_mode = args.iter().any(|a| a == "--stream");
     let backfill = stream_mode && args.iter().any(|a| a == "--backfill");
     let live_objects = arg("--live-objects", 10_000);
@@ -409,34 +581,17 @@ fn main() {
 
     eprintln!("[4/7] W2: recall and queries/s in process, then FindSimilar over gRPC ...");
     let mut w2 = index_quality(&engine, queries, objects <= 100_000);
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = ServerConfig {
-        access: Access {
-            write_token: Some(TOKEN.into()),
-            ..Access::default()
-        },
-        ..ServerConfig::default()
-    };
-    let server = rt.spawn(serve(Arc::clone(&engine), config, listener, async {
-        let _ = stopped.await;
-    }));
+    let served = Served::start(&engine);
     let (ids, _) = engine.vectors();
 
     eprintln!(
         "[5/7] W5: {churn} churn rounds of {churn_objects} objects (the first streamed over gRPC under queries) ..."
     );
     let mut churn_rates = Vec::new();
-    let (idle, busy) = rt.block_on(async {
+    let idle = served.idle_latency(&ids, queries);
+    let addr = served.addr;
+    let busy = served.rt.block_on(async {
         let mut c = client(addr).await;
-        let mut idle = Vec::new();
-        for i in 0..queries {
-            idle.push(find_similar(&mut c, &ids[(i * 7919) % ids.len()]).await);
-        }
         let mut busy = Vec::new();
         for round in 1..=churn {
             let seed = 1 + round as u64;
@@ -482,7 +637,7 @@ fn main() {
             };
             churn_rates.push(rate);
         }
-        (idle, busy)
+        busy
     });
     w2["grpc_find_similar_idle"] = json!(latency(idle));
     if !busy.is_empty() {
@@ -498,8 +653,7 @@ fn main() {
     w5["round_alerts_per_s"] = json!(churn_rates);
 
     eprintln!("[6/7] W4: stop, reopen, first answer ...");
-    let _ = stop.send(());
-    rt.block_on(server).expect("server task").expect("server");
+    served.stop();
     drop(engine);
     let t = Instant::now();
     let reopened = open(&db, true);
@@ -553,10 +707,14 @@ fn main() {
         "W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5,
         "peer": comparison,
     });
-    let rows: [(&str, &[&str]); 12] = [
+    let rows: [(&str, &[&str]); 13] = [
         ("W1 ingest alerts/s (fsync)", &["W1", "alerts_per_s"]),
         ("W1 batch commit p99 ms", &["W1", "batch_commit", "p99_ms"]),
         ("W2 recall@10", &["W2", "recall_at_10"]),
+        (
+            "W2 recall@10 of the stored kNN lists",
+            &["W2", "graph_list_recall_at_10"],
+        ),
         (
             "W2 queries/s, 1 thread, in process",
             &["W2", "queries_per_s_1_thread"],
@@ -588,16 +746,5 @@ fn main() {
             &["peer", "ratio_of_medians"],
         ),
     ];
-    eprintln!("\n{:<40} {:>14}", "figure", "value");
-    for (name, path) in rows {
-        let mut v = &report;
-        for p in path {
-            v = &v[*p];
-        }
-        eprintln!("{name:<40} {:>14.3}", v.as_f64().unwrap_or(f64::NAN));
-    }
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&report).unwrap_or_default()
-    );
+    print_report(&report, &rows);
 }
