@@ -360,6 +360,7 @@ pub fn run() -> Result<()> {
                 ..EngineConfig::default()
             };
             let engine = Engine::open(&db.db, config)?;
+            engine.skip_index_teardown();
             let opts = decode_options(schema.as_deref())?;
             let report = ingest(&engine, &paths, &opts)?;
             engine.checkpoint()?;
@@ -886,8 +887,11 @@ fn open_existing(path: &std::path::Path) -> Result<Engine> {
             path.display()
         );
     }
-    Engine::open(path, EngineConfig::default())
-        .with_context(|| format!("opening {}", path.display()))
+    let engine = Engine::open(path, EngineConfig::default())
+        .with_context(|| format!("opening {}", path.display()))?;
+    // One command, then the process exits.
+    engine.skip_index_teardown();
+    Ok(engine)
 }
 
 /// Files decoded in parallel per round; decoding is pure, writing is serial.

@@ -254,6 +254,8 @@ fn restart_loads_the_dump_and_replays_newer_vectors() {
     }
     let expected = {
         let engine = Engine::open(&path, config()).unwrap();
+        // As the CLI does: the index is left to the exit, the store still closes on drop.
+        engine.skip_index_teardown();
         assert_eq!(engine.index_origin(), IndexOrigin::Loaded { replayed: 0 });
         let e = engine.similar(&alerts[7].object_id, 10, None).unwrap();
         assert_eq!(e.len(), 10);

@@ -668,6 +668,14 @@ impl Engine {
         read(&self.live).tombstones()
     }
 
+    /// For a process that exits soon after this engine: its in-memory index is not freed
+    /// when the engine drops but left to the exit (freeing hnsw_rs's graph link by link takes
+    /// seconds on a 1M-object store: BENCHMARKS.md, W4). Background work and the store still
+    /// end on drop; nothing durable lives only in the index.
+    pub fn skip_index_teardown(&self) {
+        std::mem::forget(Arc::clone(&self.live));
+    }
+
     /// Writes the index to `<db>/index/` and records what it covers, so the next open loads it
     /// instead of rebuilding. Older dumps are removed. A refit running beside the engine is
     /// waited for and installed first (on a large store, minutes), so the dump has its spec.

@@ -251,10 +251,22 @@ impl Engine {
         }
     }
 
-    fn resolve(&self, target: &Target) -> Result<Resolved> {
+    /// The query vector of `target`. `mask` (which features are undefined) is only filled
+    /// where `explain` asks for it: a stored object's vector then comes from the live index,
+    /// with no read of its stored versions.
+    fn resolve(&self, target: &Target, explain: bool) -> Result<Resolved> {
         let spec = self.spec();
         match target {
             Target::Object(id) => {
+                if !explain {
+                    if let Some(c) = read(&self.live).current(id) {
+                        return Ok(Resolved {
+                            vector: c.vector.clone(),
+                            mask: Vec::new(),
+                            exclude: Some(id.clone()),
+                        });
+                    }
+                }
                 let (vector, mask) = self.vector(id)?;
                 Ok(Resolved {
                     vector,
@@ -293,7 +305,7 @@ impl Engine {
     }
 
     fn similar_now(&self, q: &SimilarQuery) -> Result<Vec<SimilarHit>> {
-        let r = self.resolve(&q.target)?;
+        let r = self.resolve(&q.target, q.explain)?;
         let total = read(&self.live).len();
         let mut pool = if q.filters.is_empty() {
             q.k
@@ -373,7 +385,7 @@ impl Engine {
                     exclude: Some(id.clone()),
                 }
             }
-            other => self.resolve(other)?,
+            other => self.resolve(other, q.explain)?,
         };
         let ids: Vec<&String> = at.keys().collect();
         let points: Vec<(u64, Vec<f32>)> = at
