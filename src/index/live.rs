@@ -36,6 +36,8 @@ pub struct LiveIndex {
     graph_id: u64,
     current: foldhash::HashMap<Arc<str>, Current>,
     owner: foldhash::HashMap<PointId, Arc<str>>,
+    /// The keys of `owner`, as bits: the search filter's test of every candidate.
+    live_points: LiveBits,
     /// One past the highest point id in the graph.
     watermark: PointId,
 }
@@ -57,6 +59,32 @@ pub fn scale(spec: &EmbeddingSpec, raw: &[f32]) -> Vec<f32> {
     spec.scaler.transform(&raw).0
 }
 
+/// A set of point ids as a bitset (point ids are dense: numbered from 0 as vectors are made).
+#[derive(Default)]
+struct LiveBits(Vec<u64>);
+
+impl LiveBits {
+    fn set(&mut self, p: PointId) {
+        let word = (p / 64) as usize;
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << (p % 64);
+    }
+
+    fn clear(&mut self, p: PointId) {
+        if let Some(w) = self.0.get_mut((p / 64) as usize) {
+            *w &= !(1 << (p % 64));
+        }
+    }
+
+    fn contains(&self, p: PointId) -> bool {
+        self.0
+            .get((p / 64) as usize)
+            .is_some_and(|w| w & (1 << (p % 64)) != 0)
+    }
+}
+
 impl LiveIndex {
     /// Builds an index over the given current vectors.
     pub fn build(spec: EmbeddingSpec, params: HnswParams, entries: Vec<Entry>) -> Result<Self> {
@@ -70,6 +98,7 @@ impl LiveIndex {
             graph_id: next_graph_id(),
             current: Default::default(),
             owner: Default::default(),
+            live_points: LiveBits::default(),
             watermark: 0,
         };
         live.upsert(entries);
@@ -92,6 +121,7 @@ impl LiveIndex {
             graph_id: next_graph_id(),
             current: Default::default(),
             owner: Default::default(),
+            live_points: LiveBits::default(),
             watermark: dump.watermark,
         };
         live.current.reserve(entries.len());
@@ -106,6 +136,7 @@ impl LiveIndex {
             let id: Arc<str> = Arc::from(id.as_str());
             let vector = scale(&live.spec, raw);
             live.owner.insert(*point, id.clone());
+            live.live_points.set(*point);
             live.current.insert(
                 id,
                 Current {
@@ -154,9 +185,11 @@ impl LiveIndex {
         }
         for (id, seq, point, vector) in prepared.entries {
             self.owner.insert(point, id.clone());
+            self.live_points.set(point);
             self.watermark = self.watermark.max(point + 1);
             if let Some(old) = self.current.insert(id, Current { point, seq, vector }) {
                 self.owner.remove(&old.point);
+                self.live_points.clear(old.point);
             }
         }
     }
@@ -164,7 +197,7 @@ impl LiveIndex {
     /// The `k` nearest live objects to `query`, without `exclude`.
     pub fn search(&self, query: &[f32], k: usize, exclude: Option<&str>) -> Vec<(Arc<str>, f32)> {
         let excluded = exclude.and_then(|id| self.current.get(id)).map(|c| c.point);
-        let live = |p: PointId| Some(p) != excluded && self.owner.contains_key(&p);
+        let live = |p: PointId| Some(p) != excluded && self.live_points.contains(p);
         self.hnsw
             .search(query, k, &live)
             .into_iter()
@@ -241,6 +274,47 @@ mod tests {
         let mut raw = vec![0.0f32; dim];
         raw[0] = x;
         (id.into(), seq, point, raw)
+    }
+
+    #[test]
+    fn live_bits_set_clear_and_grow() {
+        let mut bits = LiveBits::default();
+        assert!(!bits.contains(0) && !bits.contains(1_000_000));
+        for p in [0, 63, 64, 130, 1_000_000] {
+            bits.set(p);
+        }
+        bits.clear(64);
+        bits.clear(5_000_000);
+        let live: Vec<PointId> = (0..1_000_001).filter(|&p| bits.contains(p)).collect();
+        assert_eq!(live, vec![0, 63, 130, 1_000_000]);
+    }
+
+    #[test]
+    fn superseded_points_are_not_found() {
+        let embedder = Embedder::new();
+        let dim = embedder.dim();
+        let spec = EmbeddingSpec::initial(&embedder);
+        let mut live = LiveIndex::build(
+            spec,
+            HnswParams::default(),
+            (0..10)
+                .map(|i| entry(dim, &format!("o{i}"), 0, i, i as f32 * 0.1))
+                .collect(),
+        )
+        .unwrap();
+        // o3 moves away: its old point 3 is a tombstone, its new point 10 is live.
+        let old = live.current("o3").unwrap().vector.clone();
+        live.upsert(vec![entry(dim, "o3", 1, 10, 5.0)]);
+        let ids: Vec<String> = live
+            .search(&old, 2, None)
+            .iter()
+            .map(|h| h.0.to_string())
+            .collect();
+        assert_eq!(ids.len(), 2);
+        assert!(!ids.contains(&"o3".to_string()), "{ids:?}");
+        let new = live.current("o3").unwrap().vector.clone();
+        assert_eq!(&*live.search(&new, 1, None)[0].0, "o3");
+        assert_eq!(live.tombstones(), 1);
     }
 
     #[test]
