@@ -221,8 +221,8 @@ fn ingest_generated(
 }
 
 /// Recall@10 of the engine's index against exact search on its current vectors, and the
-/// single-thread queries/s of `similar`.
-fn index_quality(engine: &Engine, queries: usize, compare_fresh: bool) -> Value {
+/// single-thread queries/s of `similar`; with the ids of those vectors.
+fn index_quality(engine: &Engine, queries: usize, compare_fresh: bool) -> (Value, Vec<String>) {
     let (ids, vectors) = engine.vectors();
     let points = numbered(vectors);
     let step = (ids.len() / queries.max(1)).max(1);
@@ -298,7 +298,7 @@ fn index_quality(engine: &Engine, queries: usize, compare_fresh: bool) -> Value 
     if fresh.is_some() {
         out["fresh_index_recall_at_10"] = json!(fresh_hits as f64 / total.max(1) as f64);
     }
-    out
+    (out, ids)
 }
 
 /// The peer on `dir`; its JSON report.
@@ -416,10 +416,9 @@ fn reopen(db: &Path, queries: usize) {
         "rss_growth_bytes": rss_bytes().saturating_sub(rss_before),
     });
     eprintln!("[2/3] W2: recall and queries/s in process ...");
-    let mut w2 = index_quality(&engine, queries, false);
+    let (mut w2, ids) = index_quality(&engine, queries, false);
     eprintln!("[3/3] W2: FindSimilar over gRPC, idle ...");
     let served = Served::start(&engine);
-    let (ids, _) = engine.vectors();
     w2["grpc_find_similar_idle"] = json!(latency(served.idle_latency(&ids, queries)));
     served.stop();
     let report = json!({ "store": db, "W2": w2, "W4": w4 });
@@ -580,9 +579,8 @@ fn main() {
     });
 
     eprintln!("[4/7] W2: recall and queries/s in process, then FindSimilar over gRPC ...");
-    let mut w2 = index_quality(&engine, queries, objects <= 100_000);
+    let (mut w2, ids) = index_quality(&engine, queries, objects <= 100_000);
     let served = Served::start(&engine);
-    let (ids, _) = engine.vectors();
 
     eprintln!(
         "[5/7] W5: {churn} churn rounds of {churn_objects} objects (the first streamed over gRPC under queries) ..."
@@ -644,7 +642,7 @@ fn main() {
         w2["grpc_find_similar_under_ingest"] = json!(latency(busy));
     }
     engine.wait_for_rebuild();
-    let mut w5 = index_quality(&engine, queries, true);
+    let (mut w5, _) = index_quality(&engine, queries, true);
     w5["rounds"] = json!(churn);
     w5["round_objects"] = json!(churn_objects);
     w5["embeddings_per_object"] =

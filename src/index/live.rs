@@ -135,8 +135,7 @@ impl LiveIndex {
             }
             let id: Arc<str> = Arc::from(id.as_str());
             let vector = scale(&live.spec, raw);
-            live.owner.insert(*point, id.clone());
-            live.live_points.set(*point);
+            live.own(*point, id.clone());
             live.current.insert(
                 id,
                 Current {
@@ -184,14 +183,19 @@ impl LiveIndex {
             self.hnsw.insert(&points);
         }
         for (id, seq, point, vector) in prepared.entries {
-            self.owner.insert(point, id.clone());
-            self.live_points.set(point);
+            self.own(point, id.clone());
             self.watermark = self.watermark.max(point + 1);
             if let Some(old) = self.current.insert(id, Current { point, seq, vector }) {
                 self.owner.remove(&old.point);
                 self.live_points.clear(old.point);
             }
         }
+    }
+
+    /// Records that `point` is `id`'s live point.
+    fn own(&mut self, point: PointId, id: Arc<str>) {
+        self.owner.insert(point, id);
+        self.live_points.set(point);
     }
 
     /// The `k` nearest live objects to `query`, without `exclude`.
