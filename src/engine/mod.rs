@@ -84,13 +84,16 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             store: StoreConfig::default(),
-            batch_size: 1000,
+            batch_size: DEFAULT_BATCH_SIZE,
             hnsw: HnswParams::default(),
             rebuild_tombstone_ratio: 1.0,
             background_refit_from: 16_384,
         }
     }
 }
+
+/// Alerts per atomic write unless configured otherwise.
+pub const DEFAULT_BATCH_SIZE: usize = 1000;
 
 /// The scaler is first fitted at this many embedded objects, then refitted each time their
 /// number doubles (so O(log n) refits over a store's life, each re-scaling every vector).
