@@ -19,22 +19,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::engine::{Engine, EngineError};
 use crate::model::{AnnotationValue, ObjectRecord};
-
-/// Annotations that carry a classification, by the names brokers use.
-const LABEL_ANNOTATIONS: &[&str] = &[
-    "tns_class",
-    "tnsclass",
-    "xm.tns_type",
-    "tns_type_recomputed",
-    "fink_class",
-    "finkclass",
-    "cdsxmatch",
-    "xm.simbad_otype",
-    "vsx",
-    "xm.vsx_Type",
-    "gcvs",
-    "xm.gcvs_type",
-];
+use crate::science::taxonomy::LABEL_FIELDS;
 
 /// Rows written per record batch.
 const ROWS_PER_BATCH: usize = 8192;
@@ -48,9 +33,9 @@ pub enum ExportError {
 }
 
 fn labels(r: &ObjectRecord) -> Option<String> {
-    let found: Vec<String> = LABEL_ANNOTATIONS
+    let found: Vec<String> = LABEL_FIELDS
         .iter()
-        .filter_map(|name| {
+        .filter_map(|(name, _)| {
             r.annotations.get(*name).and_then(|a| match &a.value {
                 AnnotationValue::Text(t) if !t.is_empty() && t != "Unknown" => {
                     Some(format!("{name}={t}"))
@@ -140,7 +125,13 @@ pub fn export_parquet(engine: &Engine, path: &Path) -> Result<usize, ExportError
                     b.emb.values().append_slice(&v);
                     b.emb.append(true);
                 }
-                Err(_) => b.emb.append(false),
+                // An object too short to embed has no vector: a null. Any other error stops
+                // the export rather than writing a null where a vector exists.
+                Err(EngineError::NoEmbedding { .. }) => b.emb.append(false),
+                Err(e) => {
+                    failure = Some(e.into());
+                    return false;
+                }
             }
             b.labels.append_option(labels(&r));
             rows += 1;

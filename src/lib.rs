@@ -6,7 +6,8 @@
 //! facade that the CLI and the gRPC [`server`] call. See ARCHITECTURE.md for the map.
 //!
 //! Layers, imports pointing down: `model` <- `alert` <- `source`; `model` <- `embed` <- `store`
-//! <- `index` <- `graph` <- `engine` <- `server`, `cli`.
+//! <- `index` <- `graph` <- `engine` <- `export`, `server`, `cli`; `model` <- `science` (pure,
+//! fed by the engine).
 
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ pub mod export;
 pub mod graph;
 pub mod index;
 pub mod model;
+pub mod science;
 pub mod server;
 pub mod source;
 pub mod store;

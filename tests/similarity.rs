@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 
 use asterism::embed::l2;
 use asterism::engine::{Engine, EngineConfig, IndexOrigin};
-use asterism::index::live::scale;
 use asterism::index::{exact_knn, numbered, recall, Hit, HnswParams, PointId};
 use asterism::model::{Alert, ObjectRecord, VectorVersion};
 use asterism::synth::{augment, truncate, Augment};
@@ -184,11 +183,11 @@ fn two_halves_end_at_the_vector_of_one_ingest_and_as_of_sees_the_first_half() {
             true
         })
         .unwrap();
-    let q = scale(&spec, &at[id].raw);
+    let q = spec.scale(&at[id].raw).0;
     let mut expected: Vec<(f32, String)> = at
         .iter()
         .filter(|(oid, _)| oid.as_str() != id)
-        .map(|(oid, v)| (l2(&q, &scale(&spec, &v.raw)), oid.clone()))
+        .map(|(oid, v)| (l2(&q, &spec.scale(&v.raw).0), oid.clone()))
         .collect();
     expected.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let got = halves.similar(id, 5, Some(mid)).unwrap();

@@ -159,13 +159,31 @@ pub struct DecodeOptions {
 
 /// Decodes one ZTF or LSST alert record, whatever container it came from.
 pub fn decode_record(record: &Value) -> Result<Alert> {
-    if value::field(record, "candidate").is_some() {
-        ztf::decode(record)
+    let alert = if value::field(record, "candidate").is_some() {
+        ztf::decode(record)?
     } else if value::field(record, "diaSource").is_some() {
-        lsst::decode(record)
+        lsst::decode(record)?
     } else {
-        Err(DecodeError::UnknownRecord)
-    }
+        return Err(DecodeError::UnknownRecord);
+    };
+    check_object_id(&alert.object_id)?;
+    Ok(alert)
+}
+
+/// An object id the store can key: not empty, no NUL byte (the store separates an object id
+/// from what follows it in a key with a NUL).
+pub fn check_object_id(id: &str) -> Result<()> {
+    let reason = if id.is_empty() {
+        "is empty"
+    } else if id.contains('\0') {
+        "contains a NUL byte"
+    } else {
+        return Ok(());
+    };
+    Err(DecodeError::InvalidValue {
+        field: "objectId",
+        reason: reason.into(),
+    })
 }
 
 /// Decodes the bytes of one input named `name` (a file path, an archive member, a stream id).
@@ -580,5 +598,26 @@ mod tests {
         assert_eq!(d.alerts[0].detections.len(), 2);
         assert_eq!(d.rejects.len(), 2);
         assert_eq!(d.rejects[0].source, "dir/ZTF00test.csv:line 3");
+    }
+
+    /// The store separates an object id from what follows it in a key with a NUL byte: an id
+    /// holding one is rejected with its row, the other rows land.
+    #[test]
+    fn object_ids_with_a_nul_byte_are_rejected_with_their_row() {
+        let csv = b"oid,mjd,fid,magpsf,sigmapsf\nZTF00a,58000.5,1,18.0,0.1\nZTF\x0000b,58001.5,2,18.1,0.1\n";
+        let d = decode("t.csv", csv, &DecodeOptions::default());
+        assert_eq!(d.alerts.len(), 1);
+        assert_eq!(d.alerts[0].object_id, "ZTF00a");
+        assert_eq!(d.rejects.len(), 1);
+        assert_eq!(d.rejects[0].source, "t.csv:line 3");
+        assert_eq!(
+            d.rejects[0].error,
+            DecodeError::InvalidValue {
+                field: "objectId",
+                reason: "contains a NUL byte".into()
+            }
+        );
+        assert!(check_object_id("").is_err());
+        assert!(check_object_id("ZTF18abxhyqv").is_ok());
     }
 }

@@ -173,24 +173,36 @@ pub fn decode_rows(
 ) {
     let mut objects: BTreeMap<String, Vec<Detection>> = BTreeMap::new();
     let mut limits: BTreeMap<String, Vec<UpperLimit>> = BTreeMap::new();
-    let id_or_default = |id: String| {
-        if id.is_empty() {
+    // The row's object (the default one when the table has no id), if the store can key it.
+    let keyable = |id: String| {
+        let id = if id.is_empty() {
             default_id.to_string()
         } else {
             id
-        }
+        };
+        super::check_object_id(&id).map(|()| id)
     };
     for (location, row) in rows {
         // A row without a measurement but with a limiting magnitude is a non-detection.
         let error = match row_detection(&row, layout) {
             Ok((id, d)) => {
-                objects.entry(id_or_default(id)).or_default().push(d);
+                match keyable(id) {
+                    Ok(id) => objects.entry(id).or_default().push(d),
+                    Err(error) => rejects.push(Reject {
+                        source: location,
+                        error,
+                    }),
+                }
                 continue;
             }
             Err(e) => e,
         };
-        match row_limit(&row) {
-            Ok((id, l)) if layout.has_limit => limits.entry(id_or_default(id)).or_default().push(l),
+        match row_limit(&row).map(|(id, l)| (keyable(id), l)) {
+            Ok((Ok(id), l)) if layout.has_limit => limits.entry(id).or_default().push(l),
+            Ok((Err(error), _)) if layout.has_limit => rejects.push(Reject {
+                source: location,
+                error,
+            }),
             _ => rejects.push(Reject {
                 source: location,
                 error: DecodeError::BadRow { reason: error },

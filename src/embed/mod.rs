@@ -122,6 +122,14 @@ impl Embedder {
         self.names.len()
     }
 
+    /// [`Embedder::features`] at the precision they are stored and indexed in (f32).
+    pub fn raw_features(&self, record: &ObjectRecord, as_of: Option<f64>) -> Vec<f32> {
+        self.features(record, as_of)
+            .into_iter()
+            .map(|x| x as f32)
+            .collect()
+    }
+
     /// Raw features of the lightcurve; with `as_of`, of its detections up to that MJD only.
     pub fn features(&self, record: &ObjectRecord, as_of: Option<f64>) -> RawFeatures {
         let detections: Vec<&Detection> = record
@@ -298,6 +306,13 @@ impl EmbeddingSpec {
             scaler: Scaler::identity(embedder.dim()),
             fitted_on: 0,
         }
+    }
+
+    /// Scales stored (f32) raw features with this spec's scaler: the vector and the mask of
+    /// missing features.
+    pub fn scale(&self, raw: &[f32]) -> (Vec<f32>, Vec<bool>) {
+        let raw: Vec<f64> = raw.iter().map(|&x| f64::from(x)).collect();
+        self.scaler.transform(&raw)
     }
 
     /// Whether this spec was made by the given embedder's feature list.

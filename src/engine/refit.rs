@@ -12,17 +12,21 @@
 //! installs the result under the writer lock: it replays what was logged after the last round
 //! (about one batch), writes the spec and every list in one batch and swaps the new index in.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::reverse::ReverseGraph;
-use super::{lists, lock, Result};
+use super::{
+    current_entries, lock, raw_matrix, read, write, ChangeEvent, Engine, Result, MIN_OBJECTS_TO_FIT,
+};
 use crate::embed::EmbeddingSpec;
+use crate::graph::lists;
+use crate::graph::reverse::ReverseGraph;
 use crate::index::live::{Entry, LiveIndex};
 use crate::index::HnswParams;
 use crate::model::Neighbour;
+use crate::store::Batch;
 
 /// A thread pool of its own for work beside the engine (half the cores), so that the batches'
 /// parallel work on rayon's global pool does not queue behind it; `None` if none can be made.
@@ -52,7 +56,7 @@ impl Refitted {
     /// Puts `log` (entries in the order they were made) into the index and patches the lists
     /// they touch. Returns how many objects moved.
     pub fn replay(&mut self, log: Vec<Entry>) -> Result<usize> {
-        let mut moved: Vec<String> = log.iter().map(|e| e.0.clone()).collect();
+        let mut moved: Vec<String> = log.iter().map(|e| e.object_id.clone()).collect();
         moved.sort_unstable();
         moved.dedup();
         self.live.upsert(log);
@@ -105,9 +109,7 @@ impl PendingRefit {
             }
             let mut reverse = ReverseGraph::default();
             for (id, list) in &lists {
-                for n in list {
-                    reverse.add(&n.object_id, id);
-                }
+                reverse.add_list(id, list);
             }
             tracing::info!(
                 objects,
@@ -176,5 +178,92 @@ impl Drop for PendingRefit {
             self.cancel.store(true, Ordering::Relaxed);
             let _ = h.join();
         }
+    }
+}
+
+impl Engine {
+    /// Whether the store has doubled since the scaler was fitted: `Some(true)` when the refit
+    /// is to run beside the engine, `Some(false)` inside the batch.
+    pub(super) fn refit_due(&self, total_objects: u64) -> Option<bool> {
+        let fitted_on = read(&self.live).spec.fitted_on;
+        (total_objects >= MIN_OBJECTS_TO_FIT && total_objects >= 2 * fitted_on.max(1))
+            .then_some(total_objects >= self.config.background_refit_from)
+    }
+    /// Starts a refit beside the engine on every object's current vector (the writer lock is
+    /// held, and the store holds the last batch).
+    pub(super) fn start_refit(&self) -> Result<()> {
+        let entries = current_entries(&self.store)?;
+        let spec = read(&self.live).spec.clone();
+        tracing::info!(
+            objects = entries.len(),
+            "refitting the scaler beside the engine"
+        );
+        *lock(&self.refit) = Some(PendingRefit::start(entries, spec, self.config.hnsw.clone()));
+        Ok(())
+    }
+    /// Installs a refit that ran beside the engine, once it is done (with `wait`, waits for
+    /// it): replays the entries logged since its last round into its index, patches the lists
+    /// they touch, writes the spec and every list in one batch and swaps the index in. The
+    /// writer lock is held.
+    pub(super) fn install_refit(&self, wait: bool) -> Result<()> {
+        let pending = {
+            let mut slot = lock(&self.refit);
+            match slot.as_ref() {
+                Some(p) if wait || p.is_finished() => slot.take(),
+                _ => None,
+            }
+        };
+        let Some(pending) = pending else {
+            return Ok(());
+        };
+        let from_version = pending.from_version;
+        let (done, log) = pending.join();
+        let Some(mut done) = done else {
+            tracing::warn!("the refit beside the engine failed; the next batch starts another");
+            return Ok(());
+        };
+        if read(&self.live).spec.version != from_version {
+            tracing::info!("dropped a refit: the spec was replaced meanwhile");
+            return Ok(());
+        }
+        let replayed = done.replay(log)?;
+        let batch = Batch {
+            spec: Some(done.live.spec.clone()),
+            neighbours: done.lists.into_iter().collect(),
+            ..Batch::default()
+        };
+        self.store.write(&batch)?;
+        tracing::info!(
+            version = done.live.spec.version,
+            replayed,
+            "installed the refit"
+        );
+        *write(&self.live) = done.live;
+        self.listed_by.install(done.reverse);
+        self.notify(ChangeEvent {
+            relisted: batch.neighbours.into_iter().map(|(id, _)| id).collect(),
+            ..ChangeEvent::default()
+        });
+        Ok(())
+    }
+    /// Fits a new scaler on every object's latest raw features (the stored ones overridden by
+    /// `fresh`), records the spec in `batch` and rebuilds the index with it.
+    pub(super) fn refit_and_rebuild(&self, fresh: Vec<Entry>, batch: &mut Batch) -> Result<()> {
+        let mut all: BTreeMap<String, Entry> = BTreeMap::new();
+        for e in current_entries(&self.store)?.into_iter().chain(fresh) {
+            all.insert(e.object_id.clone(), e);
+        }
+        let entries: Vec<Entry> = all.into_values().collect();
+        let rows = raw_matrix(&entries, self.embedder.dim());
+        let spec = read(&self.live).spec.refit(&rows);
+        tracing::info!(
+            objects = entries.len(),
+            version = spec.version,
+            "refitted the scaler"
+        );
+        batch.spec = Some(spec.clone());
+        let rebuilt = LiveIndex::build(spec, self.config.hnsw.clone(), entries)?;
+        *write(&self.live) = rebuilt;
+        Ok(())
     }
 }

@@ -10,11 +10,10 @@ use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 
-use super::{read, taxonomy, Engine, EngineError, Result, MAX_K};
-use crate::graph::science::{self, Explanation};
+use super::{check_count, read, Engine, EngineError, Result};
 use crate::index::exact_knn;
-use crate::index::live::scale;
 use crate::model::{Alert, Detection, Label, ObjectRecord, Survey, Unit, VectorVersion};
+use crate::science::{self, taxonomy, Explanation};
 
 /// What to search around.
 #[derive(Debug, Clone, PartialEq)]
@@ -235,9 +234,7 @@ impl Engine {
 
     /// The `k` objects nearest the target that pass the filters, nearest first.
     pub fn find_similar(&self, q: &SimilarQuery) -> Result<Vec<SimilarHit>> {
-        if q.k == 0 || q.k > MAX_K {
-            return Err(invalid("k", format!("{} is not in 1..={MAX_K}", q.k)));
-        }
+        check_count("k", q.k)?;
         q.filters.validate()?;
         if self.spec_outdated {
             return Err(EngineError::SpecOutdated);
@@ -347,12 +344,7 @@ impl Engine {
         let derived: Vec<(String, VectorVersion)> = missing
             .par_iter()
             .map(|r| {
-                let raw: Vec<f32> = self
-                    .embedder
-                    .features(r, Some(t))
-                    .into_iter()
-                    .map(|x| x as f32)
-                    .collect();
+                let raw = self.embedder.raw_features(r, Some(t));
                 let n = r.detections.iter().filter(|d| d.mjd <= t).count() as u32;
                 let version = VectorVersion {
                     point: 0,
@@ -377,8 +369,7 @@ impl Engine {
                     object_id: id.clone(),
                     as_of: Some(t),
                 })?;
-                let raw: Vec<f64> = v.raw.iter().map(|&x| f64::from(x)).collect();
-                let (vector, mask) = spec.scaler.transform(&raw);
+                let (vector, mask) = spec.scale(&v.raw);
                 Resolved {
                     vector,
                     mask,
@@ -391,7 +382,7 @@ impl Engine {
         let points: Vec<(u64, Vec<f32>)> = at
             .values()
             .enumerate()
-            .map(|(i, v)| (i as u64, scale(&spec, &v.raw)))
+            .map(|(i, v)| (i as u64, spec.scale(&v.raw).0))
             .collect();
         let own = r
             .exclude
@@ -448,10 +439,7 @@ impl Engine {
                 };
                 let explanation = if q.explain {
                     let (hv, hm) = match version {
-                        Some(v) => {
-                            let raw: Vec<f64> = v.raw.iter().map(|&x| f64::from(x)).collect();
-                            spec.scaler.transform(&raw)
-                        }
+                        Some(v) => spec.scale(&v.raw),
                         None => self.vector(id)?,
                     };
                     Some(science::explain(

@@ -26,8 +26,24 @@ pub struct Current {
     pub vector: Vec<f32>,
 }
 
-/// A vector to (re)place: object id, version number, point id, raw features.
-pub type Entry = (String, u32, PointId, Vec<f32>);
+/// A vector to (re)place in the index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub object_id: String,
+    /// The object's vector version (0, 1, ...).
+    pub seq: u32,
+    pub point: PointId,
+    /// Raw features (unscaled), as stored.
+    pub raw: Vec<f32>,
+}
+
+/// A scaled [`Entry`], its object id interned.
+struct Scaled {
+    object_id: Arc<str>,
+    seq: u32,
+    point: PointId,
+    vector: Vec<f32>,
+}
 
 pub struct LiveIndex {
     pub spec: EmbeddingSpec,
@@ -44,19 +60,13 @@ pub struct LiveIndex {
 
 /// Scaled entries whose points are in the graph but not live yet; see the module doc.
 pub struct Prepared {
-    entries: Vec<(Arc<str>, u32, PointId, Vec<f32>)>,
+    entries: Vec<Scaled>,
     graph_id: u64,
 }
 
 fn next_graph_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-/// Scales raw features with the spec's scaler.
-pub fn scale(spec: &EmbeddingSpec, raw: &[f32]) -> Vec<f32> {
-    let raw: Vec<f64> = raw.iter().map(|&x| f64::from(x)).collect();
-    spec.scaler.transform(&raw).0
 }
 
 /// A set of point ids as a bitset (point ids are dense: numbered from 0 as vectors are made).
@@ -128,13 +138,18 @@ impl LiveIndex {
         live.owner.reserve(entries.len());
         let mut new = Vec::new();
         for e in entries {
-            let (id, seq, point, raw) = e;
+            let Entry {
+                object_id: id,
+                seq,
+                point,
+                raw,
+            } = e;
             if *point >= dump.watermark {
                 new.push(e.clone());
                 continue;
             }
             let id: Arc<str> = Arc::from(id.as_str());
-            let vector = scale(&live.spec, raw);
+            let vector = live.spec.scale(raw).0;
             live.own(*point, id.clone());
             live.current.insert(
                 id,
@@ -159,11 +174,19 @@ impl LiveIndex {
     /// Scales `entries` and inserts their points into the graph, not live yet: the slow half
     /// of [`LiveIndex::upsert`], which needs only a shared borrow.
     pub fn prepare(&self, entries: Vec<Entry>) -> Prepared {
-        let entries: Vec<(Arc<str>, u32, PointId, Vec<f32>)> = entries
+        let entries: Vec<Scaled> = entries
             .into_iter()
-            .map(|(id, seq, point, raw)| (Arc::from(id), seq, point, scale(&self.spec, &raw)))
+            .map(|e| Scaled {
+                object_id: Arc::from(e.object_id),
+                seq: e.seq,
+                point: e.point,
+                vector: self.spec.scale(&e.raw).0,
+            })
             .collect();
-        let points: Vec<(PointId, Vec<f32>)> = entries.iter().map(|e| (e.2, e.3.clone())).collect();
+        let points: Vec<(PointId, Vec<f32>)> = entries
+            .iter()
+            .map(|e| (e.point, e.vector.clone()))
+            .collect();
         self.hnsw.insert(&points);
         Prepared {
             entries,
@@ -178,11 +201,17 @@ impl LiveIndex {
             let points: Vec<(PointId, Vec<f32>)> = prepared
                 .entries
                 .iter()
-                .map(|e| (e.2, e.3.clone()))
+                .map(|e| (e.point, e.vector.clone()))
                 .collect();
             self.hnsw.insert(&points);
         }
-        for (id, seq, point, vector) in prepared.entries {
+        for Scaled {
+            object_id: id,
+            seq,
+            point,
+            vector,
+        } in prepared.entries
+        {
             self.own(point, id.clone());
             self.watermark = self.watermark.max(point + 1);
             if let Some(old) = self.current.insert(id, Current { point, seq, vector }) {
@@ -277,7 +306,12 @@ mod tests {
     fn entry(dim: usize, id: &str, seq: u32, point: PointId, x: f32) -> Entry {
         let mut raw = vec![0.0f32; dim];
         raw[0] = x;
-        (id.into(), seq, point, raw)
+        Entry {
+            object_id: id.into(),
+            seq,
+            point,
+            raw,
+        }
     }
 
     #[test]
@@ -331,7 +365,7 @@ mod tests {
         let spec = EmbeddingSpec::initial(&embedder);
         let mut live = LiveIndex::build(spec, HnswParams::default(), entries).unwrap();
         let moved = entry(dim, "o0", 1, 20, 5.0);
-        let query = moved.3.clone();
+        let query = moved.raw.clone();
         let prepared = live.prepare(vec![moved]);
         // In the graph, but no search returns it before the commit: o0 is still at 0.
         let hits = live.search(&query, 1, None);

@@ -5,10 +5,10 @@ use super::ServerError;
 use crate::engine::{
     AnomalyScore, Classification, Cone, Filters, Recommendation, SimilarHit, Target,
 };
-use crate::graph::science::{Contribution, Explanation};
 use crate::model::{
     AnnotationValue, Band, Detection, Label, Neighbour, ObjectRecord, Survey, Unit, UpperLimit,
 };
+use crate::science::{Contribution, Explanation};
 
 pub fn survey(s: Survey) -> pb::Survey {
     match s {

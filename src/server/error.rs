@@ -2,12 +2,15 @@
 //!
 //! A client's mistake is never `INTERNAL`: unknown objects and users are `NOT_FOUND`, bad
 //! arguments `INVALID_ARGUMENT` (the message starts with the field, which is also sent in
-//! the `asterism-field` metadata), oversized messages `RESOURCE_EXHAUSTED`.
+//! the `asterism-field` metadata), oversized messages `RESOURCE_EXHAUSTED`. A store whose
+//! values do not decode is `DATA_LOSS`.
 
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
 use crate::engine::EngineError;
+use crate::graph::GraphError;
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -66,12 +69,19 @@ impl From<ServerError> for Status {
                 EngineError::NoPositiveExamples => with_field(
                     Code::InvalidArgument,
                     "positive",
-                    "positive: no positive examples: give object ids, or a user who voted objects up"
-                        .into(),
+                    format!("positive: {message}"),
                 ),
                 EngineError::NoEmbedding { .. } | EngineError::SpecOutdated => {
                     Status::failed_precondition(message)
                 }
+                // A stored value that does not decode, or a store of another format: the
+                // data is damaged or unreadable by this build, not a passing fault.
+                EngineError::Store(
+                    StoreError::Corrupt { .. } | StoreError::FormatVersion { .. },
+                )
+                | EngineError::Graph(GraphError::Store(
+                    StoreError::Corrupt { .. } | StoreError::FormatVersion { .. },
+                )) => Status::data_loss(message),
                 EngineError::Store(_)
                 | EngineError::Index(_)
                 | EngineError::Graph(_)

@@ -14,7 +14,7 @@ use super::proto::{self as pb, asterism_server};
 use super::{convert, watching, Access, ServerError};
 use crate::alert::{self, DecodeOptions};
 use crate::engine::{
-    AnomalyQuery, BatchOutcome, ChangeEvent, Engine, EngineError, IngestTally, RecommendQuery,
+    check_count, AnomalyQuery, ChangeEvent, Engine, EngineError, IngestTally, RecommendQuery,
     SimilarQuery, MAX_K,
 };
 use crate::model::{Alert, Vote};
@@ -47,14 +47,7 @@ where
 }
 
 fn bounded(field: &'static str, n: u32) -> Result<usize, ServerError> {
-    let n = n as usize;
-    if n == 0 || n > MAX_K {
-        return Err(ServerError::invalid(
-            field,
-            format!("{n} is not in 1..={MAX_K}"),
-        ));
-    }
-    Ok(n)
+    Ok(check_count(field, n as usize)?)
 }
 
 fn required(field: &'static str, value: &str) -> Result<(), ServerError> {
@@ -71,23 +64,20 @@ struct Packet {
     strict: bool,
 }
 
-/// What storing a run of packets did.
-#[derive(Default)]
-struct Stored {
-    rejects: Vec<alert::Reject>,
-    batches: Vec<(usize, BatchOutcome)>,
-    /// With a strict packet that did not decode: its error, after the packets before it
-    /// were stored.
-    failed: Option<ServerError>,
-}
-
-/// Decodes `packets` in parallel and stores their alerts in batches of the engine's size.
-fn store_packets(engine: &Engine, opts: &DecodeOptions, packets: Vec<Packet>) -> Stored {
+/// Decodes `packets` in parallel and stores their alerts in batches of the engine's size,
+/// counted into `tally`. Returns the error that stopped it: a strict packet that did not
+/// decode (after the packets before it were stored), or a failed write.
+fn store_packets(
+    engine: &Engine,
+    opts: &DecodeOptions,
+    packets: Vec<Packet>,
+    tally: &mut IngestTally,
+) -> Option<ServerError> {
     let decoded: Vec<alert::Decoded> = packets
         .par_iter()
         .map(|p| alert::decode(&p.name, &p.bytes, opts))
         .collect();
-    let mut out = Stored::default();
+    let mut failed = None;
     let mut alerts: Vec<Alert> = Vec::new();
     for (p, d) in packets.iter().zip(decoded) {
         if p.strict && !d.rejects.is_empty() {
@@ -97,22 +87,16 @@ fn store_packets(engine: &Engine, opts: &DecodeOptions, packets: Vec<Packet>) ->
                 .map(|r| format!("{}: {}", r.source, r.error))
                 .collect::<Vec<_>>()
                 .join("; ");
-            out.failed = Some(ServerError::invalid("packet", reason));
+            failed = Some(ServerError::invalid("packet", reason));
             break;
         }
-        out.rejects.extend(d.rejects);
+        tally.add_rejects(d.rejects);
         alerts.extend(d.alerts);
     }
-    for chunk in alerts.chunks(engine.batch_size()) {
-        match engine.apply(chunk) {
-            Ok(outcome) => out.batches.push((chunk.len(), outcome)),
-            Err(e) => {
-                out.failed = Some(e.into());
-                break;
-            }
-        }
+    match engine.apply_all(&alerts, tally) {
+        Ok(()) => failed,
+        Err(e) => Some(e.into()),
     }
-    out
 }
 
 fn ingest_response(received: u64, tally: IngestTally) -> pb::IngestResponse {
@@ -150,14 +134,15 @@ impl Service {
         let packets = std::mem::take(pending);
         let engine = Arc::clone(&self.engine);
         let opts = self.decode.clone();
-        let stored = tokio::task::spawn_blocking(move || store_packets(&engine, &opts, packets))
-            .await
-            .map_err(ServerError::from)?;
-        tally.add_rejects(stored.rejects);
-        for (n, outcome) in stored.batches {
-            tally.add_batch(n, outcome);
-        }
-        match stored.failed {
+        let mut counted = std::mem::take(tally);
+        let (counted, failed) = tokio::task::spawn_blocking(move || {
+            let failed = store_packets(&engine, &opts, packets, &mut counted);
+            (counted, failed)
+        })
+        .await
+        .map_err(ServerError::from)?;
+        *tally = counted;
+        match failed {
             None => Ok(()),
             Some(e) => {
                 let mut status = Status::from(e);

@@ -52,6 +52,8 @@ pub enum StoreError {
     },
     #[error("RocksDB: {detail}")]
     Rocks { detail: String },
+    #[error("cannot encode a value for `{cf}`: {detail}")]
+    Encode { cf: &'static str, detail: String },
     #[error("corrupt value under key {key:?} in `{cf}`: {detail}")]
     Corrupt {
         cf: &'static str,
@@ -95,16 +97,32 @@ pub struct Counts {
 #[derive(Debug, Default)]
 pub struct Batch {
     pub objects: Vec<ObjectRecord>,
-    /// New alerts: (survey, alert id, object id).
-    pub alerts: Vec<(Survey, i64, String)>,
+    /// Alerts not seen before.
+    pub alerts: Vec<NewAlert>,
     /// New totals for the surveys the batch touched.
     pub counts: BTreeMap<Survey, Counts>,
-    /// New embedding versions: (object id, version number, version).
-    pub vectors: Vec<(String, u32, VectorVersion)>,
+    /// New embedding versions.
+    pub vectors: Vec<NewVersion>,
     /// Replaced neighbour lists.
     pub neighbours: Vec<(String, Vec<Neighbour>)>,
     pub spec: Option<EmbeddingSpec>,
     pub next_point: Option<u64>,
+}
+
+/// An alert id seen for the first time, and the object it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAlert {
+    pub survey: Survey,
+    pub alert_id: i64,
+    pub object_id: String,
+}
+
+/// An object's embedding version number `seq` (0, 1, ...) and what it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewVersion {
+    pub object_id: String,
+    pub seq: u32,
+    pub version: VectorVersion,
 }
 
 /// Which index dump is on disk and what it covers.
@@ -126,9 +144,14 @@ pub struct Store {
     config: StoreConfig,
 }
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    // Encoding plain structs into a Vec cannot fail.
-    bincode::serde::encode_to_vec(v, bincode::config::standard()).unwrap_or_default()
+/// Encodes a value for `cf`. bincode fails only on values serde cannot represent (a map with
+/// non-string keys is fine, a sequence of unknown length is not); such a failure is an error
+/// of the write, never an empty value written in its place.
+fn encode<T: Serialize>(cf: &'static str, v: &T) -> Result<Vec<u8>> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard()).map_err(|e| StoreError::Encode {
+        cf,
+        detail: e.to_string(),
+    })
 }
 
 fn decode<T: DeserializeOwned>(cf: &'static str, key: &[u8], bytes: &[u8]) -> Result<T> {
@@ -273,24 +296,40 @@ impl Store {
         let meta = self.handle(cf::META)?;
         let mut wb = WriteBatch::default();
         for o in &batch.objects {
-            wb.put_cf(objects, keys::object_key(&o.object_id), encode(o));
+            wb.put_cf(
+                objects,
+                keys::object_key(&o.object_id),
+                encode(cf::OBJECTS, o)?,
+            );
         }
-        for (survey, id, object_id) in &batch.alerts {
-            wb.put_cf(alerts, keys::alert_key(*survey, *id), object_id.as_bytes());
+        for a in &batch.alerts {
+            wb.put_cf(
+                alerts,
+                keys::alert_key(a.survey, a.alert_id),
+                a.object_id.as_bytes(),
+            );
         }
         for (survey, counts) in &batch.counts {
-            wb.put_cf(meta, keys::counts_key(*survey), encode(counts));
+            wb.put_cf(meta, keys::counts_key(*survey), encode(cf::META, counts)?);
         }
         let vectors = self.handle(cf::VECTORS)?;
-        for (id, seq, v) in &batch.vectors {
-            wb.put_cf(vectors, keys::vector_key(id, *seq), encode(v));
+        for v in &batch.vectors {
+            wb.put_cf(
+                vectors,
+                keys::vector_key(&v.object_id, v.seq),
+                encode(cf::VECTORS, &v.version)?,
+            );
         }
         let neighbours = self.handle(cf::NEIGHBOURS)?;
         for (id, list) in &batch.neighbours {
-            wb.put_cf(neighbours, keys::object_key(id), encode(list));
+            wb.put_cf(
+                neighbours,
+                keys::object_key(id),
+                encode(cf::NEIGHBOURS, list)?,
+            );
         }
         if let Some(spec) = &batch.spec {
-            wb.put_cf(meta, keys::SPEC_KEY, encode(spec));
+            wb.put_cf(meta, keys::SPEC_KEY, encode(cf::META, spec)?);
         }
         if let Some(next) = batch.next_point {
             wb.put_cf(meta, keys::NEXT_POINT_KEY, next.to_be_bytes());
@@ -332,7 +371,7 @@ impl Store {
         let mut wo = WriteOptions::default();
         wo.set_sync(self.config.sync_writes);
         self.db
-            .put_cf_opt(meta, keys::INDEX_DUMP_KEY, encode(dump), &wo)?;
+            .put_cf_opt(meta, keys::INDEX_DUMP_KEY, encode(cf::META, dump)?, &wo)?;
         Ok(())
     }
 
@@ -410,7 +449,7 @@ impl Store {
         let handle = self.handle(cf::LABELS)?;
         let mut wb = WriteBatch::default();
         for (id, l) in labels {
-            wb.put_cf(handle, keys::object_key(id), encode(l));
+            wb.put_cf(handle, keys::object_key(id), encode(cf::LABELS, l)?);
         }
         self.write_batch(wb)
     }
@@ -426,7 +465,11 @@ impl Store {
     pub fn put_vote(&self, user: &str, object_id: &str, vote: Vote) -> Result<()> {
         let handle = self.handle(cf::VOTES)?;
         let mut wb = WriteBatch::default();
-        wb.put_cf(handle, keys::vote_key(user, object_id), encode(&vote));
+        wb.put_cf(
+            handle,
+            keys::vote_key(user, object_id),
+            encode(cf::VOTES, &vote)?,
+        );
         self.write_batch(wb)
     }
 

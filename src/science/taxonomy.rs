@@ -8,7 +8,8 @@
 //! Fink class (`fink_class`; its model candidates such as "SN candidate" are not labels), the
 //! SIMBAD cross-match type (`cdsxmatch`, `xm.simbad_otype`) and VSX (`vsx`, `xm.vsx_Type`).
 //! SIMBAD and VSX matches are positional (sometimes the host galaxy or a neighbour star), so
-//! they are noisy. Imports `model`.
+//! they are noisy. [`LABEL_FIELDS`] is the one list of annotations that carry labels (the
+//! export reads it too). Imports `model`.
 
 use crate::model::{AnnotationValue, Label, ObjectRecord};
 
@@ -43,7 +44,7 @@ fn rank(source: &str) -> usize {
             "TNS" => 1,
             "Fink" => 2,
             "SIMBAD" => 3,
-            "VSX" => 4,
+            "VSX" | "GCVS" => 4,
             _ => 5,
         }
     }
@@ -159,17 +160,20 @@ pub fn coarse(source: &str, raw: &str) -> Option<&'static str> {
     }
 }
 
-/// Annotations that carry labels, with their source.
-const LABEL_FIELDS: &[(&str, &str)] = &[
+/// Annotations that carry labels, with their source, by the names brokers use.
+pub const LABEL_FIELDS: &[(&str, &str)] = &[
     ("tnsclass", "TNS"),
     ("tns_class", "TNS"),
     ("xm.tns_type", "TNS"),
+    ("tns_type_recomputed", "TNS"),
     ("fink_class", "Fink"),
     ("finkclass", "Fink"),
     ("cdsxmatch", "SIMBAD"),
     ("xm.simbad_otype", "SIMBAD"),
     ("vsx", "VSX"),
     ("xm.vsx_Type", "VSX"),
+    ("gcvs", "GCVS"),
+    ("xm.gcvs_type", "GCVS"),
 ];
 
 /// Every label an object carries: imported ones and those in its annotations, most trusted

@@ -1,25 +1,19 @@
 //! Neighbour lists from the live index: fresh ones by search, and the patch of the lists a
 //! batch of re-embedded objects touches. Free functions over a [`LiveIndex`] and a
 //! [`ReverseGraph`], so that a refit running beside the engine computes lists the same way.
+//! Imports `index` (the live index), `model` and the reverse graph.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use rayon::prelude::*;
 
 use super::reverse::ReverseGraph;
-use super::Result;
-use crate::graph::{GRAPH_K, STORED_K};
+use super::{Lists, Replaced, Result, GRAPH_K, STORED_K};
 use crate::index::live::LiveIndex;
 use crate::model::Neighbour;
 
-/// Neighbour lists to write, by object.
-pub(super) type Lists = Vec<(String, Vec<Neighbour>)>;
-
-/// Stored neighbour lists by object, as they were before a batch replaced them.
-pub(super) type Replaced = HashMap<String, Vec<Neighbour>>;
-
 /// Fresh neighbour lists for `ids`, by index search.
-pub(super) fn search(live: &LiveIndex, ids: &[String]) -> Lists {
+pub fn search(live: &LiveIndex, ids: &[String]) -> Lists {
     ids.par_iter()
         .filter_map(|id| {
             let c = live.current(id)?;
@@ -43,7 +37,7 @@ pub(super) fn search(live: &LiveIndex, ids: &[String]) -> Lists {
 /// searched again. Exact whenever the patched list was exact before. Also returns the
 /// lists the new ones replace. `reverse` says who lists whom in the lists `stored` reads
 /// (one call, for the lists of the given objects).
-pub(super) fn relink(
+pub fn relink(
     live: &LiveIndex,
     reverse: &ReverseGraph,
     moved: &[String],

@@ -4,7 +4,7 @@
 //! Object ids are numbered once ([`ReverseGraph`] interns them), so an edge costs 4 bytes
 //! instead of a `String`: at 1M objects with 16 stored neighbours each, 16M edges. The graph is
 //! read from the stored lists in the background when the engine opens ([`LazyReverse`]), so
-//! queries are answered while it loads; the first write waits for it.
+//! queries are answered while it loads; the first write waits for it. Imports `store`, `model`.
 
 #[cfg(test)]
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,13 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use super::lists::Replaced;
+use super::Replaced;
 use crate::model::Neighbour;
 use crate::store::{Store, StoreError};
 
 /// See the module doc.
 #[derive(Default)]
-pub(super) struct ReverseGraph {
+pub struct ReverseGraph {
     number: foldhash::HashMap<Arc<str>, u32>,
     names: Vec<Arc<str>>,
     /// By object number: the numbers of the objects listing it (no repeats, unordered).
@@ -68,12 +68,17 @@ impl ReverseGraph {
             .map(|b| &*self.names[*b as usize])
     }
 
+    /// Adds the edges of `by`'s list.
+    pub fn add_list(&mut self, by: &str, list: &[Neighbour]) {
+        for n in list {
+            self.add(&n.object_id, by);
+        }
+    }
+
     /// Adds every edge of `lists` (each object's list).
     pub fn add_lists(&mut self, lists: &[(String, Vec<Neighbour>)]) {
         for (id, list) in lists {
-            for n in list {
-                self.add(&n.object_id, id);
-            }
+            self.add_list(id, list);
         }
     }
 
@@ -102,9 +107,7 @@ impl ReverseGraph {
     pub fn from_store(store: &Store, cancel: &AtomicBool) -> Result<ReverseGraph, StoreError> {
         let mut graph = ReverseGraph::default();
         store.for_each_neighbours(|id, list| {
-            for n in &list {
-                graph.add(&n.object_id, id);
-            }
+            graph.add_list(id, &list);
             !cancel.load(Ordering::Relaxed)
         })?;
         Ok(graph)
@@ -130,7 +133,7 @@ impl ReverseGraph {
 }
 
 /// The reverse graph while it may still be loading; see the module doc.
-pub(super) struct LazyReverse {
+pub struct LazyReverse {
     graph: Mutex<Loaded>,
     loader: Mutex<Option<JoinHandle<Result<ReverseGraph, StoreError>>>>,
     cancel: Arc<AtomicBool>,
@@ -138,7 +141,7 @@ pub(super) struct LazyReverse {
 
 /// The graph and whether it holds the stored lists yet.
 #[derive(Default)]
-pub(super) struct Loaded {
+pub struct Loaded {
     ready: bool,
     graph: ReverseGraph,
 }

@@ -1,0 +1,255 @@
+//! Labels and classification: importing labels, an object's labels through the taxonomy,
+//! the neighbour vote (with label spreading when no neighbour is labelled) and its
+//! leave-one-out evaluation. The formulas are in `src/science/`. Imports `science`, `model`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::{lock, read, ChangeEvent, Engine, EngineError, Result};
+use crate::model::{Label, ObjectRecord};
+use crate::science::taxonomy::{self, primary};
+use crate::science::{self, snia_score, Evaluation};
+
+impl Engine {
+    /// The most trusted label of each object (imported or from its annotations).
+    pub(super) fn primary_labels(&self, ids: &[&str]) -> Result<Vec<Option<Label>>> {
+        let records = self.store.get_objects(ids)?;
+        self.primary_labels_of(ids, records.iter().map(Option::as_ref))
+    }
+    /// [`Self::primary_labels`] for records already read.
+    pub(super) fn primary_labels_of<'r>(
+        &self,
+        ids: &[&str],
+        records: impl IntoIterator<Item = Option<&'r ObjectRecord>>,
+    ) -> Result<Vec<Option<Label>>> {
+        let imported = self.store.labels_of(ids)?;
+        Ok(records
+            .into_iter()
+            .zip(imported)
+            .map(|(r, imp)| r.and_then(|r| primary(&taxonomy::labels_of(r, &imp)).cloned()))
+            .collect())
+    }
+    /// Every label of an object, most trusted first.
+    pub fn labels(&self, object_id: &str) -> Result<Vec<Label>> {
+        let r = self.object(object_id)?;
+        let imported = self
+            .store
+            .labels_of(&[object_id])?
+            .pop()
+            .unwrap_or_default();
+        Ok(taxonomy::labels_of(&r, &imported))
+    }
+    /// Imports `(object id, class)` rows from a labels file named `source`. Classes are mapped
+    /// onto the taxonomy where they name one of its classes or a SIMBAD/TNS type, and kept as
+    /// written otherwise. Rows for objects not in the store are counted, not stored.
+    pub fn import_labels(&self, rows: &[(String, String)], source: &str) -> Result<LabelImport> {
+        let _guard = lock(&self.writer);
+        let source = format!("csv:{source}");
+        let mut report = LabelImport::default();
+        let ids: Vec<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
+        let known = self.store.get_objects(&ids)?;
+        let mut existing = self.store.labels_of(&ids)?;
+        let mut out: BTreeMap<String, Vec<Label>> = BTreeMap::new();
+        for (((id, raw), known), current) in rows.iter().zip(known).zip(existing.iter_mut()) {
+            if known.is_none() {
+                report.unknown_objects.push(id.clone());
+                continue;
+            }
+            let class =
+                taxonomy::canonical(raw).map_or_else(|| raw.trim().to_string(), String::from);
+            let entry = out
+                .entry(id.clone())
+                .or_insert_with(|| std::mem::take(current));
+            entry.retain(|l| l.source != source);
+            entry.push(Label {
+                class: class.clone(),
+                source: source.clone(),
+                raw: raw.clone(),
+            });
+            *report.classes.entry(class).or_default() += 1;
+            report.imported += 1;
+        }
+        let batch: Vec<(String, Vec<Label>)> = out.into_iter().collect();
+        self.store.put_labels(&batch)?;
+        self.notify(ChangeEvent {
+            labelled: batch.iter().map(|(id, _)| id.clone()).collect(),
+            ..ChangeEvent::default()
+        });
+        Ok(report)
+    }
+    /// Class probabilities of an object from the labels of its nearest neighbours (see
+    /// [`science`] for the weights, the calibration and the packet-score pooling), or by label
+    /// spreading over the kNN graph when no neighbour among the nearest is labelled.
+    pub fn classify(&self, object_id: &str) -> Result<Classification> {
+        let record = self.object(object_id)?;
+        let vector = self.current_vector(object_id)?;
+        let candidates = read(&self.live).search(&vector, VOTE_CANDIDATES, Some(object_id));
+        let ids: Vec<&str> = candidates.iter().map(|(id, _)| id.as_ref()).collect();
+        let labels = self.primary_labels(&ids)?;
+        let voters: Vec<Voter> = candidates
+            .iter()
+            .zip(labels)
+            .filter_map(|((id, d), l)| {
+                l.map(|l| Voter {
+                    object_id: id.to_string(),
+                    class: l.class,
+                    source: l.source,
+                    distance: *d,
+                })
+            })
+            .take(VOTERS)
+            .collect();
+        let (mut probabilities, method) = if voters.is_empty() {
+            let p = self.spread_to(object_id)?;
+            let m = if p.is_empty() { "none" } else { "propagation" };
+            (p, m)
+        } else {
+            let v: Vec<(String, f32)> = voters
+                .iter()
+                .map(|v| (v.class.clone(), v.distance))
+                .collect();
+            (science::vote(&v), "vote")
+        };
+        let packet_snia_score = snia_score(&record);
+        if let Some(s) = packet_snia_score {
+            science::pool_snia_score(&mut probabilities, s);
+        }
+        let best = probabilities
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(c, p)| (c.clone(), *p));
+        Ok(Classification {
+            object_id: object_id.to_string(),
+            class: best.as_ref().map(|b| b.0.clone()),
+            confidence: best.map_or(0.0, |b| b.1),
+            probabilities,
+            method,
+            voters,
+            packet_snia_score,
+            labels: self.labels(object_id)?,
+        })
+    }
+    /// Label spreading over the stored kNN graph; the scores of `object_id`.
+    pub(super) fn spread_to(&self, object_id: &str) -> Result<BTreeMap<String, f64>> {
+        let lists = self.graph_lists()?;
+        let ids: Vec<&str> = lists.keys().map(String::as_str).collect();
+        let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let Some(&me) = index.get(object_id) else {
+            return Ok(BTreeMap::new());
+        };
+        let mut edges = Vec::new();
+        for (i, (_, list)) in lists.iter().enumerate() {
+            for n in list {
+                if let Some(&j) = index.get(n.object_id.as_str()) {
+                    edges.push((i, j, n.distance));
+                }
+            }
+        }
+        let labels = self.primary_labels(&ids)?;
+        let mut classes: Vec<String> = labels.iter().flatten().map(|l| l.class.clone()).collect();
+        classes.sort();
+        classes.dedup();
+        let seeds: Vec<(usize, usize)> = labels
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| {
+                let l = l.as_ref()?;
+                Some((i, classes.binary_search(&l.class).ok()?))
+            })
+            .filter(|(i, _)| *i != me)
+            .collect();
+        let f = science::spread_labels(ids.len(), &edges, &seeds, classes.len());
+        Ok(classes
+            .into_iter()
+            .zip(f[me].iter().copied())
+            .filter(|(_, p)| *p > 0.0)
+            .collect())
+    }
+    /// Leave-one-out neighbour-vote classification of the objects in `truth` (id -> class):
+    /// each is classified by the votes of its nearest neighbours that `truth` labels, its own
+    /// label hidden. Objects absent from the store are counted in `missing`.
+    pub fn evaluate(&self, truth: &BTreeMap<String, String>) -> Result<EvaluationReport> {
+        if self.spec_outdated {
+            return Err(EngineError::SpecOutdated);
+        }
+        let truth: BTreeMap<&str, String> = truth
+            .iter()
+            .map(|(id, c)| {
+                let c = taxonomy::canonical(c).map_or_else(|| c.trim().to_string(), String::from);
+                (id.as_str(), c)
+            })
+            .collect();
+        let live = read(&self.live);
+        let present: Vec<(&str, &String)> = truth
+            .iter()
+            .filter(|(id, _)| live.current(id).is_some())
+            .map(|(id, c)| (*id, c))
+            .collect();
+        let predicted: Vec<String> = present
+            .par_iter()
+            .map(|(id, _)| {
+                let Some(c) = live.current(id) else {
+                    return "none".to_string();
+                };
+                let voters: Vec<(String, f32)> = live
+                    .search(&c.vector, VOTE_CANDIDATES, Some(id))
+                    .into_iter()
+                    .filter_map(|(n, d)| truth.get(n.as_ref()).map(|c| (c.clone(), d)))
+                    .take(VOTERS)
+                    .collect();
+                science::vote(&voters)
+                    .into_iter()
+                    .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+                    .map_or_else(|| "none".to_string(), |(c, _)| c)
+            })
+            .collect();
+        let actual: Vec<String> = present.iter().map(|(_, c)| (*c).clone()).collect();
+        Ok(EvaluationReport {
+            missing: truth.len() - present.len(),
+            evaluation: science::evaluate(&actual, &predicted),
+        })
+    }
+}
+
+/// Nearest candidates searched for labelled voters.
+pub const VOTE_CANDIDATES: usize = 30;
+/// Labelled voters used.
+pub const VOTERS: usize = 10;
+/// A labelled neighbour that voted.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Voter {
+    pub object_id: String,
+    pub class: String,
+    pub source: String,
+    pub distance: f32,
+}
+/// The answer of [`Engine::classify`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Classification {
+    pub object_id: String,
+    pub class: Option<String>,
+    pub confidence: f64,
+    pub probabilities: BTreeMap<String, f64>,
+    /// `vote`, `propagation` or `none`.
+    pub method: &'static str,
+    pub voters: Vec<Voter>,
+    pub packet_snia_score: Option<f64>,
+    /// The object's own labels, if it has any.
+    pub labels: Vec<Label>,
+}
+/// What a label import did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct LabelImport {
+    pub imported: usize,
+    pub classes: BTreeMap<String, usize>,
+    pub unknown_objects: Vec<String>,
+}
+/// [`Engine::evaluate`]'s figures and the labelled objects not in the store.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EvaluationReport {
+    #[serde(flatten)]
+    pub evaluation: Evaluation,
+    pub missing: usize,
+}

@@ -1,0 +1,332 @@
+//! Ingest: decoded alerts merged into their objects, re-embedded, indexed and linked into
+//! the kNN graph, one atomic store write per batch ([`Engine::apply`]); sessions that span
+//! several inputs and the reports they give. Imports `alert`, `model`, `store`, `index`,
+//! `graph` and the engine's refit and maintenance files.
+
+use std::collections::{HashMap, HashSet};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::{lock, read, write, ChangeEvent, Engine, EngineError, Result};
+use crate::alert::Decoded;
+use crate::graph::{lists, Lists, Replaced};
+use crate::index::live::Entry;
+use crate::model::{Alert, Neighbour, ObjectRecord, Survey, VectorVersion};
+use crate::store::{Batch, NewAlert, NewVersion};
+
+impl Engine {
+    /// Ingests decoded input: stores the alerts in batches of `batch_size`, each one atomic,
+    /// and reports the rejects.
+    pub fn ingest(&self, decoded: Decoded) -> Result<IngestReport> {
+        let mut session = self.session();
+        session.add(decoded)?;
+        Ok(session.finish())
+    }
+    /// Starts an ingest that spans several inputs (files, stream messages), so that an object
+    /// created by one input and updated by a later one counts once, as new.
+    pub fn session(&self) -> IngestSession<'_> {
+        IngestSession {
+            engine: self,
+            tally: IngestTally::default(),
+        }
+    }
+    /// Stores `alerts` in atomic batches of the configured size ([`Engine::apply`]), counting
+    /// each committed batch into `tally`; stops at the first batch that fails.
+    pub fn apply_all(&self, alerts: &[Alert], tally: &mut IngestTally) -> Result<()> {
+        for chunk in alerts.chunks(self.config.batch_size) {
+            let outcome = self.apply(chunk)?;
+            tally.add_batch(chunk.len(), outcome);
+        }
+        Ok(())
+    }
+
+    /// Merges one batch of alerts into the store in one atomic write.
+    pub fn apply(&self, alerts: &[Alert]) -> Result<BatchOutcome> {
+        // A poisoned lock only means another writer panicked; the store itself is consistent.
+        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.install_refit(false)?;
+        let mut outcome = BatchOutcome::default();
+
+        let mut ids: Vec<&str> = alerts.iter().map(|a| a.object_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let existing = self.store.get_objects(&ids)?;
+        let mut records: HashMap<&str, (ObjectRecord, bool)> = HashMap::new();
+        for (id, rec) in ids.iter().zip(existing) {
+            if let Some(rec) = rec {
+                records.insert(id, (rec, false));
+            }
+        }
+
+        let alert_keys: Vec<(Survey, i64)> = alerts
+            .iter()
+            .filter_map(|a| a.alert_id.map(|id| (a.survey, id)))
+            .collect();
+        let known = self.store.known_alerts(&alert_keys)?;
+        let mut known: HashSet<(Survey, i64)> = alert_keys
+            .iter()
+            .zip(known)
+            .filter(|(_, k)| *k)
+            .map(|(key, _)| *key)
+            .collect();
+
+        let mut counts = self.store.counts()?;
+        let mut batch = Batch::default();
+        for alert in alerts {
+            if let Some(id) = alert.alert_id {
+                if known.insert((alert.survey, id)) {
+                    batch.alerts.push(NewAlert {
+                        survey: alert.survey,
+                        alert_id: id,
+                        object_id: alert.object_id.clone(),
+                    });
+                    counts.entry(alert.survey).or_default().alerts += 1;
+                } else {
+                    outcome.alerts_duplicate += 1;
+                }
+            }
+            let (record, changed) = records.entry(alert.object_id.as_str()).or_insert_with(|| {
+                outcome.new_objects.push(alert.object_id.clone());
+                counts.entry(alert.survey).or_default().objects += 1;
+                (
+                    ObjectRecord::new(alert.object_id.clone(), alert.survey),
+                    true,
+                )
+            });
+            let merged = record.merge(alert);
+            if merged.changed() {
+                *changed = true;
+            }
+            outcome.detections_added += merged.detections_added;
+            counts.entry(record.survey).or_default().detections += merged.detections_added;
+        }
+        let mut changed_records = Vec::new();
+        for (_, (record, changed)) in records {
+            if changed {
+                changed_records.push(record);
+            }
+        }
+        changed_records.sort_by(|a, b| a.object_id.cmp(&b.object_id));
+        outcome.changed_objects = changed_records
+            .iter()
+            .map(|r| r.object_id.clone())
+            .collect();
+        // Only surveys this batch touched are rewritten.
+        let touched: HashSet<Survey> = alerts.iter().map(|a| a.survey).collect();
+        let total_objects: u64 = counts.values().map(|c| c.objects).sum();
+        batch.counts = counts
+            .into_iter()
+            .filter(|(s, _)| touched.contains(s))
+            .collect();
+        if self.spec_outdated && !changed_records.is_empty() {
+            return Err(EngineError::SpecOutdated);
+        }
+        let replaced = self.embed_and_link(&changed_records, total_objects, &mut batch)?;
+        batch.objects = changed_records;
+        self.store.write(&batch)?;
+        self.note_lists(replaced, &batch.neighbours)?;
+        if self.refit_due(total_objects) == Some(true) && lock(&self.refit).is_none() {
+            self.start_refit()?;
+        }
+        self.notify(ChangeEvent {
+            changed_objects: outcome.changed_objects.clone(),
+            relisted: batch.neighbours.iter().map(|(id, _)| id.clone()).collect(),
+            ..ChangeEvent::default()
+        });
+        tracing::debug!(
+            alerts = alerts.len(),
+            objects = batch.objects.len(),
+            "committed batch"
+        );
+        self.maybe_rebuild_in_background();
+        Ok(outcome)
+    }
+    /// Embeds the changed objects, updates the live index (refitting the scaler when the store
+    /// has doubled) and recomputes the affected neighbour lists, all into `batch`. Returns the
+    /// stored lists the new ones replace (`None` after a refit, which rewrites every list).
+    pub(super) fn embed_and_link(
+        &self,
+        changed: &[ObjectRecord],
+        total_objects: u64,
+        batch: &mut Batch,
+    ) -> Result<Option<Replaced>> {
+        if changed.is_empty() {
+            return Ok(Some(Replaced::new()));
+        }
+        let raws: Vec<Vec<f32>> = changed
+            .par_iter()
+            .map(|r| self.embedder.raw_features(r, None))
+            .collect();
+        let mut next_point = self.store.next_point()?;
+        let mut entries: Vec<Entry> = Vec::with_capacity(changed.len());
+        {
+            let live = read(&self.live);
+            for (r, raw) in changed.iter().zip(raws) {
+                let seq = live.current(&r.object_id).map_or(0, |c| c.seq + 1);
+                let version = VectorVersion {
+                    point: next_point,
+                    from_mjd: r.meta.last_mjd.unwrap_or(f64::NAN),
+                    n_detections: r.detections.len() as u32,
+                    raw: raw.clone(),
+                };
+                batch.vectors.push(NewVersion {
+                    object_id: r.object_id.clone(),
+                    seq,
+                    version,
+                });
+                entries.push(Entry {
+                    object_id: r.object_id.clone(),
+                    seq,
+                    point: next_point,
+                    raw,
+                });
+                next_point += 1;
+            }
+        }
+        batch.next_point = Some(next_point);
+
+        if self.refit_due(total_objects) == Some(false) {
+            self.refit_and_rebuild(entries, batch)?;
+            let all: Vec<String> = read(&self.live)
+                .objects()
+                .map(|(id, _)| id.to_string())
+                .collect();
+            batch.neighbours = self.lists_for(&all);
+        } else {
+            let ids: Vec<String> = entries.iter().map(|e| e.object_id.clone()).collect();
+            if let Some(pending) = lock(&self.refit).as_ref() {
+                pending.log(&entries);
+            }
+            // The HNSW insertion under a read lock: queries go on meanwhile.
+            let prepared = read(&self.live).prepare(entries);
+            write(&self.live).commit(prepared);
+            let (lists, replaced) = self.relink(&ids)?;
+            batch.neighbours = lists;
+            return Ok(Some(replaced));
+        }
+        Ok(None)
+    }
+    /// New neighbour lists after the `moved` objects were re-embedded, and the stored lists
+    /// they replace; see [`lists::relink`].
+    pub(super) fn relink(&self, moved: &[String]) -> Result<(Lists, Replaced)> {
+        let reverse = self.listed_by.get(&self.store)?;
+        let relinked = lists::relink(&read(&self.live), &reverse, moved, |keys| {
+            Ok(self.store.multi_neighbours(keys)?)
+        })?;
+        Ok(relinked)
+    }
+    /// Fresh neighbour lists for `ids`, by index search.
+    pub(super) fn lists_for(&self, ids: &[String]) -> Lists {
+        lists::search(&read(&self.live), ids)
+    }
+    /// Updates the reverse graph after `lists` were written over `replaced` (the old lists by
+    /// object; `None`: every list was rewritten).
+    pub(super) fn note_lists(
+        &self,
+        replaced: Option<Replaced>,
+        lists: &[(String, Vec<Neighbour>)],
+    ) -> Result<()> {
+        let Some(mut replaced) = replaced else {
+            self.listed_by.replace(lists);
+            return Ok(());
+        };
+        self.listed_by
+            .get(&self.store)?
+            .update(&mut replaced, lists);
+        Ok(())
+    }
+}
+
+/// A rejected packet, row or file, as reported to the user.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RejectReport {
+    pub source: String,
+    pub reason: String,
+}
+/// The outcome of an ingest call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct IngestReport {
+    /// Alerts (packets, or objects of a lightcurve table) decoded.
+    pub alerts_read: u64,
+    /// Packets, rows and files that could not be decoded.
+    pub alerts_rejected: u64,
+    /// Alerts already in the store (the same packet ingested before).
+    pub alerts_duplicate: u64,
+    pub objects_new: u64,
+    pub objects_updated: u64,
+    pub detections_added: u64,
+    pub rejects: Vec<RejectReport>,
+    /// Objects created or changed, in id order.
+    #[serde(skip)]
+    pub changed_objects: Vec<String>,
+}
+/// What one atomic batch did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct BatchOutcome {
+    pub new_objects: Vec<String>,
+    pub changed_objects: Vec<String>,
+    pub alerts_duplicate: u64,
+    pub detections_added: u64,
+}
+/// Totals of an ingest that spans several inputs and batches: an object created by one batch
+/// and updated by a later one counts once, as new.
+#[derive(Debug, Default)]
+pub struct IngestTally {
+    report: IngestReport,
+    new_objects: HashSet<String>,
+    changed: HashSet<String>,
+}
+impl IngestTally {
+    pub fn add_rejects(&mut self, rejects: Vec<crate::alert::Reject>) {
+        self.report.alerts_rejected += rejects.len() as u64;
+        self.report
+            .rejects
+            .extend(rejects.into_iter().map(|r| RejectReport {
+                source: r.source,
+                reason: r.error.to_string(),
+            }));
+    }
+
+    /// Counts a committed batch of `alerts` alerts.
+    pub fn add_batch(&mut self, alerts: usize, outcome: BatchOutcome) {
+        self.report.alerts_read += alerts as u64;
+        self.report.alerts_duplicate += outcome.alerts_duplicate;
+        self.report.detections_added += outcome.detections_added;
+        self.new_objects.extend(outcome.new_objects);
+        self.changed.extend(outcome.changed_objects);
+    }
+
+    pub fn report(&self) -> &IngestReport {
+        &self.report
+    }
+
+    pub fn finish(mut self) -> IngestReport {
+        self.report.objects_new = self.new_objects.len() as u64;
+        self.report.objects_updated = self.changed.difference(&self.new_objects).count() as u64;
+        let mut changed: Vec<String> = self.changed.into_iter().collect();
+        changed.sort();
+        self.report.changed_objects = changed;
+        self.report
+    }
+}
+/// An ingest in progress; see [`Engine::session`].
+pub struct IngestSession<'a> {
+    engine: &'a Engine,
+    tally: IngestTally,
+}
+impl IngestSession<'_> {
+    /// Stores one input's alerts and records its rejects.
+    pub fn add(&mut self, decoded: Decoded) -> Result<()> {
+        self.tally.add_rejects(decoded.rejects);
+        self.engine.apply_all(&decoded.alerts, &mut self.tally)
+    }
+
+    pub fn report(&self) -> &IngestReport {
+        self.tally.report()
+    }
+
+    pub fn finish(self) -> IngestReport {
+        self.tally.finish()
+    }
+}

@@ -1,0 +1,191 @@
+//! Maintenance of the index and the store: tombstone rebuilds in the background, checkpoints
+//! (the index dump) and `reindex` (every object re-embedded with the current feature list).
+//! Imports `embed`, `index`, `model`, `store`.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{index_dir, lock, raw_matrix, read, write, ChangeEvent, Engine};
+use super::{refit, Result};
+use crate::embed::EmbeddingSpec;
+use crate::index::live::{Entry, LiveIndex};
+use crate::index::{HnswIndex, HnswParams, PointId, VectorInsert};
+use crate::model::VectorVersion;
+use crate::store::{Batch, NewVersion};
+
+impl Engine {
+    /// Starts a background rebuild when tombstones pass the threshold (on a thread pool of its
+    /// own); the new graph is swapped in atomically, with the vectors that arrived meanwhile
+    /// added first.
+    pub(super) fn maybe_rebuild_in_background(&self) {
+        let (tomb, live_n) = {
+            let live = read(&self.live);
+            (live.tombstones(), live.len())
+        };
+        let threshold = (live_n as f64 * self.config.rebuild_tombstone_ratio).max(1000.0);
+        if (tomb as f64) < threshold || self.rebuilding.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let live = Arc::clone(&self.live);
+        let flag = Arc::clone(&self.rebuilding);
+        let params = self.config.hnsw.clone();
+        let handle = std::thread::spawn(move || {
+            let pool = refit::background_pool();
+            let run = || {
+                let (snapshot, spec_version) = {
+                    let l = read(&live);
+                    (l.snapshot(), l.spec.version)
+                };
+                let built: HashSet<PointId> = snapshot.iter().map(|(p, _)| *p).collect();
+                let result = HnswIndex::new(HnswParams {
+                    capacity: params.capacity.max(snapshot.len()),
+                    ..params
+                });
+                if let Ok(graph) = result {
+                    graph.insert(&snapshot);
+                    let mut l = write(&live);
+                    // A refit replaced the whole index meanwhile: this graph is stale.
+                    if l.spec.version == spec_version {
+                        l.swap_graph(graph, &built);
+                        tracing::info!(vectors = l.len(), "swapped in the rebuilt index");
+                    }
+                }
+            };
+            // Its own pool: the batches' parallel work must not queue behind the build.
+            match pool {
+                Some(pool) => pool.install(run),
+                None => run(),
+            }
+            flag.store(false, Ordering::SeqCst);
+        });
+        *lock(&self.rebuild_thread) = Some(handle);
+    }
+    /// Waits for a background rebuild, if one runs.
+    pub fn wait_for_rebuild(&self) {
+        if let Some(h) = lock(&self.rebuild_thread).take() {
+            let _ = h.join();
+        }
+    }
+    /// Points in the index that no object owns any more.
+    pub fn tombstones(&self) -> usize {
+        read(&self.live).tombstones()
+    }
+    /// Writes the index to `<db>/index/` and records what it covers, so the next open loads it
+    /// instead of rebuilding. Older dumps are removed. A refit running beside the engine is
+    /// waited for and installed first (on a large store, minutes), so the dump has its spec.
+    pub fn checkpoint(&self) -> Result<()> {
+        let _guard = lock(&self.writer);
+        self.install_refit(true)?;
+        self.wait_for_rebuild();
+        if read(&self.live).is_empty() {
+            // Nothing to dump (hnsw_rs cannot write an empty graph); open builds it in no time.
+            return Ok(());
+        }
+        let dir = index_dir(self.store.path());
+        let dump = read(&self.live).dump(&dir)?;
+        self.store.set_index_dump(&dump)?;
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.starts_with(&format!("{}.", dump.basename)) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+    /// Re-embeds every object and every stored version with the current feature list, refits
+    /// the scaler on all objects and rebuilds the index and the kNN graph.
+    pub fn reindex(&self) -> Result<ReindexReport> {
+        let _guard = lock(&self.writer);
+        // Its spec is about to be replaced: stop a refit running beside the engine.
+        drop(lock(&self.refit).take());
+        let mut records = Vec::new();
+        self.store.for_each_object(|r| {
+            records.push(r);
+            true
+        })?;
+        let mut batch = Batch::default();
+        let mut next_point = self.store.next_point()?;
+        let mut versions = 0usize;
+        let mut current: Vec<Entry> = Vec::new();
+        for r in &records {
+            let mut stored = self.store.vector_versions(&r.object_id)?;
+            if stored.is_empty() {
+                stored.push((
+                    0,
+                    VectorVersion {
+                        point: 0,
+                        from_mjd: r.meta.last_mjd.unwrap_or(f64::NAN),
+                        n_detections: r.detections.len() as u32,
+                        raw: Vec::new(),
+                    },
+                ));
+            }
+            let last = stored.len() - 1;
+            for (i, (seq, v)) in stored.into_iter().enumerate() {
+                let as_of = if i == last { None } else { Some(v.from_mjd) };
+                let raw = self.embedder.raw_features(r, as_of);
+                let version = VectorVersion {
+                    point: next_point,
+                    raw: raw.clone(),
+                    ..v
+                };
+                if i == last {
+                    current.push(Entry {
+                        object_id: r.object_id.clone(),
+                        seq,
+                        point: next_point,
+                        raw,
+                    });
+                }
+                batch.vectors.push(NewVersion {
+                    object_id: r.object_id.clone(),
+                    seq,
+                    version,
+                });
+                next_point += 1;
+                versions += 1;
+            }
+        }
+        batch.next_point = Some(next_point);
+        let dim = self.embedder.dim();
+        let rows = raw_matrix(&current, dim);
+        let base = read(&self.live).spec.clone();
+        let mut spec = EmbeddingSpec::initial(&self.embedder);
+        spec.version = base.version;
+        let spec = if current.is_empty() {
+            spec
+        } else {
+            spec.refit(&rows)
+        };
+        batch.spec = Some(spec.clone());
+        self.wait_for_rebuild();
+        *write(&self.live) = LiveIndex::build(spec, self.config.hnsw.clone(), current)?;
+        let ids: Vec<String> = records.iter().map(|r| r.object_id.clone()).collect();
+        batch.neighbours = self.lists_for(&ids);
+        self.store.write(&batch)?;
+        self.note_lists(None, &batch.neighbours)?;
+        self.notify(ChangeEvent {
+            changed_objects: ids,
+            relisted: batch.neighbours.iter().map(|(id, _)| id.clone()).collect(),
+            ..ChangeEvent::default()
+        });
+        Ok(ReindexReport {
+            objects: records.len(),
+            versions,
+            dim,
+        })
+    }
+}
+
+/// What `reindex` did.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReindexReport {
+    pub objects: usize,
+    pub versions: usize,
+    pub dim: usize,
+}

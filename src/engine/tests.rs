@@ -1,0 +1,97 @@
+//! Engine tests that need its private parts: the reverse graph against the stored lists, and
+//! refits beside the engine against the stored vectors.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use super::*;
+use crate::graph::reverse;
+use crate::graph::GRAPH_K;
+use crate::model::Alert;
+
+/// The reverse graph kept in memory batch by batch equals the one read from the stored
+/// lists (as at open), after many small batches of relinks and the refits between them,
+/// and a reopen between them.
+#[test]
+fn the_reverse_graph_follows_the_stored_lists() {
+    check_lists_after_small_batches(EngineConfig::default());
+}
+
+/// The same with every refit running beside the engine while batches go on; after
+/// `checkpoint` (which installs the last one), every indexed vector is its object's
+/// stored raw vector under the stored spec.
+#[test]
+fn refits_beside_the_engine_leave_the_same_graph() {
+    let dir = check_lists_after_small_batches(EngineConfig {
+        background_refit_from: 0,
+        ..EngineConfig::default()
+    });
+    let engine = Engine::open(dir.path(), EngineConfig::default()).expect("reopen");
+    let spec = engine.store.spec().expect("spec").expect("a spec");
+    assert!(spec.version >= 2, "spec version {}", spec.version);
+    assert_eq!(spec.version, engine.spec().version);
+    let (ids, vectors) = engine.vectors();
+    for (id, v) in ids.iter().zip(&vectors) {
+        let versions = engine.store.vector_versions(id).expect("versions");
+        let (_, latest) = versions.last().expect("a version");
+        assert_eq!(&spec.scale(&latest.raw).0, v, "{id}");
+    }
+}
+
+fn check_lists_after_small_batches(config: EngineConfig) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path(), config.clone()).expect("open");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    let (files, _) = crate::source::expand(&[root.join("ztf"), root.join("lightcurves")]);
+    let mut alerts: Vec<Alert> = files
+        .iter()
+        .flat_map(|f| crate::source::decode_file(f, &Default::default()).alerts)
+        .collect();
+    alerts.sort_by(|a, b| a.mjd.total_cmp(&b.mjd));
+    let (earlier, last) = alerts.split_at(alerts.len() - 40);
+    for chunk in earlier.chunks(40) {
+        engine.apply(chunk).expect("apply");
+    }
+    // Reopened, the graph loads in the background: closing at once stops the load (or
+    // the next open would find the store locked), and the first write waits for it.
+    drop(engine);
+    drop(Engine::open(dir.path(), config.clone()).expect("reopen"));
+    let engine = Engine::open(dir.path(), config).expect("reopen");
+    let (ids, _) = engine.vectors();
+    assert_eq!(engine.similar(&ids[0], 5, None).expect("query").len(), 5);
+    engine.apply(last).expect("apply after reopen");
+    engine.checkpoint().expect("checkpoint");
+    assert!(
+        engine.indexed() > 100,
+        "{} objects indexed",
+        engine.indexed()
+    );
+    let from_store =
+        reverse::ReverseGraph::from_store(&engine.store, &AtomicBool::new(false)).expect("lists");
+    let kept = engine.listed_by.get(&engine.store).expect("graph").to_map();
+    assert!(kept.len() > 100);
+    assert_eq!(kept, from_store.to_map());
+
+    // The patched lists still name each object's nearest neighbours (against exact search
+    // over the current vectors; the lists were found by HNSW search, hence not 1.0).
+    let (ids, vectors) = engine.vectors();
+    let points = crate::index::numbered(vectors);
+    let (mut hits, mut total) = (0, 0);
+    for (i, id) in ids.iter().enumerate() {
+        let truth: Vec<&str> =
+            crate::index::exact_knn(&points, &points[i].1, GRAPH_K, &|p| p as usize != i)
+                .iter()
+                .map(|h| ids[h.point as usize].as_str())
+                .collect();
+        let list = engine.neighbours(id).expect("list");
+        assert_eq!(list.len(), GRAPH_K.min(ids.len() - 1), "{id}");
+        hits += list
+            .iter()
+            .filter(|n| truth.contains(&n.object_id.as_str()))
+            .count();
+        total += truth.len();
+    }
+    let recall = hits as f64 / total as f64;
+    assert!(recall > 0.95, "graph recall@10 {recall}");
+    dir
+}
