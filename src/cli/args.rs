@@ -1,0 +1,390 @@
+//! The arguments of every subcommand, as clap parses them (the `Command` enum and one struct per
+//! subcommand), and their resolution into validated configuration: the write flags into an
+//! `EngineConfig`, `--schema` into `DecodeOptions`, the filter flags into `Filters`. Flags, defaults
+//! and help texts are those of `asterism <command> --help`; nothing here opens a store or prints.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use asterism::alert::DecodeOptions;
+use asterism::engine::{Cone, EngineConfig, Filters, DEFAULT_BATCH_SIZE};
+use asterism::model::Survey;
+use asterism::server;
+use asterism::source;
+use asterism::store::StoreConfig;
+
+#[derive(Subcommand, Debug)]
+pub(super) enum Command {
+    /// Write a survey-like stream of ZTF or Rubin alert packets (Avro containers, in tar files),
+    /// made by seeded augmentation of real lightcurves.
+    Generate(GenerateArgs),
+    /// Serve the database over gRPC (see proto/asterism/v1/asterism.proto) until SIGINT/SIGTERM.
+    Serve(ServeArgs),
+    /// Ingest alert packets and lightcurve tables (files, directories, .tar, .tar.gz).
+    Ingest(IngestArgs),
+    /// Show an object's metadata, lightcurve and annotations.
+    Object(ObjectArgs),
+    /// Objects, alerts and detections per survey.
+    Stats(StatsArgs),
+    /// The objects most similar to one object (nearest first, the object itself excluded).
+    Similar(SimilarArgs),
+    /// Write one row per object (id, survey, counts, embedding, labels) to a Parquet file.
+    Export(ExportArgs),
+    /// Connected components of the kNN graph and KMeans clusters of the embeddings.
+    Clusters(ClustersArgs),
+    /// Re-embed every object with the current feature list, refit the scaler, rebuild the
+    /// index and the kNN graph.
+    Reindex(ReindexArgs),
+    /// Import labels from a CSV with columns objectId,class (extra columns ignored).
+    Labels(LabelsArgs),
+    /// Class probabilities of an object from its neighbours' labels.
+    Classify(ClassifyArgs),
+    /// Leave-one-out neighbour-vote classification of the labelled objects of a CSV.
+    Evaluate(EvaluateArgs),
+    /// The most anomalous objects (optionally as ranked for one user).
+    Anomalies(AnomaliesArgs),
+    /// Record a user's vote on an object.
+    Vote(VoteArgs),
+    /// Objects like the --like examples and unlike the --unlike ones, or like a user's up-votes.
+    Recommend(RecommendArgs),
+    /// Which features and bands make two objects close, and which set them apart.
+    Explain(ExplainArgs),
+}
+
+// A subcommand's about text is the doc comment of its `Command` variant above (clap applies it
+// after that of the variant's struct); the structs below document their flags.
+
+#[derive(Args, Debug)]
+pub(super) struct DbArg {
+    /// Database directory (created by `ingest` if missing).
+    #[arg(long, value_name = "DIR")]
+    pub(super) db: PathBuf,
+}
+
+/// How a command that writes the store writes it (`ingest`, `serve`).
+#[derive(Args, Debug)]
+pub(super) struct WriteArgs {
+    /// Alerts per atomic write.
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
+    batch_size: usize,
+    /// Do not fsync each batch (a killed process still loses nothing; a power cut may).
+    #[arg(long)]
+    no_sync: bool,
+}
+
+impl WriteArgs {
+    /// The engine configuration these flags give, validated.
+    pub(super) fn engine_config(&self) -> Result<EngineConfig> {
+        let config = EngineConfig {
+            store: StoreConfig {
+                sync_writes: !self.no_sync,
+            },
+            batch_size: self.batch_size,
+            ..EngineConfig::default()
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Conditions on the objects an answer may name.
+#[derive(Args, Debug)]
+pub(super) struct FilterArgs {
+    /// Only objects of this coarse class (their label, else their predicted class).
+    #[arg(long)]
+    class: Option<String>,
+    #[arg(long)]
+    min_detections: Option<usize>,
+    /// Only objects detected at or after this MJD.
+    #[arg(long, value_name = "MJD")]
+    since: Option<f64>,
+    /// Only objects within a sky cone: RA,DEC,RADIUS in degrees.
+    #[arg(long, value_name = "RA,DEC,R", value_parser = parse_cone)]
+    cone: Option<Cone>,
+}
+
+impl FilterArgs {
+    pub(super) fn filters(self) -> Filters {
+        Filters {
+            class: self.class,
+            min_detections: self.min_detections,
+            last_after: self.since,
+            last_before: None,
+            cone: self.cone,
+        }
+    }
+}
+
+fn parse_cone(text: &str) -> Result<Cone, String> {
+    let parts: Vec<f64> = text
+        .split(',')
+        .map(|p| p.trim().parse::<f64>().map_err(|e| format!("{p:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    match parts[..] {
+        [ra, dec, radius] => Ok(Cone { ra, dec, radius }),
+        _ => Err("expected RA,DEC,RADIUS in degrees".into()),
+    }
+}
+
+/// The decoding options `--schema` gives: a writer schema for Confluent-framed Avro datums.
+pub(super) fn decode_options(schema: Option<&Path>) -> Result<DecodeOptions> {
+    let mut opts = DecodeOptions::default();
+    if let Some(path) = schema {
+        let parsed = source::load_schema(path)
+            .map_err(|e| anyhow::anyhow!("cannot load the schema: {e}"))?;
+        opts.confluent_schema = Some(Arc::new(parsed));
+    }
+    Ok(opts)
+}
+
+/// `asterism generate`'s arguments.
+#[derive(Args, Debug)]
+pub(super) struct GenerateArgs {
+    /// Folder for the tar files of packets (created).
+    #[arg(long, value_name = "DIR")]
+    pub(super) out: PathBuf,
+    /// Objects to generate.
+    #[arg(long, default_value_t = 1000)]
+    pub(super) objects: usize,
+    #[arg(long, default_value_t = 1)]
+    pub(super) seed: u64,
+    /// Packets per tar file.
+    #[arg(long, default_value_t = 10_000)]
+    pub(super) packets_per_file: usize,
+    /// Days of each source lightcurve kept (from its first detection).
+    #[arg(long, default_value_t = 120.0)]
+    pub(super) window_days: f64,
+    /// One packet per object (its last detection, carrying the whole lightcurve as history)
+    /// instead of one per detection: to seed a store, as from an archive.
+    #[arg(long)]
+    pub(super) backfill: bool,
+    /// Index of the first object: streams with disjoint ranges have disjoint objects.
+    #[arg(long, default_value_t = 0)]
+    pub(super) first_object: usize,
+    /// Whose packets to write: ZTF (schema 4.02, 30 days of history, `ZTF26...` ids) or
+    /// Rubin (LSST schema 10.0, 12 months of history, fluxes in nJy, integer diaObjectIds).
+    #[arg(long, value_enum, default_value_t = PacketSurvey::Ztf)]
+    pub(super) survey: PacketSurvey,
+    /// With `--survey lsst`: write Confluent-framed datums with this schema registry id, as
+    /// Rubin's Kafka stream carries them, instead of container files (ingest them with
+    /// `--schema data/schema/lsst-10.0`).
+    #[arg(long, value_name = "ID")]
+    pub(super) framed_schema_id: Option<u32>,
+    /// Real alerts and lightcurves the objects are made from.
+    #[arg(default_values = ["data/lightcurves", "data/ztf", "data/fink"], value_name = "PATH")]
+    pub(super) from: Vec<PathBuf>,
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+/// The surveys whose packets `asterism generate` writes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(super) enum PacketSurvey {
+    Ztf,
+    Lsst,
+}
+
+impl From<PacketSurvey> for Survey {
+    fn from(s: PacketSurvey) -> Survey {
+        match s {
+            PacketSurvey::Ztf => Survey::Ztf,
+            PacketSurvey::Lsst => Survey::Lsst,
+        }
+    }
+}
+
+/// `asterism serve`'s arguments.
+// `--no-sync` keeps the shorter help it has always had here (clap drops the final period of a
+// one-sentence doc comment, hence none here).
+#[derive(Args, Debug)]
+#[command(mut_arg("no_sync", |a| a.help("Do not fsync each batch")))]
+pub(super) struct ServeArgs {
+    #[command(flatten)]
+    pub(super) db: DbArg,
+    /// Address to listen on (port 0: any free port, printed at start).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub(super) addr: std::net::SocketAddr,
+    /// Bearer token that Ingest needs. Without one, Ingest is refused.
+    #[arg(long, env = "ASTERISM_TOKEN", hide_env_values = true)]
+    pub(super) token: Option<String>,
+    /// Bearer token that every read needs (default: reads are open).
+    #[arg(long, env = "ASTERISM_READ_TOKEN", hide_env_values = true)]
+    pub(super) read_token: Option<String>,
+    /// File of `user token` lines: a user's votes and personal rankings need their token.
+    #[arg(long, env = "ASTERISM_USER_TOKENS", value_name = "FILE")]
+    pub(super) user_tokens: Option<PathBuf>,
+    /// Writer schema for Confluent-framed Avro datums (as for `ingest`).
+    #[arg(long, value_name = "PATH")]
+    pub(super) schema: Option<PathBuf>,
+    /// Larger messages are refused (RESOURCE_EXHAUSTED).
+    #[arg(long, default_value_t = server::DEFAULT_MAX_MESSAGE_BYTES)]
+    pub(super) max_message_bytes: usize,
+    #[command(flatten)]
+    pub(super) write: WriteArgs,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct IngestArgs {
+    #[command(flatten)]
+    pub(super) db: DbArg,
+    /// Files or directories to read, recursively.
+    #[arg(required = true, value_name = "PATH")]
+    pub(super) paths: Vec<PathBuf>,
+    /// Writer schema for Confluent-framed Avro datums: an .avsc file, or a directory of
+    /// the split .avsc files of one LSST schema version.
+    #[arg(long, value_name = "PATH")]
+    pub(super) schema: Option<PathBuf>,
+    #[command(flatten)]
+    pub(super) write: WriteArgs,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ObjectArgs {
+    #[command(flatten)]
+    pub(super) db: DbArg,
+    pub(super) object_id: String,
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct StatsArgs {
+    #[command(flatten)]
+    pub(super) db: DbArg,
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct SimilarArgs {
+    #[command(flatten)]
+    pub(super) db: DbArg,
+    pub(super) object_id: String,
+    /// Number of neighbours.
+    #[arg(short, default_value_t = 10)]
+    pub(super) k: usize,
+    /// Search the embeddings every object had at this MJD (exact search).
+    #[arg(long, value_name = "MJD")]
+    pub(super) as_of: Option<f64>,
+    #[command(flatten)]
+    pub(super) filters: FilterArgs,
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ExportArgs {
+    #[command(flatten)]
+    pub(super) db: DbArg,
+    #[arg(long, value_name = "FILE.parquet")]
+    pub(super) out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ClustersArgs {
+    #[command(flatten)]
+    pub(super) db: DbArg,
+    /// Number of KMeans clusters (default: sqrt(n/2), within 2..=20).
+    #[arg(short)]
+    pub(super) k: Option<usize>,
+    #[arg(long, default_value_t = 42)]
+    pub(super) seed: u64,
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ReindexArgs {
+    #[command(flatten)]
+    pub(super) db: DbArg,
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct LabelsArgs {
+    #[command(flatten)]
+    pub(super) db: DbArg,
+    pub(super) file: PathBuf,
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ClassifyArgs {
+    #[command(flatten)]
+    pub(super) db: DbArg,
+    pub(super) object_id: String,
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct EvaluateArgs {
+    #[command(flatten)]
+    pub(super) db: DbArg,
+    #[arg(long, value_name = "FILE.csv")]
+    pub(super) labels: PathBuf,
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct AnomaliesArgs {
+    #[command(flatten)]
+    pub(super) db: DbArg,
+    #[arg(long, default_value_t = 10)]
+    pub(super) top: usize,
+    /// Only objects detected at or after this MJD.
+    #[arg(long, value_name = "MJD")]
+    pub(super) since: Option<f64>,
+    #[arg(long)]
+    pub(super) user: Option<String>,
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct VoteArgs {
+    #[command(flatten)]
+    pub(super) db: DbArg,
+    #[arg(long)]
+    pub(super) user: String,
+    pub(super) object_id: String,
+    #[arg(value_parser = ["up", "down"])]
+    pub(super) direction: String,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct RecommendArgs {
+    #[command(flatten)]
+    pub(super) db: DbArg,
+    #[arg(long, num_args = 1.., value_name = "ID")]
+    pub(super) like: Vec<String>,
+    #[arg(long, num_args = 1.., value_name = "ID")]
+    pub(super) unlike: Vec<String>,
+    #[arg(long)]
+    pub(super) user: Option<String>,
+    #[arg(long, default_value_t = 10)]
+    pub(super) top: usize,
+    #[command(flatten)]
+    pub(super) filters: FilterArgs,
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ExplainArgs {
+    #[command(flatten)]
+    pub(super) db: DbArg,
+    pub(super) a: String,
+    pub(super) b: String,
+    #[arg(long)]
+    pub(super) json: bool,
+}

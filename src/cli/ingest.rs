@@ -1,0 +1,153 @@
+//! The commands that write the store or the packets it is fed from: `ingest` (files decoded in
+//! parallel, written by one ingest session), `reindex`, and `generate` (a synthetic packet stream
+//! made from real lightcurves). Progress bars draw on stderr when it is a terminal.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+use asterism::alert::write::PacketWriter;
+use asterism::alert::{DecodeError, DecodeOptions, Decoded, Reject};
+use asterism::engine::{Engine, IngestReport};
+use asterism::model::{Alert, Survey};
+use asterism::{source, synth};
+
+use super::args::{decode_options, GenerateArgs, IngestArgs, ReindexArgs};
+use super::open_existing;
+use super::output::{self, GenerateSummary};
+
+/// Files decoded in parallel per round; decoding is pure, writing is serial.
+const FILES_PER_ROUND: usize = 32;
+
+/// `asterism ingest`: opens (or creates) the store, ingests every path, checkpoints.
+pub(super) fn ingest(args: IngestArgs) -> Result<()> {
+    let engine = Engine::open(&args.db.db, args.write.engine_config()?)?;
+    engine.skip_index_teardown();
+    let opts = decode_options(args.schema.as_deref())?;
+    let report = ingest_paths(&engine, &args.paths, &opts)?;
+    engine.checkpoint()?;
+    output::print_ingest(&report, args.json)
+}
+
+fn ingest_paths(engine: &Engine, paths: &[PathBuf], opts: &DecodeOptions) -> Result<IngestReport> {
+    let (files, unreadable) = source::expand(paths);
+    let mut session = engine.session();
+    session.add(Decoded {
+        alerts: Vec::new(),
+        rejects: unreadable
+            .into_iter()
+            .map(|u| Reject {
+                source: u.path.display().to_string(),
+                error: DecodeError::Archive {
+                    detail: format!("cannot read: {}", u.reason),
+                },
+            })
+            .collect(),
+    })?;
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(files.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} files {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    for round in files.chunks(FILES_PER_ROUND) {
+        let decoded: Vec<Decoded> = round
+            .par_iter()
+            .map(|f| source::decode_file(f, opts))
+            .collect();
+        for d in decoded {
+            session.add(d)?;
+            bar.inc(1);
+        }
+        let r = session.report();
+        bar.set_message(format!(
+            "{} alerts, {} rejected",
+            r.alerts_read, r.alerts_rejected
+        ));
+    }
+    bar.finish_and_clear();
+    Ok(session.finish())
+}
+
+/// `asterism reindex`: re-embeds every object, then checkpoints.
+pub(super) fn reindex(args: ReindexArgs) -> Result<()> {
+    let engine = open_existing(&args.db.db)?;
+    let report = engine.reindex()?;
+    engine.checkpoint()?;
+    output::print_reindex(&report, args.json)
+}
+
+/// `asterism generate`: writes the generated stream as tar files of `.avro` packets.
+pub(super) fn generate(args: GenerateArgs) -> Result<()> {
+    let (files, _) = source::expand(&args.from);
+    let alerts: Vec<Alert> = files
+        .par_iter()
+        .flat_map_iter(|f| source::decode_file(f, &DecodeOptions::default()).alerts)
+        .collect();
+    let bases = synth::records(&alerts);
+    let usable = bases.iter().filter(|r| synth::ztf_like(r)).count();
+    if usable == 0 {
+        anyhow::bail!("no lightcurve with 5 or more g/r/i magnitudes among the inputs");
+    }
+    let survey = Survey::from(args.survey);
+    let spec = synth::StreamSpec {
+        objects: args.objects,
+        seed: args.seed,
+        window_days: args.window_days,
+        backfill: args.backfill,
+        first_object: args.first_object,
+        ..synth::StreamSpec::for_survey(survey)
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let writer = PacketWriter::new(survey)?;
+    let progress = if std::io::stderr().is_terminal() {
+        ProgressBar::new_spinner().with_message("packets")
+    } else {
+        ProgressBar::hidden()
+    };
+    let (mut packets, mut bytes, mut file_no) = (0u64, 0u64, 0usize);
+    let mut stream = synth::AlertStream::new(&bases, spec);
+    loop {
+        let chunk: Vec<_> = stream.by_ref().take(args.packets_per_file.max(1)).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let encoded: Vec<(String, Vec<u8>)> = chunk
+            .par_iter()
+            .map(|p| {
+                match args.framed_schema_id {
+                    Some(id) => writer.write_framed(p, id),
+                    None => writer.write(p),
+                }
+                .map(|b| (format!("{}.avro", p.candid), b))
+            })
+            .collect::<Result<_, _>>()?;
+        let path = args.out.join(format!("alerts-{file_no:06}.tar"));
+        bytes += source::write_packet_tar(&path, &encoded)?;
+        packets += encoded.len() as u64;
+        file_no += 1;
+        progress.set_position(packets);
+    }
+    progress.finish_and_clear();
+    let summary = GenerateSummary {
+        out: &args.out,
+        survey,
+        seed: args.seed,
+        objects: stream.objects_emitted(),
+        packets,
+        files: file_no,
+        packet_bytes: bytes,
+        source_objects: usable,
+    };
+    output::print_generate(&summary, args.json)
+}

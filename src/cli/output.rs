@@ -1,0 +1,455 @@
+//! Everything the commands write to stdout: each result as text, or with `--json` as one
+//! pretty-printed JSON document. This is the only file of the CLI that writes stdout (the
+//! progress bars of `ingest` and `generate` draw on stderr); a write that fails, such as to a
+//! closed pipe, is returned as an error, never a panic (see `main`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use asterism::engine::{
+    AnomalyScore, Classification, ClusterReport, EvaluationReport, IngestReport, LabelImport,
+    Recommendation, ReindexReport, SimilarHit,
+};
+use asterism::graph::science::Explanation;
+use asterism::model::{AnnotationValue, Detection, ObjectRecord, Survey, Unit};
+use asterism::store::Counts;
+
+/// `println!` that returns the error instead of panicking (a closed pipe, as with `| head`,
+/// ends the command quietly: see `main`).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?;
+    }};
+}
+
+pub(super) fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    say!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub(super) fn print_ingest(report: &IngestReport, json: bool) -> Result<()> {
+    if json {
+        return print_json(report);
+    }
+    say!("alerts read:       {}", report.alerts_read);
+    say!("alerts rejected:   {}", report.alerts_rejected);
+    say!("alerts duplicate:  {}", report.alerts_duplicate);
+    say!("objects new:       {}", report.objects_new);
+    say!("objects updated:   {}", report.objects_updated);
+    say!("detections added:  {}", report.detections_added);
+    for r in &report.rejects {
+        say!("rejected {}: {}", r.source, r.reason);
+    }
+    Ok(())
+}
+
+/// What `generate` wrote.
+pub(super) struct GenerateSummary<'a> {
+    pub(super) out: &'a Path,
+    pub(super) survey: Survey,
+    pub(super) seed: u64,
+    pub(super) objects: usize,
+    pub(super) packets: u64,
+    pub(super) files: usize,
+    pub(super) packet_bytes: u64,
+    /// Real lightcurves usable as sources.
+    pub(super) source_objects: usize,
+}
+
+pub(super) fn print_generate(s: &GenerateSummary, json: bool) -> Result<()> {
+    if json {
+        return print_json(&json!({
+            "out": s.out.display().to_string(),
+            "objects": s.objects,
+            "packets": s.packets,
+            "files": s.files,
+            "packet_bytes": s.packet_bytes,
+            "source_objects": s.source_objects,
+            "survey": s.survey.as_str(),
+            "seed": s.seed,
+        }));
+    }
+    say!(
+        "wrote {} {} packets of {} objects ({:.1} MB) in {} files under {} \
+         (from {} real lightcurves, seed {})",
+        s.packets,
+        s.survey.as_str().to_uppercase(),
+        s.objects,
+        s.packet_bytes as f64 / 1e6,
+        s.files,
+        s.out.display(),
+        s.source_objects,
+        s.seed
+    );
+    Ok(())
+}
+
+pub(super) fn print_reindex(report: &ReindexReport, json: bool) -> Result<()> {
+    if json {
+        return print_json(report);
+    }
+    say!(
+        "re-embedded {} objects ({} versions, {} features)",
+        report.objects,
+        report.versions,
+        report.dim
+    );
+    Ok(())
+}
+
+pub(super) fn print_serving(db: &Path, addr: std::net::SocketAddr) -> Result<()> {
+    say!("asterism serving {} on {addr}", db.display());
+    Ok(())
+}
+
+pub(super) fn print_stopped() -> Result<()> {
+    say!("asterism stopped");
+    Ok(())
+}
+
+pub(super) fn print_stats(stats: &BTreeMap<Survey, Counts>, json: bool) -> Result<()> {
+    if json {
+        let per: serde_json::Map<String, Value> = stats
+            .iter()
+            .map(|(s, c)| {
+                (
+                    s.to_string(),
+                    json!({"objects": c.objects, "alerts": c.alerts, "detections": c.detections}),
+                )
+            })
+            .collect();
+        let total = stats.values().fold((0, 0, 0), |t, c| {
+            (t.0 + c.objects, t.1 + c.alerts, t.2 + c.detections)
+        });
+        return print_json(&json!({
+            "objects": total.0, "alerts": total.1, "detections": total.2,
+            "surveys": per,
+        }));
+    }
+    say!(
+        "{:<10} {:>10} {:>10} {:>12}",
+        "survey",
+        "objects",
+        "alerts",
+        "detections"
+    );
+    for (s, c) in stats {
+        say!(
+            "{:<10} {:>10} {:>10} {:>12}",
+            s.as_str(),
+            c.objects,
+            c.alerts,
+            c.detections
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn print_similar(
+    object_id: &str,
+    as_of: Option<f64>,
+    neighbours: &[SimilarHit],
+    json: bool,
+) -> Result<()> {
+    if json {
+        return print_json(&json!({
+            "object_id": object_id,
+            "as_of": as_of,
+            "neighbours": neighbours.iter().map(|n| json!({
+                "object_id": n.object_id, "distance": n.distance,
+                "class": n.class, "detections": n.n_detections,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    say!(
+        "{:>4}  {:<24} {:>10}  {:<14} detections",
+        "rank",
+        "object",
+        "distance",
+        "class"
+    );
+    for (i, n) in neighbours.iter().enumerate() {
+        say!(
+            "{:>4}  {:<24} {:>10.4}  {:<14} {}",
+            i + 1,
+            n.object_id,
+            n.distance,
+            n.class.as_deref().unwrap_or("-"),
+            n.n_detections
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn print_export(rows: usize, out: &Path) -> Result<()> {
+    say!("wrote {rows} objects to {}", out.display());
+    Ok(())
+}
+
+pub(super) fn print_clusters(report: &ClusterReport, json: bool) -> Result<()> {
+    if json {
+        return print_json(report);
+    }
+    say!(
+        "{} objects; kNN graph components: {} (largest {:?})",
+        report.objects,
+        report.component_sizes.len(),
+        &report.component_sizes[..report.component_sizes.len().min(5)]
+    );
+    for c in &report.clusters {
+        say!(
+            "cluster {:>2}: {:>6} objects {:?} e.g. {}",
+            c.id,
+            c.size,
+            c.surveys,
+            c.examples.join(", ")
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn print_explanation(a: &str, b: &str, e: &Explanation, json: bool) -> Result<()> {
+    if json {
+        return print_json(e);
+    }
+    say!("distance {a} - {b}: {:.3}", e.distance);
+    say!("share of the squared distance by band: {:?}", e.by_band);
+    say!("what sets them apart:");
+    for c in &e.apart {
+        say!(
+            "  {:<40} {:>7.3} vs {:>7.3}  {:>5.1}%",
+            c.feature,
+            c.a,
+            c.b,
+            100.0 * c.share
+        );
+    }
+    say!("what they share:");
+    for c in &e.closest {
+        say!("  {:<40} {:>7.3} vs {:>7.3}", c.feature, c.a, c.b);
+    }
+    Ok(())
+}
+
+pub(super) fn print_labels(report: &LabelImport, json: bool) -> Result<()> {
+    if json {
+        return print_json(report);
+    }
+    say!(
+        "imported {} labels ({} rows name objects not in the store)",
+        report.imported,
+        report.unknown_objects.len()
+    );
+    for (c, n) in &report.classes {
+        say!("  {c:<16} {n}");
+    }
+    Ok(())
+}
+
+pub(super) fn print_classification(c: &Classification, json: bool) -> Result<()> {
+    if json {
+        return print_json(c);
+    }
+    say!(
+        "{}: {} (confidence {:.2}, by {})",
+        c.object_id,
+        c.class.as_deref().unwrap_or("unknown"),
+        c.confidence,
+        c.method
+    );
+    let mut probs: Vec<_> = c.probabilities.iter().collect();
+    probs.sort_by(|a, b| b.1.total_cmp(a.1));
+    for (class, p) in probs {
+        say!("  {class:<16} {p:.3}");
+    }
+    for v in &c.voters {
+        say!(
+            "  voter {:<24} {:<14} d={:.3} ({})",
+            v.object_id,
+            v.class,
+            v.distance,
+            v.source
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn print_evaluation(r: &EvaluationReport, json: bool) -> Result<()> {
+    if json {
+        return print_json(r);
+    }
+    let e = &r.evaluation;
+    say!(
+        "n {}  accuracy {:.3}  macro-F1 {:.3}  (majority baseline '{}': accuracy {:.3}, macro-F1 {:.3}); {} labelled objects not in the store",
+        e.n, e.accuracy, e.macro_f1, e.baseline_class, e.baseline_accuracy, e.baseline_macro_f1, r.missing
+    );
+    for (c, f) in &e.per_class {
+        say!(
+            "  {c:<16} support {:>4}  precision {:.3}  recall {:.3}  f1 {:.3}",
+            f.support,
+            f.precision,
+            f.recall,
+            f.f1
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn print_anomalies(list: &[AnomalyScore], json: bool) -> Result<()> {
+    if json {
+        let v: Vec<Value> = list
+            .iter()
+            .map(|a| json!({"object_id": a.object_id, "score": a.score, "lof": a.lof, "isolation": a.isolation}))
+            .collect();
+        return print_json(&v);
+    }
+    for (i, a) in list.iter().enumerate() {
+        say!(
+            "{:>4}  {:<24} score {:.3}  (LOF {:.2}, isolation {:.3})",
+            i + 1,
+            a.object_id,
+            a.score,
+            a.lof,
+            a.isolation
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn print_vote(user: &str, direction: &str, object_id: &str) -> Result<()> {
+    say!("{user} voted {direction} {object_id}");
+    Ok(())
+}
+
+pub(super) fn print_recommendations(recs: &[Recommendation], json: bool) -> Result<()> {
+    if json {
+        return print_json(&recs);
+    }
+    for (i, r) in recs.iter().enumerate() {
+        say!(
+            "{:>4}  {:<24} score {:.4}  {:<14} {} detections",
+            i + 1,
+            r.object_id,
+            r.score,
+            r.class.as_deref().unwrap_or("-"),
+            r.n_detections
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn print_object(r: &ObjectRecord, json: bool) -> Result<()> {
+    if json {
+        return print_json(&object_json(r));
+    }
+    say!("object      {}", r.object_id);
+    say!("survey      {}", r.survey);
+    if let (Some(ra), Some(dec)) = (r.meta.ra, r.meta.dec) {
+        say!("position    ra {ra:.6} dec {dec:.6}");
+    }
+    if let (Some(f), Some(l)) = (r.meta.first_mjd, r.meta.last_mjd) {
+        say!("detected    MJD {f:.5} .. {l:.5}");
+    }
+    let per_band: Vec<String> = r
+        .meta
+        .n_per_band
+        .iter()
+        .map(|(b, n)| format!("{b}:{n}"))
+        .collect();
+    say!(
+        "detections  {} ({}), forced {}, upper limits {}",
+        r.detections.len(),
+        per_band.join(" "),
+        r.forced.len(),
+        r.upper_limits.len()
+    );
+    for (k, a) in &r.annotations {
+        say!("  {k} = {} (MJD {:.5})", annotation_json(&a.value), a.mjd);
+    }
+    say!(
+        "{:>14} {:>5} {:>14} {:>12} unit",
+        "mjd",
+        "band",
+        "value",
+        "error"
+    );
+    for d in &r.detections {
+        say!(
+            "{:>14.6} {:>5} {:>14.4} {:>12.4} {}",
+            d.mjd,
+            d.band.name(),
+            d.value,
+            d.error,
+            unit_name(d.unit)
+        );
+    }
+    Ok(())
+}
+
+fn object_json(r: &ObjectRecord) -> Value {
+    let annotations: serde_json::Map<String, Value> = r
+        .annotations
+        .iter()
+        .map(|(k, a)| {
+            (
+                k.clone(),
+                json!({"value": annotation_json(&a.value), "mjd": a.mjd}),
+            )
+        })
+        .collect();
+    json!({
+        "object_id": r.object_id,
+        "survey": r.survey.as_str(),
+        "n_detections": r.detections.len(),
+        "first_mjd": r.meta.first_mjd,
+        "last_mjd": r.meta.last_mjd,
+        "n_per_band": r.meta.n_per_band,
+        "ra": r.meta.ra,
+        "dec": r.meta.dec,
+        "detections": r.detections.iter().map(detection_json).collect::<Vec<_>>(),
+        "forced": r.forced.iter().map(detection_json).collect::<Vec<_>>(),
+        "upper_limits": r.upper_limits.iter().map(|l| json!({
+            "mjd": l.mjd, "band": l.band.name(), "limit_mag": l.limit_mag,
+        })).collect::<Vec<_>>(),
+        "annotations": annotations,
+    })
+}
+
+fn detection_json(d: &Detection) -> Value {
+    let mut v = json!({
+        "mjd": d.mjd,
+        "band": d.band.name(),
+        "value": d.value,
+        "error": d.error,
+        "unit": unit_name(d.unit),
+    });
+    if let Unit::DiffMag { positive } = d.unit {
+        v["isdiffpos"] = json!(positive);
+    }
+    if let Some(id) = d.source_id {
+        v["source_id"] = json!(id);
+    }
+    v
+}
+
+fn annotation_json(v: &AnnotationValue) -> Value {
+    match v {
+        AnnotationValue::Bool(b) => json!(b),
+        AnnotationValue::Number(x) => json!(x),
+        AnnotationValue::Text(s) => json!(s),
+    }
+}
+
+fn unit_name(u: Unit) -> &'static str {
+    match u {
+        Unit::DiffMag { .. } => "diff_mag",
+        Unit::Mag => "mag",
+        Unit::FluxNjy => "flux_njy",
+        Unit::FluxDn => "flux_dn",
+        Unit::Flux => "flux",
+    }
+}

@@ -1,0 +1,73 @@
+//! `asterism serve`: opens the store, builds the server configuration from the flags (tokens,
+//! user tokens, schema, message size) and runs the gRPC server on a Tokio runtime until SIGINT
+//! or SIGTERM.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use asterism::engine::Engine;
+use asterism::server::{self, Access, ServerConfig};
+
+use super::args::{decode_options, ServeArgs};
+use super::output;
+
+/// Runs the gRPC server until SIGINT or SIGTERM.
+pub(super) fn serve(args: ServeArgs) -> Result<()> {
+    let opening = || format!("opening {}", args.db.db.display());
+    // A bad write flag reads as a failure to open, as when `Engine::open` found it.
+    let config = args.write.engine_config().with_context(opening)?;
+    let engine = Arc::new(Engine::open(&args.db.db, config).with_context(opening)?);
+    let users = match &args.user_tokens {
+        Some(path) => Access::read_user_tokens(path).map_err(|e| anyhow::anyhow!(e))?,
+        None => Default::default(),
+    };
+    let server_config = ServerConfig {
+        access: Access {
+            write_token: args.token.filter(|t| !t.is_empty()),
+            read_token: args.read_token.filter(|t| !t.is_empty()),
+            users,
+        },
+        max_message_bytes: args.max_message_bytes,
+        decode: decode_options(args.schema.as_deref())?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.addr)
+            .await
+            .with_context(|| format!("binding {}", args.addr))?;
+        let addr = listener.local_addr()?;
+        if server_config.access.write_token.is_none() {
+            tracing::warn!("no --token: Ingest is refused");
+        }
+        output::print_serving(&args.db.db, addr)?;
+        server::serve(engine, server_config, listener, shutdown_signal()).await?;
+        output::print_stopped()
+    })
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
