@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 
 use asterism::alert::DecodeOptions;
 use asterism::engine::{Cone, EngineConfig, Filters, DEFAULT_BATCH_SIZE};
-use asterism::model::Survey;
+use asterism::model::{Survey, Vote};
 use asterism::server;
 use asterism::source;
 use asterism::store::StoreConfig;
@@ -357,8 +357,33 @@ pub(super) struct VoteArgs {
     #[arg(long)]
     pub(super) user: String,
     pub(super) object_id: String,
-    #[arg(value_parser = ["up", "down"])]
-    pub(super) direction: String,
+    #[arg(value_enum)]
+    pub(super) direction: Direction,
+}
+
+/// A vote's direction, as typed.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(super) enum Direction {
+    Up,
+    Down,
+}
+
+impl Direction {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Direction::Up => "up",
+            Direction::Down => "down",
+        }
+    }
+}
+
+impl From<Direction> for Vote {
+    fn from(d: Direction) -> Vote {
+        match d {
+            Direction::Up => Vote::Up,
+            Direction::Down => Vote::Down,
+        }
+    }
 }
 
 #[derive(Args, Debug)]

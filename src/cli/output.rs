@@ -13,8 +13,8 @@ use asterism::engine::{
     AnomalyScore, Classification, ClusterReport, EvaluationReport, IngestReport, LabelImport,
     Recommendation, ReindexReport, SimilarHit,
 };
-use asterism::graph::science::Explanation;
 use asterism::model::{AnnotationValue, Detection, ObjectRecord, Survey, Unit};
+use asterism::science::Explanation;
 use asterism::store::Counts;
 
 /// `println!` that returns the error instead of panicking (a closed pipe, as with `| head`,

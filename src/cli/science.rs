@@ -7,7 +7,6 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use asterism::engine::{AnomalyQuery, RecommendQuery};
-use asterism::model::Vote;
 
 use super::args::{AnomaliesArgs, ClassifyArgs, EvaluateArgs, LabelsArgs, RecommendArgs, VoteArgs};
 use super::open_existing;
@@ -50,13 +49,8 @@ pub(super) fn anomalies(args: AnomaliesArgs) -> Result<()> {
 
 pub(super) fn vote(args: VoteArgs) -> Result<()> {
     let engine = open_existing(&args.db.db)?;
-    let vote = if args.direction == "up" {
-        Vote::Up
-    } else {
-        Vote::Down
-    };
-    engine.vote(&args.user, &args.object_id, vote)?;
-    output::print_vote(&args.user, &args.direction, &args.object_id)
+    engine.vote(&args.user, &args.object_id, args.direction.into())?;
+    output::print_vote(&args.user, args.direction.as_str(), &args.object_id)
 }
 
 pub(super) fn recommend(args: RecommendArgs) -> Result<()> {
