@@ -396,3 +396,105 @@ fn lightcurve_tables_one_object_per_file() {
     assert_close(a.detections[0].value, 273.80392);
     assert_eq!(a.detections[0].band, Band::Other("V".into()));
 }
+
+/// Spark writes the integer columns of nested records as doubles in some Fink exports
+/// (`prv_candidates.candid`, `fid`, ... as `double`). Every history row with a magnitude must
+/// still be a detection: the same file with those columns cast to double decodes to the same
+/// lightcurves (ids compared up to double precision, which cannot hold a 19-digit `candid`).
+#[test]
+fn fink_parquet_history_with_doubles_for_integers_keeps_its_detections() {
+    use arrow::array::RecordBatch;
+    use arrow::datatypes::{DataType, Field, Fields, Schema};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ArrowWriter;
+
+    /// `t` with every integer field inside `prv_candidates` turned into a double.
+    fn doubles(t: &DataType, inside: bool) -> DataType {
+        match t {
+            DataType::Int32 | DataType::Int64 if inside => DataType::Float64,
+            DataType::List(f) => DataType::List(Arc::new(field(f, inside))),
+            DataType::Struct(fs) => {
+                DataType::Struct(fs.iter().map(|f| field(f, inside)).collect::<Fields>())
+            }
+            other => other.clone(),
+        }
+    }
+    fn field(f: &Field, inside: bool) -> Field {
+        let inside = inside || f.name() == "prv_candidates";
+        f.clone().with_data_type(doubles(f.data_type(), inside))
+    }
+
+    let path = data("fink/tde_ZTF20abfcszi_202008.parquet");
+    let file = std::fs::File::open(&path).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    let schema = batches[0].schema();
+    let history = schema.field_with_name("prv_candidates").unwrap();
+    let cast_schema = Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| field(f, false))
+            .collect::<Fields>(),
+    ));
+    assert_ne!(
+        cast_schema.field_with_name("prv_candidates").unwrap(),
+        history,
+        "the history has integer columns to cast"
+    );
+    let mut bytes = Vec::new();
+    {
+        let mut writer = ArrowWriter::try_new(&mut bytes, cast_schema.clone(), None).unwrap();
+        for b in &batches {
+            let columns = b
+                .columns()
+                .iter()
+                .zip(cast_schema.fields())
+                .map(|(c, f)| arrow::compute::cast(c, f.data_type()).unwrap())
+                .collect();
+            writer
+                .write(&RecordBatch::try_new(cast_schema.clone(), columns).unwrap())
+                .unwrap();
+        }
+        writer.close().unwrap();
+    }
+
+    let original = decode("fink/tde_ZTF20abfcszi_202008.parquet");
+    let cast = alert::decode("doubles.parquet", &bytes, &DecodeOptions::default());
+    assert!(cast.rejects.is_empty(), "{:?}", cast.rejects);
+    assert_eq!(cast.alerts.len(), original.alerts.len());
+    let history: usize = original.alerts.iter().map(|a| a.detections.len()).sum();
+    assert!(
+        history > original.alerts.len(),
+        "the file has history detections"
+    );
+    for (a, b) in original.alerts.iter().zip(&cast.alerts) {
+        assert_eq!(a.object_id, b.object_id);
+        assert_eq!(
+            a.detections.len(),
+            b.detections.len(),
+            "detections of alert {:?}",
+            a.alert_id
+        );
+        assert_eq!(a.upper_limits.len(), b.upper_limits.len());
+        for (x, y) in a.detections.iter().zip(&b.detections) {
+            assert_eq!(
+                (x.mjd, &x.band, x.value, x.error),
+                (y.mjd, &y.band, y.value, y.error)
+            );
+            let near = |p: Option<i64>, q: Option<i64>| match (p, q) {
+                (Some(p), Some(q)) => (p as f64 - q as f64).abs() <= 256.0,
+                (p, q) => p == q,
+            };
+            assert!(
+                near(x.source_id, y.source_id),
+                "{:?} {:?}",
+                x.source_id,
+                y.source_id
+            );
+        }
+    }
+}

@@ -58,12 +58,23 @@ pub fn as_f64(v: &Value) -> Option<f64> {
     }
 }
 
+/// An integer field, from any numeric type: writers such as Spark store integer columns of
+/// nested records as doubles, so an integral, finite float is read as the integer it holds.
 pub fn as_i64(v: &Value) -> Option<i64> {
     match plain(v) {
         Value::Int(x) => Some(i64::from(*x)),
         Value::Long(x) => Some(*x),
+        Value::Double(x) => integral(*x),
+        Value::Float(x) => integral(f64::from(*x)),
         _ => None,
     }
+}
+
+/// `x` as an i64 when it is finite, whole and in range.
+fn integral(x: f64) -> Option<i64> {
+    // 2^63 is exactly representable; every double below it in magnitude converts exactly.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    (x.is_finite() && x.fract() == 0.0 && (-LIMIT..LIMIT).contains(&x)).then_some(x as i64)
 }
 
 pub fn as_str(v: &Value) -> Option<&str> {

@@ -2,7 +2,8 @@
 //!
 //! Field conventions: `candidate.jd` (JD), `fid` (1 = g, 2 = r, 3 = i), `magpsf`/`sigmapsf`
 //! (difference-image PSF magnitude), `isdiffpos` ('t'/'1' when the difference is positive).
-//! `prv_candidates` rows without `candid` or `magpsf` are upper limits (`diffmaglim`).
+//! `prv_candidates` rows without a finite `magpsf` are upper limits (`diffmaglim`). Numeric
+//! fields are read from any numeric type (Spark writes nested integers as doubles).
 //! Schema 4.x adds `fp_hists`, forced photometry in DN (`forcediffimflux`).
 
 use apache_avro::types::Value;
@@ -51,8 +52,8 @@ pub fn decode(record: &Value) -> Result<Alert> {
     let mut upper_limits = Vec::new();
     for prv in items(record, &["prv_candidates"]) {
         // History rows that do not parse are not measurements; they never reject the alert.
-        let is_detection =
-            i64_field(prv, &["candid"]).is_some() && f64_field(prv, &["magpsf"]).is_some();
+        // A row with a magnitude is a detection, whatever the types of its other columns.
+        let is_detection = f64_field(prv, &["magpsf"]).is_some_and(f64::is_finite);
         if is_detection {
             if let Ok(d) = detection(prv, "prv_candidates") {
                 detections.push(d);
