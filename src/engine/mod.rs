@@ -86,6 +86,8 @@ pub enum EngineError {
     SpecOutdated,
     #[error("invalid argument {field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
+    #[error("invalid argument vector: has {got} values, the embedding has {expected}")]
+    WrongDimension { expected: usize, got: usize },
     #[error("unknown user `{user}` (no votes)")]
     UnknownUser { user: String },
     #[error("no positive examples: give object ids, or a user who voted objects up")]

@@ -274,10 +274,10 @@ impl Engine {
             Target::Vector(v) => {
                 let dim = self.embedder.dim();
                 if v.len() != dim {
-                    return Err(invalid(
-                        "vector",
-                        format!("has {} values, the embedding has {dim}", v.len()),
-                    ));
+                    return Err(EngineError::WrongDimension {
+                        expected: dim,
+                        got: v.len(),
+                    });
                 }
                 if v.iter().any(|x| !x.is_finite()) {
                     return Err(invalid("vector", "values must be finite"));

@@ -66,6 +66,11 @@ impl From<ServerError> for Status {
                 EngineError::InvalidArgument { field, reason } => {
                     with_field(Code::InvalidArgument, field, format!("{field}: {reason}"))
                 }
+                EngineError::WrongDimension { expected, got } => with_field(
+                    Code::InvalidArgument,
+                    "vector",
+                    format!("vector: has {got} values, the embedding has {expected}"),
+                ),
                 EngineError::NoPositiveExamples => with_field(
                     Code::InvalidArgument,
                     "positive",
