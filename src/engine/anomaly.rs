@@ -86,6 +86,7 @@ impl Engine {
         out.truncate(query.top);
         Ok(out)
     }
+
     /// An object's unpersonalised anomaly score; `None` when it has no embedding.
     pub fn anomaly_of(&self, object_id: &str) -> Result<Option<AnomalyScore>> {
         self.object(object_id)?;
@@ -100,6 +101,7 @@ impl Engine {
                 isolation: b.isolation[i],
             }))
     }
+
     /// The anomaly scores, computed at most once per generation and, while commits keep
     /// coming, at most once per [`ANOMALY_MAX_AGE`]: they cost a pass over every object, too
     /// much to repeat after each batch of a running ingest.

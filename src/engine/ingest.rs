@@ -23,6 +23,7 @@ impl Engine {
         session.add(decoded)?;
         Ok(session.finish())
     }
+
     /// Starts an ingest that spans several inputs (files, stream messages), so that an object
     /// created by one input and updated by a later one counts once, as new.
     pub fn session(&self) -> IngestSession<'_> {
@@ -31,6 +32,7 @@ impl Engine {
             tally: IngestTally::default(),
         }
     }
+
     /// Stores `alerts` in atomic batches of the configured size ([`Engine::apply`]), counting
     /// each committed batch into `tally`; stops at the first batch that fails.
     pub fn apply_all(&self, alerts: &[Alert], tally: &mut IngestTally) -> Result<()> {
@@ -142,6 +144,7 @@ impl Engine {
         self.maybe_rebuild_in_background();
         Ok(outcome)
     }
+
     /// Embeds the changed objects, updates the live index (refitting the scaler when the store
     /// has doubled) and recomputes the affected neighbour lists, all into `batch`. Returns the
     /// stored lists the new ones replace (`None` after a refit, which rewrites every list).
@@ -207,6 +210,7 @@ impl Engine {
         }
         Ok(None)
     }
+
     /// New neighbour lists after the `moved` objects were re-embedded, and the stored lists
     /// they replace; see [`lists::relink`].
     pub(super) fn relink(&self, moved: &[String]) -> Result<(Lists, Replaced)> {
@@ -216,10 +220,12 @@ impl Engine {
         })?;
         Ok(relinked)
     }
+
     /// Fresh neighbour lists for `ids`, by index search.
     pub(super) fn lists_for(&self, ids: &[String]) -> Lists {
         lists::search(&read(&self.live), ids)
     }
+
     /// Updates the reverse graph after `lists` were written over `replaced` (the old lists by
     /// object; `None`: every list was rewritten).
     pub(super) fn note_lists(

@@ -63,16 +63,19 @@ impl Engine {
         });
         *lock(&self.rebuild_thread) = Some(handle);
     }
+
     /// Waits for a background rebuild, if one runs.
     pub fn wait_for_rebuild(&self) {
         if let Some(h) = lock(&self.rebuild_thread).take() {
             let _ = h.join();
         }
     }
+
     /// Points in the index that no object owns any more.
     pub fn tombstones(&self) -> usize {
         read(&self.live).tombstones()
     }
+
     /// Writes the index to `<db>/index/` and records what it covers, so the next open loads it
     /// instead of rebuilding. Older dumps are removed. A refit running beside the engine is
     /// waited for and installed first (on a large store, minutes), so the dump has its spec.
@@ -97,6 +100,7 @@ impl Engine {
         }
         Ok(())
     }
+
     /// Re-embeds every object and every stored version with the current feature list, refits
     /// the scaler on all objects and rebuilds the index and the kNN graph.
     pub fn reindex(&self) -> Result<ReindexReport> {

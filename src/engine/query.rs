@@ -27,6 +27,7 @@ impl Engine {
             })
             .collect())
     }
+
     /// An object's current scaled vector and its mask of undefined features.
     pub fn vector(&self, object_id: &str) -> Result<(Vec<f32>, Vec<bool>)> {
         let versions = self.store.vector_versions(object_id)?;
@@ -40,6 +41,7 @@ impl Engine {
         let raw: Vec<f64> = v.raw.iter().map(|&x| f64::from(x)).collect();
         Ok(self.spec().scaler.transform(&raw))
     }
+
     /// The neighbour list of an object in the kNN graph: its [`GRAPH_K`] nearest.
     pub fn neighbours(&self, object_id: &str) -> Result<Vec<Neighbour>> {
         match self.store.neighbours(object_id)? {
@@ -53,6 +55,7 @@ impl Engine {
             }
         }
     }
+
     /// Every object's [`GRAPH_K`] nearest neighbours: the kNN graph the analytics use.
     pub(super) fn graph_lists(&self) -> Result<BTreeMap<String, Vec<Neighbour>>> {
         let mut lists = BTreeMap::new();
@@ -63,6 +66,7 @@ impl Engine {
         })?;
         Ok(lists)
     }
+
     /// Every current scaled vector, in object-id order.
     pub fn vectors(&self) -> (Vec<String>, Vec<Vec<f32>>) {
         let live = read(&self.live);
@@ -73,11 +77,13 @@ impl Engine {
             .map(|(id, v)| (id.to_string(), v.clone()))
             .unzip()
     }
+
     /// Every current vector, in object-id order: ids and an n × dim matrix.
     pub fn matrix(&self) -> Result<(Vec<String>, Array2<f64>)> {
         let (ids, vectors) = self.vectors();
         Ok((ids, matrix_of(vectors.iter(), self.embedder.dim())))
     }
+
     /// Connected components of the kNN graph and KMeans clusters of the embeddings.
     pub fn clusters(&self, k: Option<usize>, seed: u64) -> Result<ClusterReport> {
         let lists = self.graph_lists()?;
@@ -100,6 +106,7 @@ impl Engine {
             clusters,
         })
     }
+
     pub(super) fn current_vector(&self, object_id: &str) -> Result<Vec<f32>> {
         if self.spec_outdated {
             return Err(EngineError::SpecOutdated);

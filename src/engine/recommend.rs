@@ -22,6 +22,7 @@ impl Engine {
         self.object(object_id)?;
         Ok(self.store.put_vote(user, object_id, vote)?)
     }
+
     pub(super) fn user_votes(&self, user: &str) -> Result<BTreeMap<String, Vote>> {
         let votes = self.store.votes(user)?;
         if votes.is_empty() {
@@ -31,6 +32,7 @@ impl Engine {
         }
         Ok(votes)
     }
+
     /// Objects like the positive examples and unlike the negative ones (or like what `user`
     /// voted up and unlike what they voted down), filtered, best first. Score: mean over
     /// positives of 1/(1 + d) minus mean over negatives of 1/(1 + d). Never returns the
@@ -117,6 +119,7 @@ impl Engine {
         }
         Ok(out)
     }
+
     /// Which features and bands make two objects close, and which set them apart.
     pub fn explain(&self, a: &str, b: &str) -> Result<Explanation> {
         let (va, ma) = self.vector(a)?;

@@ -189,6 +189,7 @@ impl Engine {
         (total_objects >= MIN_OBJECTS_TO_FIT && total_objects >= 2 * fitted_on.max(1))
             .then_some(total_objects >= self.config.background_refit_from)
     }
+
     /// Starts a refit beside the engine on every object's current vector (the writer lock is
     /// held, and the store holds the last batch).
     pub(super) fn start_refit(&self) -> Result<()> {
@@ -201,6 +202,7 @@ impl Engine {
         *lock(&self.refit) = Some(PendingRefit::start(entries, spec, self.config.hnsw.clone()));
         Ok(())
     }
+
     /// Installs a refit that ran beside the engine, once it is done (with `wait`, waits for
     /// it): replays the entries logged since its last round into its index, patches the lists
     /// they touch, writes the spec and every list in one batch and swaps the index in. The
@@ -246,6 +248,7 @@ impl Engine {
         });
         Ok(())
     }
+
     /// Fits a new scaler on every object's latest raw features (the stored ones overridden by
     /// `fresh`), records the spec in `batch` and rebuilds the index with it.
     pub(super) fn refit_and_rebuild(&self, fresh: Vec<Entry>, batch: &mut Batch) -> Result<()> {
