@@ -2,11 +2,14 @@
 //! filled over `Ingest` with generated ZTF packets (real Avro, schema 4.02, made from the real
 //! lightcurves of data/ by `asterism::synth`), then
 //! - FindSimilar latency (k = 10, by object id) from one client, idle;
+//! - every other read RPC's latency from one client, idle (GetObject, Classify, Explain,
+//!   Recommend, TopAnomalies; the store has no labels, Classify's costliest case);
 //! - the same while a second client streams new packets in (W4 of BENCHMARKS.md);
 //! - ingest throughput over gRPC, and ingest-to-queryable latency (one-packet Ingest calls:
 //!   a write is queryable when it is acknowledged).
 //!
 //! Usage: cargo bench --bench grpc -- [--objects N] [--queries Q] [--load-objects M]
+//!        [--rpc-queries R]
 //! Prints a table on stderr and one JSON document on stdout.
 
 mod support;
@@ -24,6 +27,7 @@ use support::{arg, authed, client, find_similar, latency, packets, real_records,
 fn main() {
     let objects = arg("--objects", 20_000);
     let queries = arg("--queries", 2_000);
+    let rpc_queries = arg("--rpc-queries", 300);
     let load_objects = arg("--load-objects", 5_000);
     let seed = arg("--seed", 1) as u64;
 
@@ -89,6 +93,9 @@ fn main() {
             idle.push(find_similar(&mut c, &ids[(i * 7919) % ids.len()]).await);
         }
 
+        eprintln!("the other read RPCs, idle ...");
+        let per_rpc = other_rpcs(&mut c, &ids, rpc_queries).await;
+
         eprintln!("FindSimilar while {} packets stream in ...", load.len());
         let n_load = load.len();
         let mut writer = client(addr).await;
@@ -143,6 +150,7 @@ fn main() {
                 "mb_per_s": fill_bytes as f64 / 1e6 / fill_s,
             },
             "find_similar_idle": latency(idle),
+            "per_rpc_idle": per_rpc,
             "find_similar_under_ingest": latency(busy),
             "ingest_under_queries": {
                 "packets": n_load,
@@ -174,6 +182,46 @@ fn main() {
         ("FindSimilar p50 ms, idle", &["find_similar_idle", "p50_ms"]),
         ("FindSimilar p99 ms, idle", &["find_similar_idle", "p99_ms"]),
         (
+            "GetObject p50 ms, idle",
+            &["per_rpc_idle", "GetObject", "p50_ms"],
+        ),
+        (
+            "GetObject p99 ms, idle",
+            &["per_rpc_idle", "GetObject", "p99_ms"],
+        ),
+        (
+            "Classify p50 ms, idle",
+            &["per_rpc_idle", "Classify", "p50_ms"],
+        ),
+        (
+            "Classify p99 ms, idle",
+            &["per_rpc_idle", "Classify", "p99_ms"],
+        ),
+        (
+            "Explain p50 ms, idle",
+            &["per_rpc_idle", "Explain", "p50_ms"],
+        ),
+        (
+            "Explain p99 ms, idle",
+            &["per_rpc_idle", "Explain", "p99_ms"],
+        ),
+        (
+            "Recommend p50 ms, idle",
+            &["per_rpc_idle", "Recommend", "p50_ms"],
+        ),
+        (
+            "Recommend p99 ms, idle",
+            &["per_rpc_idle", "Recommend", "p99_ms"],
+        ),
+        (
+            "TopAnomalies p50 ms, idle",
+            &["per_rpc_idle", "TopAnomalies", "p50_ms"],
+        ),
+        (
+            "TopAnomalies p99 ms, idle",
+            &["per_rpc_idle", "TopAnomalies", "p99_ms"],
+        ),
+        (
             "FindSimilar p50 ms, under ingest",
             &["find_similar_under_ingest", "p50_ms"],
         ),
@@ -200,4 +248,74 @@ fn main() {
         "{}",
         serde_json::to_string_pretty(&report).unwrap_or_default()
     );
+}
+
+/// Latency of each read RPC other than FindSimilar, `n` calls each over objects spread
+/// through `ids`, from one client.
+async fn other_rpcs(
+    c: &mut pb::asterism_client::AsterismClient<tonic::transport::Channel>,
+    ids: &[String],
+    n: usize,
+) -> serde_json::Value {
+    let id = |i: usize| ids[(i * 7919) % ids.len()].clone();
+    let mut out = serde_json::Map::new();
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        c.get_object(pb::GetObjectRequest {
+            object_id: id(i),
+            without_lightcurve: false,
+        })
+        .await
+        .expect("GetObject");
+        times.push(t.elapsed());
+    }
+    out.insert("GetObject".into(), serde_json::json!(latency(times)));
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        c.classify(pb::ClassifyRequest { object_id: id(i) })
+            .await
+            .expect("Classify");
+        times.push(t.elapsed());
+    }
+    out.insert("Classify".into(), serde_json::json!(latency(times)));
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        c.explain(pb::ExplainRequest {
+            object_id: id(i),
+            other_id: id(i + 1),
+        })
+        .await
+        .expect("Explain");
+        times.push(t.elapsed());
+    }
+    out.insert("Explain".into(), serde_json::json!(latency(times)));
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        c.recommend(pb::RecommendRequest {
+            positive: vec![id(i)],
+            top: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("Recommend");
+        times.push(t.elapsed());
+    }
+    out.insert("Recommend".into(), serde_json::json!(latency(times)));
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        c.top_anomalies(pb::TopAnomaliesRequest {
+            top: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("TopAnomalies");
+        times.push(t.elapsed());
+    }
+    out.insert("TopAnomalies".into(), serde_json::json!(latency(times)));
+    serde_json::Value::Object(out)
 }

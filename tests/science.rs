@@ -276,3 +276,76 @@ fn unknown_objects_and_users_are_clear_errors() {
         Err(EngineError::NoPositiveExamples)
     );
 }
+
+/// With no labelled object among its nearest, an object is classified by label spreading over
+/// its neighbourhood in the kNN graph: the objects reached by following neighbour lists from it,
+/// bounded so a call costs the same at any store size. On this small store no neighbourhood
+/// reaches the bound, so the answer must equal label spreading over the reachable subgraph,
+/// computed here from the lists the engine serves.
+#[test]
+fn classify_spreads_labels_over_the_neighbourhood_when_no_neighbour_is_labelled() {
+    let (_dir, engine) = engine();
+    ingest(&engine, &["lightcurves", "ztf"]);
+    let rows = vec![
+        ("1013184".to_string(), "RR Lyr".to_string()),
+        ("ZTF18aadzfso".to_string(), "SN Ia".to_string()),
+    ];
+    engine.import_labels(&rows, "two.csv").unwrap();
+    let (ids, _) = engine.vectors();
+    assert!(ids.len() < asterism::engine::SPREAD_NEIGHBOURHOOD);
+    let lists: BTreeMap<String, Vec<String>> = ids
+        .iter()
+        .map(|id| {
+            let list = engine.neighbours(id).unwrap();
+            (id.clone(), list.into_iter().map(|n| n.object_id).collect())
+        })
+        .collect();
+
+    let mut propagated = 0;
+    for id in &ids {
+        let c = engine.classify(id).unwrap();
+        if c.method != "propagation" {
+            continue;
+        }
+        propagated += 1;
+        // Breadth first from `id` over the lists: its neighbourhood, `id` first.
+        let mut reached = vec![id.clone()];
+        let mut i = 0;
+        while i < reached.len() {
+            for n in &lists[&reached[i]] {
+                if !reached.contains(n) {
+                    reached.push(n.clone());
+                }
+            }
+            i += 1;
+        }
+        let at = |x: &str| reached.iter().position(|r| r == x);
+        let mut edges = Vec::new();
+        for (i, x) in reached.iter().enumerate() {
+            for n in engine.neighbours(x).unwrap() {
+                edges.push((i, at(&n.object_id).unwrap(), n.distance));
+            }
+        }
+        let classes = ["RR Lyr", "SN Ia"];
+        let seeds: Vec<(usize, usize)> = rows
+            .iter()
+            .filter(|(s, _)| s != id)
+            .filter_map(|(s, class)| Some((at(s)?, classes.iter().position(|c| c == class)?)))
+            .collect();
+        let f = asterism::science::spread_labels(reached.len(), &edges, &seeds, classes.len());
+        let want: BTreeMap<String, f64> = classes
+            .iter()
+            .zip(&f[0])
+            .filter(|(_, p)| **p > 0.0)
+            .map(|(c, p)| (c.to_string(), *p))
+            .collect();
+        assert_eq!(c.probabilities.len(), want.len(), "{id}: {c:?} vs {want:?}");
+        for (class, p) in &want {
+            assert!(
+                (c.probabilities[class] - p).abs() < 1e-9,
+                "{id} {class}: {c:?} vs {want:?}"
+            );
+        }
+    }
+    assert!(propagated > 0, "no object was classified by spreading");
+}

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::{lock, read, ChangeEvent, Engine, EngineError, Result};
+use crate::graph::GRAPH_K;
 use crate::model::{Label, ObjectRecord};
 use crate::science::taxonomy::{self, primary};
 use crate::science::{self, snia_score, Evaluation};
@@ -18,6 +19,7 @@ impl Engine {
         let records = self.store.get_objects(ids)?;
         self.primary_labels_of(ids, records.iter().map(Option::as_ref))
     }
+
     /// [`Self::primary_labels`] for records already read.
     pub(super) fn primary_labels_of<'r>(
         &self,
@@ -31,6 +33,7 @@ impl Engine {
             .map(|(r, imp)| r.and_then(|r| primary(&taxonomy::labels_of(r, &imp)).cloned()))
             .collect())
     }
+
     /// Every label of an object, most trusted first.
     pub fn labels(&self, object_id: &str) -> Result<Vec<Label>> {
         let r = self.object(object_id)?;
@@ -41,6 +44,7 @@ impl Engine {
             .unwrap_or_default();
         Ok(taxonomy::labels_of(&r, &imported))
     }
+
     /// Imports `(object id, class)` rows from a labels file named `source`. Classes are mapped
     /// onto the taxonomy where they name one of its classes or a SIMBAD/TNS type, and kept as
     /// written otherwise. Rows for objects not in the store are counted, not stored.
@@ -79,9 +83,13 @@ impl Engine {
         });
         Ok(report)
     }
+
     /// Class probabilities of an object from the labels of its nearest neighbours (see
     /// [`science`] for the weights, the calibration and the packet-score pooling), or by label
-    /// spreading over the kNN graph when no neighbour among the nearest is labelled.
+    /// spreading over its neighbourhood in the kNN graph (at most [`SPREAD_NEIGHBOURHOOD`]
+    /// objects, reached by following neighbour lists) when no neighbour among the nearest is
+    /// labelled. Either way the call reads a bounded number of lists and records, whatever
+    /// the size of the store.
     pub fn classify(&self, object_id: &str) -> Result<Classification> {
         let record = self.object(object_id)?;
         let vector = self.current_vector(object_id)?;
@@ -131,22 +139,41 @@ impl Engine {
             labels: self.labels(object_id)?,
         })
     }
-    /// Label spreading over the stored kNN graph; the scores of `object_id`.
+
+    /// Label spreading over `object_id`'s neighbourhood in the stored kNN graph: the objects
+    /// reached breadth first over the stored lists, at most [`SPREAD_NEIGHBOURHOOD`] of them,
+    /// so a call reads O(k) lists and labels whatever the size of the store. Returns the
+    /// scores of `object_id`.
     pub(super) fn spread_to(&self, object_id: &str) -> Result<BTreeMap<String, f64>> {
-        let lists = self.graph_lists()?;
-        let ids: Vec<&str> = lists.keys().map(String::as_str).collect();
-        let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        let Some(&me) = index.get(object_id) else {
-            return Ok(BTreeMap::new());
-        };
+        let mut names: Vec<String> = vec![object_id.to_string()];
+        let mut index: HashMap<String, usize> = HashMap::from([(object_id.to_string(), 0)]);
         let mut edges = Vec::new();
-        for (i, (_, list)) in lists.iter().enumerate() {
-            for n in list {
-                if let Some(&j) = index.get(n.object_id.as_str()) {
+        let mut frontier = vec![0usize];
+        while !frontier.is_empty() {
+            let keys: Vec<String> = frontier.iter().map(|&i| names[i].clone()).collect();
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let read = self.store.multi_neighbours(&keys)?;
+            let mut next = Vec::new();
+            for (&i, list) in frontier.iter().zip(read) {
+                for n in list.unwrap_or_default().into_iter().take(GRAPH_K) {
+                    let j = match index.get(&n.object_id) {
+                        Some(&j) => j,
+                        None if names.len() < SPREAD_NEIGHBOURHOOD => {
+                            let j = names.len();
+                            index.insert(n.object_id.clone(), j);
+                            names.push(n.object_id);
+                            next.push(j);
+                            j
+                        }
+                        None => continue,
+                    };
                     edges.push((i, j, n.distance));
                 }
             }
+            frontier = next;
         }
+        let me = 0;
+        let ids: Vec<&str> = names.iter().map(String::as_str).collect();
         let labels = self.primary_labels(&ids)?;
         let mut classes: Vec<String> = labels.iter().flatten().map(|l| l.class.clone()).collect();
         classes.sort();
@@ -167,6 +194,7 @@ impl Engine {
             .filter(|(_, p)| *p > 0.0)
             .collect())
     }
+
     /// Leave-one-out neighbour-vote classification of the objects in `truth` (id -> class):
     /// each is classified by the votes of its nearest neighbours that `truth` labels, its own
     /// label hidden. Objects absent from the store are counted in `missing`.
@@ -215,6 +243,9 @@ impl Engine {
 
 /// Nearest candidates searched for labelled voters.
 pub const VOTE_CANDIDATES: usize = 30;
+/// Objects label spreading reaches around the object it classifies (see
+/// [`Engine::classify`]).
+pub const SPREAD_NEIGHBOURHOOD: usize = 256;
 /// Labelled voters used.
 pub const VOTERS: usize = 10;
 /// A labelled neighbour that voted.

@@ -55,7 +55,10 @@ use anomaly::AnomalyBase;
 use refit::PendingRefit;
 
 pub use anomaly::{AnomalyQuery, AnomalyScore, ANOMALY_MAX_AGE, PERSONAL_WEIGHT};
-pub use classify::{Classification, EvaluationReport, LabelImport, Voter, VOTERS, VOTE_CANDIDATES};
+pub use classify::{
+    Classification, EvaluationReport, LabelImport, Voter, SPREAD_NEIGHBOURHOOD, VOTERS,
+    VOTE_CANDIDATES,
+};
 pub use config::{EngineConfig, DEFAULT_BATCH_SIZE, MAX_K, MIN_OBJECTS_TO_FIT};
 pub use ingest::{BatchOutcome, IngestReport, IngestSession, IngestTally, RejectReport};
 pub use maintenance::ReindexReport;
