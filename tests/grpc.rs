@@ -504,6 +504,37 @@ async fn bad_arguments_are_invalid_argument_with_the_field() {
         .await
         .unwrap_err();
     assert_eq!((e.code(), field(&e)), (Code::InvalidArgument, "object_id"));
+
+    // A 1 MB id is refused as an argument, not echoed back in a message that would overflow
+    // the client's header limit (which ends the call with RESOURCE_EXHAUSTED or a reset).
+    let huge = "Z".repeat(1 << 20);
+    let e = c
+        .classify(pb::ClassifyRequest {
+            object_id: huge.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), field(&e)), (Code::InvalidArgument, "object_id"));
+    assert!(e.message().len() < 200, "{}", e.message().len());
+    let e = c
+        .recommend(pb::RecommendRequest {
+            positive: vec![huge],
+            top: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), field(&e)), (Code::InvalidArgument, "positive"));
+    // An unknown id of a legal length is NOT_FOUND and named in full.
+    let id = "Z".repeat(200);
+    let e = c
+        .classify(pb::ClassifyRequest {
+            object_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains(&id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -774,6 +805,35 @@ async fn health_reflection_and_deadlines() {
         "{names:?}"
     );
 
+    // The same through v1alpha, which Python's grpcio-reflection, older grpcurl, Postman and
+    // evans ask.
+    {
+        use tonic_reflection::pb::v1alpha::{
+            server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+            ServerReflectionRequest,
+        };
+        let mut reflection = ServerReflectionClient::new(channel.clone());
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = reflection
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let answer = answers.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+            panic!("unexpected v1alpha reflection answer {answer:?}");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(
+            names.contains(&"asterism.v1.Asterism".to_string()),
+            "{names:?}"
+        );
+    }
+
     // A deadline far shorter than an exact as-of search over every object.
     let mut c = AsterismClient::new(channel);
     let mut q = by_id("ZTF18abxhyqv", 10);
@@ -1038,3 +1098,4 @@ async fn rubin_confluent_datums_over_ingest_with_the_servers_schema() {
     assert_eq!((lsst.objects, lsst.detections), (1, 3));
     served.shutdown();
 }
+

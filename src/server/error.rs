@@ -47,8 +47,26 @@ impl From<tokio::task::JoinError> for ServerError {
     }
 }
 
+/// Longest error message sent: the message travels in a header, and an echo of a caller's
+/// oversized input must not push it past the client's header limit.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// `message` cut to [`MAX_MESSAGE_BYTES`] at a character boundary, saying so.
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let total = message.len();
+        let mut cut = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str(&format!("... ({total} bytes, cut)"));
+    }
+    message
+}
+
 fn with_field(code: Code, field: &str, message: String) -> Status {
-    let mut status = Status::new(code, message);
+    let mut status = Status::new(code, bounded(message));
     if let Ok(v) = MetadataValue::try_from(field) {
         status.metadata_mut().insert("asterism-field", v);
     }
@@ -57,7 +75,7 @@ fn with_field(code: Code, field: &str, message: String) -> Status {
 
 impl From<ServerError> for Status {
     fn from(e: ServerError) -> Status {
-        let message = e.to_string();
+        let message = bounded(e.to_string());
         match e {
             ServerError::Engine(e) => match e {
                 EngineError::UnknownObject { .. } | EngineError::UnknownUser { .. } => {
@@ -123,4 +141,26 @@ pub fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> ht
         );
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        let long = format!("unknown object `{}`", "é".repeat(2000));
+        let status = Status::from(ServerError::Engine(EngineError::UnknownObject {
+            object_id: "é".repeat(2000),
+        }));
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(status.message().len() < MAX_MESSAGE_BYTES + 40);
+        assert!(status
+            .message()
+            .ends_with(&format!("({} bytes, cut)", long.len())));
+        let short = Status::from(ServerError::Engine(EngineError::UnknownObject {
+            object_id: "ZTF18abxhyqv".into(),
+        }));
+        assert_eq!(short.message(), "unknown object `ZTF18abxhyqv`");
+    }
 }

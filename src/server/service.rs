@@ -50,11 +50,33 @@ fn bounded(field: &'static str, n: u32) -> Result<usize, ServerError> {
     Ok(check_count(field, n as usize)?)
 }
 
+/// Longest object id, user name or class name a request may carry (real ids are < 30 bytes);
+/// a longer one is refused without being echoed back.
+pub const MAX_TEXT_BYTES: usize = 256;
+
 fn required(field: &'static str, value: &str) -> Result<(), ServerError> {
     if value.trim().is_empty() {
         return Err(ServerError::invalid(field, "is empty"));
     }
+    short(field, value)
+}
+
+fn short(field: &'static str, value: &str) -> Result<(), ServerError> {
+    if value.len() > MAX_TEXT_BYTES {
+        return Err(ServerError::invalid(
+            field,
+            format!("is {} bytes long; at most {MAX_TEXT_BYTES}", value.len()),
+        ));
+    }
     Ok(())
+}
+
+/// Each of `values` (ids, an optional user) within [`MAX_TEXT_BYTES`].
+fn all_short<'a>(
+    field: &'static str,
+    values: impl IntoIterator<Item = &'a String>,
+) -> Result<(), ServerError> {
+    values.into_iter().try_for_each(|v| short(field, v))
 }
 
 /// One packet of an ingest stream.
@@ -281,6 +303,7 @@ impl asterism_server::Asterism for Service {
         &self,
         request: Request<pb::TopAnomaliesRequest>,
     ) -> Result<Response<pb::TopAnomaliesResponse>, Status> {
+        all_short("user", &request.get_ref().user)?;
         match request.get_ref().user.as_deref() {
             Some(user) => self.access.check_user(request.metadata(), user)?,
             None => self.access.check_read(request.metadata())?,
@@ -305,6 +328,10 @@ impl asterism_server::Asterism for Service {
         &self,
         request: Request<pb::RecommendRequest>,
     ) -> Result<Response<pb::RecommendResponse>, Status> {
+        let req = request.get_ref();
+        all_short("user", &req.user)?;
+        all_short("positive", &req.positive)?;
+        all_short("negative", &req.negative)?;
         match request.get_ref().user.as_deref() {
             Some(user) => self.access.check_user(request.metadata(), user)?,
             None => self.access.check_read(request.metadata())?,
@@ -363,6 +390,7 @@ impl asterism_server::Asterism for Service {
         .await
     }
 
+
     async fn stats(
         &self,
         request: Request<pb::StatsRequest>,
@@ -399,6 +427,7 @@ impl asterism_server::Asterism for Service {
     ) -> Result<Response<Self::WatchNeighboursStream>, Status> {
         self.access.check_read(request.metadata())?;
         let mut ids = request.into_inner().object_ids;
+        all_short("object_ids", &ids)?;
         ids.sort();
         ids.dedup();
         if ids.is_empty() || ids.len() > MAX_WATCHED {
