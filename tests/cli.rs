@@ -223,3 +223,48 @@ fn sigkill_mid_ingest_then_rerun_equals_uninterrupted_run() {
         "neighbour lists agree on {shared} of {total}"
     );
 }
+
+/// `check` passes a store as ingested, and names the damage after a neighbour list is made to
+/// name an object that does not exist (exit status 1).
+#[test]
+fn check_passes_a_sound_store_and_names_the_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_arg(dir.path());
+    let ztf = data("ztf").to_string_lossy().into_owned();
+    let lightcurves = data("lightcurves").to_string_lossy().into_owned();
+    let (ok, _, err) = asterism(&["ingest", "--db", &db, &ztf, &lightcurves]);
+    assert!(ok, "{err}");
+    let (ok, report, err) = asterism(&["check", "--db", &db, "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(report["problem_count"], 0, "{report}");
+    assert!(report["objects"].as_u64().unwrap() > 60);
+    assert_eq!(report["objects"], report["indexed"]);
+
+    {
+        let engine = Engine::open(Path::new(&db), config()).unwrap();
+        let mut list = engine.neighbours("1013184").unwrap();
+        list[0].object_id = "ghost".into();
+        let batch = asterism::store::Batch {
+            neighbours: vec![("1013184".into(), list)],
+            ..Default::default()
+        };
+        engine.store().write(&batch).unwrap();
+    }
+    let (ok, report, _) = asterism(&["check", "--db", &db, "--json"]);
+    assert!(!ok);
+    assert_eq!(report["problem_count"], 1, "{report}");
+    let problem = report["problems"][0].as_str().unwrap();
+    assert!(
+        problem.contains("1013184") && problem.contains("ghost"),
+        "{problem}"
+    );
+
+    // An offline backup of the (damaged) store is a faithful copy: the same damage.
+    let copy = dir.path().join("copy").to_string_lossy().into_owned();
+    let (ok, backup, err) = asterism(&["backup", "--db", &db, "--out", &copy, "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(backup["index_dump"], true);
+    let (ok, again, _) = asterism(&["check", "--db", &copy, "--json"]);
+    assert!(!ok);
+    assert_eq!(again["problems"], report["problems"]);
+}

@@ -1099,3 +1099,34 @@ async fn rubin_confluent_datums_over_ingest_with_the_servers_schema() {
     served.shutdown();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_serving_opens_as_a_sound_copy() {
+    let (mut c, engine) = shared_client().await;
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("copy");
+    let request = || pb::BackupRequest {
+        out_dir: target.display().to_string(),
+    };
+    let e = c.backup(request()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let r = c
+        .backup(authed(request(), WRITE))
+        .await
+        .unwrap()
+        .into_inner();
+    let objects: u64 = engine.stats().unwrap().values().map(|c| c.objects).sum();
+    assert_eq!(r.objects, objects);
+    assert!(r.bytes > 0);
+    let e = c.backup(authed(request(), WRITE)).await.unwrap_err();
+    assert_eq!((e.code(), field(&e)), (Code::InvalidArgument, "out_dir"));
+
+    let copy = Engine::open(&target, config()).unwrap();
+    let report = copy.check().unwrap();
+    assert!(report.is_sound(), "{report:?}");
+    assert_eq!(report.objects, objects);
+    assert_eq!(copy.stats().unwrap(), engine.stats().unwrap());
+    for id in ["1013184", "ZTF18aadzfso", "ZTF18abxhyqv"] {
+        assert_eq!(copy.neighbours(id).unwrap(), engine.neighbours(id).unwrap());
+        assert_eq!(copy.labels(id).unwrap(), engine.labels(id).unwrap());
+    }
+}

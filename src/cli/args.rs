@@ -52,6 +52,43 @@ pub(super) enum Command {
     Recommend(RecommendArgs),
     /// Which features and bands make two objects close, and which set them apart.
     Explain(ExplainArgs),
+    /// Write a consistent copy of a store (RocksDB checkpoint and index dump) into a new
+    /// directory; while a server holds the store, ask the server with --server.
+    Backup(BackupArgs),
+    /// Verify every object, vector version, neighbour list, label and the index against each
+    /// other; exits with status 1 when the store is damaged.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub(super) struct BackupArgs {
+    /// Database directory (when no server holds it).
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "server",
+        conflicts_with = "server"
+    )]
+    pub(super) db: Option<PathBuf>,
+    /// A running server (http://HOST:PORT) that writes the backup on its own file system.
+    #[arg(long, value_name = "URL")]
+    pub(super) server: Option<String>,
+    /// The server's write token.
+    #[arg(long, env = "ASTERISM_TOKEN", hide_env_values = true)]
+    pub(super) token: Option<String>,
+    /// Directory to create for the backup (it must not exist).
+    #[arg(long, value_name = "DIR")]
+    pub(super) out: PathBuf,
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct CheckArgs {
+    #[command(flatten)]
+    pub(super) db: DbArg,
+    #[arg(long)]
+    pub(super) json: bool,
 }
 
 // A subcommand's about text is the doc comment of its `Command` variant above (clap applies it

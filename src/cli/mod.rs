@@ -13,6 +13,7 @@ use clap::Parser;
 
 use asterism::engine::{Engine, EngineConfig};
 
+mod admin;
 mod args;
 mod ingest;
 mod output;
@@ -52,6 +53,8 @@ pub fn run() -> Result<()> {
         Command::Vote(args) => science::vote(args),
         Command::Recommend(args) => science::recommend(args),
         Command::Explain(args) => query::explain(args),
+        Command::Backup(args) => admin::backup(args),
+        Command::Check(args) => admin::check(args),
     }
 }
 

@@ -10,8 +10,8 @@ use anyhow::Result;
 use serde_json::{json, Value};
 
 use asterism::engine::{
-    AnomalyScore, Classification, ClusterReport, EvaluationReport, IngestReport, LabelImport,
-    Recommendation, ReindexReport, SimilarHit,
+    AnomalyScore, BackupReport, CheckReport, Classification, ClusterReport, EvaluationReport,
+    IngestReport, LabelImport, Recommendation, ReindexReport, SimilarHit,
 };
 use asterism::model::{AnnotationValue, Detection, ObjectRecord, Survey, Unit};
 use asterism::science::Explanation;
@@ -28,6 +28,47 @@ macro_rules! say {
 
 pub(super) fn print_json(v: &impl serde::Serialize) -> Result<()> {
     say!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub(super) fn print_backup(r: &BackupReport, json: bool) -> Result<()> {
+    if json {
+        return print_json(r);
+    }
+    say!(
+        "backed up {} objects into {} ({:.1} MB{})",
+        r.objects,
+        r.out_dir,
+        r.bytes as f64 / 1e6,
+        if r.index_dump {
+            ", with the index dump"
+        } else {
+            "; no index dump: the copy rebuilds its index when opened"
+        }
+    );
+    Ok(())
+}
+
+pub(super) fn print_check(r: &CheckReport, json: bool) -> Result<()> {
+    if json {
+        return print_json(r);
+    }
+    say!(
+        "{} objects, {} vector versions, {} neighbour lists, {} labelled, {} indexed",
+        r.objects,
+        r.vector_versions,
+        r.neighbour_lists,
+        r.labelled_objects,
+        r.indexed
+    );
+    for p in &r.problems {
+        say!("  {p}");
+    }
+    if r.is_sound() {
+        say!("sound: every part agrees with the others");
+    } else {
+        say!("{} problems", r.problem_count);
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 //! - `ingest.rs`: [`Engine::apply`] and ingest sessions (merge, embed, index, link, write);
 //! - `refit.rs`: scaler refits, in the batch or beside the engine;
 //! - `maintenance.rs`: tombstone rebuilds, checkpoints, `reindex`;
+//! - `integrity.rs`: backups while serving, and the check of every part against the others;
 //! - `query.rs` and `similar.rs`: neighbours, vectors, clusters, similarity search;
 //! - `classify.rs`: labels, the neighbour vote, its evaluation;
 //! - `anomaly.rs`: anomaly scores and their personalisation;
@@ -43,6 +44,7 @@ mod anomaly;
 mod classify;
 mod config;
 mod ingest;
+mod integrity;
 mod maintenance;
 mod query;
 mod recommend;
@@ -61,6 +63,7 @@ pub use classify::{
 };
 pub use config::{EngineConfig, DEFAULT_BATCH_SIZE, MAX_K, MIN_OBJECTS_TO_FIT};
 pub use ingest::{BatchOutcome, IngestReport, IngestSession, IngestTally, RejectReport};
+pub use integrity::{BackupReport, CheckReport, MAX_LISTED_PROBLEMS};
 pub use maintenance::ReindexReport;
 pub use query::ClusterReport;
 pub use recommend::{RecommendQuery, Recommendation};

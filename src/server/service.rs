@@ -390,6 +390,29 @@ impl asterism_server::Asterism for Service {
         .await
     }
 
+    async fn backup(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Result<Response<pb::BackupResponse>, Status> {
+        self.access.check_write(request.metadata())?;
+        let req = request.into_inner();
+        required("out_dir", &req.out_dir)?;
+        let engine = Arc::clone(&self.engine);
+        blocking(move || {
+            let out = std::path::PathBuf::from(&req.out_dir);
+            if out.exists() {
+                return Err(ServerError::invalid("out_dir", "already exists"));
+            }
+            let r = engine.backup(&out)?;
+            Ok(Response::new(pb::BackupResponse {
+                out_dir: r.out_dir,
+                objects: r.objects,
+                bytes: r.bytes,
+                index_dump: r.index_dump,
+            }))
+        })
+        .await
+    }
 
     async fn stats(
         &self,

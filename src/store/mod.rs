@@ -198,6 +198,21 @@ impl Store {
         &self.path
     }
 
+    /// Writes a consistent copy of the whole store into `out`, which must not exist yet: a
+    /// RocksDB checkpoint (hard links to the immutable table files where `out` is on the same
+    /// file system, copies elsewhere), taken while writes go on.
+    pub fn checkpoint(&self, out: &Path) -> Result<()> {
+        if out.exists() {
+            return Err(StoreError::Open {
+                path: out.to_path_buf(),
+                detail: "the backup directory already exists".into(),
+            });
+        }
+        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
+        checkpoint.create_checkpoint(out)?;
+        Ok(())
+    }
+
     fn handle(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily> {
         self.db.cf_handle(name).ok_or_else(|| StoreError::Rocks {
             detail: format!("column family `{name}` is missing"),
