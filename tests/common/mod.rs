@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: paths into `data/`, a fresh store in a temp dir.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 
 use asterism::alert::{DecodeOptions, Decoded};
