@@ -8,14 +8,14 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 
-use asterism::engine::{Engine, SimilarQuery, Target};
+use asterism::engine::{SimilarQuery, Target};
 use asterism::server::proto::asterism_client::AsterismClient;
 use asterism::server::proto::{self as pb};
-use asterism::server::{serve_with_http, Access, HttpConfig, ServerConfig, ServerError};
+use asterism::server::{Access, HttpConfig};
+use common::data;
 use common::http::{get, post_json, request};
-use common::{config, data};
+use common::served::{labelled_store, start};
 use serde_json::{json, Value};
 
 const ALICE: &str = "alice-token";
@@ -30,77 +30,6 @@ fn access() -> Access {
             .into_iter()
             .map(|(u, t)| (u.to_string(), t.to_string()))
             .collect(),
-    }
-}
-
-/// gRPC and HTTP served from one engine on a thread of their own.
-struct Served {
-    grpc: SocketAddr,
-    http: SocketAddr,
-    engine: Option<Arc<Engine>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<Result<(), ServerError>>>,
-}
-
-fn start(db: &Path, access: Access, http: HttpConfig) -> Served {
-    let engine = Arc::new(Engine::open(db, config()).expect("open store"));
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = Arc::clone(&engine);
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let web = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            addr_tx
-                .send((grpc.local_addr()?, web.local_addr()?))
-                .expect("send addresses");
-            let config = ServerConfig {
-                access,
-                ..ServerConfig::default()
-            };
-            serve_with_http(served, config, grpc, Some((web, http)), async {
-                let _ = stopped.await;
-            })
-            .await
-        })
-    });
-    let (grpc, http) = addr_rx.recv().expect("server addresses");
-    Served {
-        grpc,
-        http,
-        engine: Some(engine),
-        stop: Some(stop),
-        thread: Some(thread),
-    }
-}
-
-impl Served {
-    fn engine(&self) -> &Engine {
-        self.engine.as_deref().expect("engine")
-    }
-
-    /// Stops both servers and closes the store, so the CLI can open it.
-    fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            t.join().expect("server thread").expect("server result");
-        }
-        self.engine = None;
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if self.thread.is_some() {
-            self.shutdown();
-        }
     }
 }
 
@@ -144,27 +73,6 @@ fn ok(addr: SocketAddr, path: &str) -> Value {
         "{path}"
     );
     a.json()
-}
-
-/// A store of the SN Ia and RR Lyrae lightcurves of data/, labelled, made by the engine.
-fn labelled_store() -> tempfile::TempDir {
-    let (dir, engine) = common::engine();
-    common::ingest(&engine, &["lightcurves/SNIa", "lightcurves/RRLyrae"]);
-    let text = std::fs::read_to_string(data("labels/lightcurves.csv")).unwrap();
-    let rows: Vec<(String, String)> = text
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').map(str::trim).collect::<Vec<_>>())
-        .map(|f| (f[0].to_string(), f[1].to_string()))
-        .collect();
-    assert_eq!(
-        engine
-            .import_labels(&rows, "lightcurves.csv")
-            .unwrap()
-            .imported,
-        60
-    );
-    dir
 }
 
 #[test]
@@ -299,7 +207,7 @@ fn every_answer_equals_the_clis_json_for_the_same_store() {
 
 #[test]
 fn errors_have_the_grpc_codes_http_status_and_tokens_are_the_grpc_ones() {
-    let dir = labelled_store();
+    let dir = labelled_store(&[]);
     let served = start(
         &dir.path().join("db"),
         access(),
@@ -481,7 +389,7 @@ fn errors_have_the_grpc_codes_http_status_and_tokens_are_the_grpc_ones() {
 
 #[test]
 fn the_openapi_document_lists_every_path_and_each_answers() {
-    let dir = labelled_store();
+    let dir = labelled_store(&[]);
     let served = start(&dir.path().join("db"), access(), HttpConfig::default());
     let h = served.http;
     let doc = ok(h, "/api/v1/openapi.json");

@@ -62,9 +62,41 @@ pub fn request(
     if let Some(b) = body {
         stream.write_all(b).expect("write body");
     }
+    // Some servers (chromedriver) keep the connection open: read what the head announces.
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read");
+    let mut buf = [0u8; 16384];
+    loop {
+        if complete(&raw) {
+            break;
+        }
+        let n = stream.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
     parse(&raw)
+}
+
+/// Whether `raw` holds a whole response: the head, and the body its Content-Length gives
+/// (or a chunked body's last chunk). Without either, the body ends at EOF.
+fn complete(raw: &[u8]) -> bool {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = &raw[split + 4..];
+    if let Some(n) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return body.len() >= n;
+    }
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    head.starts_with("http/1.1 204") || head.starts_with("http/1.1 304")
 }
 
 pub fn get(addr: SocketAddr, path: &str) -> Answer {

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod served;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 
