@@ -21,7 +21,8 @@ pub(super) enum Command {
     /// Write a survey-like stream of ZTF or Rubin alert packets (Avro containers, in tar files),
     /// made by seeded augmentation of real lightcurves.
     Generate(GenerateArgs),
-    /// Serve the database over gRPC (see proto/asterism/v1/asterism.proto) until SIGINT/SIGTERM.
+    /// Serve the database over gRPC (see proto/asterism/v1/asterism.proto), and with --http
+    /// over HTTP/JSON with the panel, until SIGINT/SIGTERM.
     Serve(ServeArgs),
     /// Ingest alert packets and lightcurve tables (files, directories, .tar, .tar.gz).
     Ingest(IngestArgs),
@@ -259,8 +260,34 @@ pub(super) struct ServeArgs {
     /// Larger messages are refused (RESOURCE_EXHAUSTED).
     #[arg(long, default_value_t = server::DEFAULT_MAX_MESSAGE_BYTES)]
     pub(super) max_message_bytes: usize,
+    /// Also serve the HTTP/JSON API (/api/v1/) and the panel (/panel/ID) on this address
+    /// (port 0: any free port, printed at start).
+    #[arg(long, value_name = "ADDR")]
+    pub(super) http: Option<std::net::SocketAddr>,
+    /// An origin whose pages may call the HTTP API (CORS); `*` for any. Repeatable.
+    #[arg(long, value_name = "ORIGIN", requires = "http")]
+    pub(super) http_cors_origin: Vec<String>,
+    /// An origin that may embed /embed/ID in an iframe (CSP frame-ancestors); `*` for any.
+    /// Repeatable.
+    #[arg(long, value_name = "ORIGIN", requires = "http")]
+    pub(super) http_frame_ancestor: Vec<String>,
+    /// The host portal's page of an object, linked from each neighbour in the panel; `{id}`
+    /// stands for the object id (default: this server's panel of the neighbour).
+    #[arg(long, value_name = "URL", requires = "http")]
+    pub(super) http_object_url: Option<String>,
     #[command(flatten)]
     pub(super) write: WriteArgs,
+}
+
+impl ServeArgs {
+    /// The HTTP side's configuration from the `--http-*` flags.
+    pub(super) fn http_config(&self) -> server::HttpConfig {
+        server::HttpConfig {
+            cors_origins: self.http_cors_origin.clone(),
+            frame_ancestors: self.http_frame_ancestor.clone(),
+            object_url: self.http_object_url.clone(),
+        }
+    }
 }
 
 #[derive(Args, Debug)]

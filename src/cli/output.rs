@@ -7,14 +7,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Result;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use asterism::engine::{
     AnomalyScore, BackupReport, CheckReport, Classification, ClusterReport, EvaluationReport,
     IngestReport, LabelImport, Recommendation, ReindexReport, SimilarHit,
 };
-use asterism::model::{AnnotationValue, Detection, ObjectRecord, Survey, Unit};
+use asterism::model::{ObjectRecord, Survey};
 use asterism::science::Explanation;
+use asterism::server::json;
 use asterism::store::Counts;
 
 /// `println!` that returns the error instead of panicking (a closed pipe, as with `| head`,
@@ -147,6 +148,11 @@ pub(super) fn print_serving(db: &Path, addr: std::net::SocketAddr) -> Result<()>
     Ok(())
 }
 
+pub(super) fn print_serving_http(addr: std::net::SocketAddr) -> Result<()> {
+    say!("asterism HTTP API on http://{addr}/api/v1/ (panel: http://{addr}/panel/OBJECT_ID)");
+    Ok(())
+}
+
 pub(super) fn print_stopped() -> Result<()> {
     say!("asterism stopped");
     Ok(())
@@ -154,22 +160,7 @@ pub(super) fn print_stopped() -> Result<()> {
 
 pub(super) fn print_stats(stats: &BTreeMap<Survey, Counts>, json: bool) -> Result<()> {
     if json {
-        let per: serde_json::Map<String, Value> = stats
-            .iter()
-            .map(|(s, c)| {
-                (
-                    s.to_string(),
-                    json!({"objects": c.objects, "alerts": c.alerts, "detections": c.detections}),
-                )
-            })
-            .collect();
-        let total = stats.values().fold((0, 0, 0), |t, c| {
-            (t.0 + c.objects, t.1 + c.alerts, t.2 + c.detections)
-        });
-        return print_json(&json!({
-            "objects": total.0, "alerts": total.1, "detections": total.2,
-            "surveys": per,
-        }));
+        return print_json(&json::stats(stats));
     }
     say!(
         "{:<10} {:>10} {:>10} {:>12}",
@@ -197,14 +188,7 @@ pub(super) fn print_similar(
     json: bool,
 ) -> Result<()> {
     if json {
-        return print_json(&json!({
-            "object_id": object_id,
-            "as_of": as_of,
-            "neighbours": neighbours.iter().map(|n| json!({
-                "object_id": n.object_id, "distance": n.distance,
-                "class": n.class, "detections": n.n_detections,
-            })).collect::<Vec<_>>(),
-        }));
+        return print_json(&json::similar(object_id, as_of, neighbours, false));
     }
     say!(
         "{:>4}  {:<24} {:>10}  {:<14} detections",
@@ -342,11 +326,7 @@ pub(super) fn print_evaluation(r: &EvaluationReport, json: bool) -> Result<()> {
 
 pub(super) fn print_anomalies(list: &[AnomalyScore], json: bool) -> Result<()> {
     if json {
-        let v: Vec<Value> = list
-            .iter()
-            .map(|a| json!({"object_id": a.object_id, "score": a.score, "lof": a.lof, "isolation": a.isolation}))
-            .collect();
-        return print_json(&v);
+        return print_json(&json::anomalies(list));
     }
     for (i, a) in list.iter().enumerate() {
         say!(
@@ -385,7 +365,7 @@ pub(super) fn print_recommendations(recs: &[Recommendation], json: bool) -> Resu
 
 pub(super) fn print_object(r: &ObjectRecord, json: bool) -> Result<()> {
     if json {
-        return print_json(&object_json(r));
+        return print_json(&json::object(r));
     }
     say!("object      {}", r.object_id);
     say!("survey      {}", r.survey);
@@ -409,7 +389,7 @@ pub(super) fn print_object(r: &ObjectRecord, json: bool) -> Result<()> {
         r.upper_limits.len()
     );
     for (k, a) in &r.annotations {
-        say!("  {k} = {} (MJD {:.5})", annotation_json(&a.value), a.mjd);
+        say!("  {k} = {} (MJD {:.5})", json::annotation(&a.value), a.mjd);
     }
     say!(
         "{:>14} {:>5} {:>14} {:>12} unit",
@@ -425,72 +405,8 @@ pub(super) fn print_object(r: &ObjectRecord, json: bool) -> Result<()> {
             d.band.name(),
             d.value,
             d.error,
-            unit_name(d.unit)
+            json::unit_name(d.unit)
         );
     }
     Ok(())
-}
-
-fn object_json(r: &ObjectRecord) -> Value {
-    let annotations: serde_json::Map<String, Value> = r
-        .annotations
-        .iter()
-        .map(|(k, a)| {
-            (
-                k.clone(),
-                json!({"value": annotation_json(&a.value), "mjd": a.mjd}),
-            )
-        })
-        .collect();
-    json!({
-        "object_id": r.object_id,
-        "survey": r.survey.as_str(),
-        "n_detections": r.detections.len(),
-        "first_mjd": r.meta.first_mjd,
-        "last_mjd": r.meta.last_mjd,
-        "n_per_band": r.meta.n_per_band,
-        "ra": r.meta.ra,
-        "dec": r.meta.dec,
-        "detections": r.detections.iter().map(detection_json).collect::<Vec<_>>(),
-        "forced": r.forced.iter().map(detection_json).collect::<Vec<_>>(),
-        "upper_limits": r.upper_limits.iter().map(|l| json!({
-            "mjd": l.mjd, "band": l.band.name(), "limit_mag": l.limit_mag,
-        })).collect::<Vec<_>>(),
-        "annotations": annotations,
-    })
-}
-
-fn detection_json(d: &Detection) -> Value {
-    let mut v = json!({
-        "mjd": d.mjd,
-        "band": d.band.name(),
-        "value": d.value,
-        "error": d.error,
-        "unit": unit_name(d.unit),
-    });
-    if let Unit::DiffMag { positive } = d.unit {
-        v["isdiffpos"] = json!(positive);
-    }
-    if let Some(id) = d.source_id {
-        v["source_id"] = json!(id);
-    }
-    v
-}
-
-fn annotation_json(v: &AnnotationValue) -> Value {
-    match v {
-        AnnotationValue::Bool(b) => json!(b),
-        AnnotationValue::Number(x) => json!(x),
-        AnnotationValue::Text(s) => json!(s),
-    }
-}
-
-fn unit_name(u: Unit) -> &'static str {
-    match u {
-        Unit::DiffMag { .. } => "diff_mag",
-        Unit::Mag => "mag",
-        Unit::FluxNjy => "flux_njy",
-        Unit::FluxDn => "flux_dn",
-        Unit::Flux => "flux",
-    }
 }

@@ -1,6 +1,6 @@
 //! `asterism serve`: opens the store, builds the server configuration from the flags (tokens,
-//! user tokens, schema, message size) and runs the gRPC server on a Tokio runtime until SIGINT
-//! or SIGTERM.
+//! user tokens, schema, message size, the `--http-*` flags) and runs the gRPC server, and with
+//! `--http` the HTTP API and panel beside it, on one Tokio runtime until SIGINT or SIGTERM.
 
 use std::sync::Arc;
 
@@ -12,12 +12,13 @@ use asterism::server::{self, Access, ServerConfig};
 use super::args::{decode_options, ServeArgs};
 use super::output;
 
-/// Runs the gRPC server until SIGINT or SIGTERM.
+/// Runs the gRPC server (and the HTTP one) until SIGINT or SIGTERM.
 pub(super) fn serve(args: ServeArgs) -> Result<()> {
     let opening = || format!("opening {}", args.db.db.display());
     // A bad write flag reads as a failure to open, as when `Engine::open` found it.
     let config = args.write.engine_config().with_context(opening)?;
     let engine = Arc::new(Engine::open(&args.db.db, config).with_context(opening)?);
+    let http_config = args.http_config();
     let users = match &args.user_tokens {
         Some(path) => Access::read_user_tokens(path).map_err(|e| anyhow::anyhow!(e))?,
         None => Default::default(),
@@ -43,7 +44,17 @@ pub(super) fn serve(args: ServeArgs) -> Result<()> {
             tracing::warn!("no --token: Ingest is refused");
         }
         output::print_serving(&args.db.db, addr)?;
-        server::serve(engine, server_config, listener, shutdown_signal()).await?;
+        let http = match args.http {
+            Some(http_addr) => {
+                let http_listener = tokio::net::TcpListener::bind(http_addr)
+                    .await
+                    .with_context(|| format!("binding {http_addr}"))?;
+                output::print_serving_http(http_listener.local_addr()?)?;
+                Some((http_listener, http_config))
+            }
+            None => None,
+        };
+        server::serve_with_http(engine, server_config, listener, http, shutdown_signal()).await?;
         output::print_stopped()
     })
 }

@@ -1,10 +1,16 @@
-//! The server's error type and its one mapping to gRPC `Status`.
+//! The server's error type and its one mapping, to gRPC `Status` and to the HTTP API's
+//! status and JSON body (the HTTP status follows from the gRPC code, so both transports
+//! answer a request the same way).
 //!
 //! A client's mistake is never `INTERNAL`: unknown objects and users are `NOT_FOUND`, bad
 //! arguments `INVALID_ARGUMENT` (the message starts with the field, which is also sent in
 //! the `asterism-field` metadata), oversized messages `RESOURCE_EXHAUSTED`. A store whose
 //! values do not decode is `DATA_LOSS`.
 
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::StatusCode;
+use serde_json::json;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
@@ -22,6 +28,9 @@ pub enum ServerError {
     Unauthenticated,
     #[error("{0}")]
     PermissionDenied(String),
+    /// A path the HTTP API does not have.
+    #[error("{0}")]
+    NotFound(String),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("a worker task failed: {0}")]
@@ -65,61 +74,140 @@ fn bounded(mut message: String) -> String {
     message
 }
 
-fn with_field(code: Code, field: &str, message: String) -> Status {
-    let mut status = Status::new(code, bounded(message));
-    if let Ok(v) = MetadataValue::try_from(field) {
-        status.metadata_mut().insert("asterism-field", v);
+/// What a client is told of an error, whichever the transport: its gRPC code, the request
+/// field at fault and the message. The one place errors are classified.
+struct Mapped {
+    code: Code,
+    field: Option<String>,
+    message: String,
+}
+
+fn mapped(e: ServerError) -> Mapped {
+    let message = e.to_string();
+    let (code, field, message) = match e {
+        ServerError::Engine(e) => match e {
+            EngineError::UnknownObject { .. } | EngineError::UnknownUser { .. } => {
+                (Code::NotFound, None, message)
+            }
+            EngineError::InvalidArgument { field, reason } => (
+                Code::InvalidArgument,
+                Some(field.to_string()),
+                format!("{field}: {reason}"),
+            ),
+            EngineError::WrongDimension { expected, got } => (
+                Code::InvalidArgument,
+                Some("vector".to_string()),
+                format!("vector: has {got} values, the embedding has {expected}"),
+            ),
+            EngineError::NoPositiveExamples => (
+                Code::InvalidArgument,
+                Some("positive".to_string()),
+                format!("positive: {message}"),
+            ),
+            EngineError::NoEmbedding { .. } | EngineError::SpecOutdated => {
+                (Code::FailedPrecondition, None, message)
+            }
+            // A stored value that does not decode, or a store of another format: the
+            // data is damaged or unreadable by this build, not a passing fault.
+            EngineError::Store(StoreError::Corrupt { .. } | StoreError::FormatVersion { .. })
+            | EngineError::Graph(GraphError::Store(
+                StoreError::Corrupt { .. } | StoreError::FormatVersion { .. },
+            )) => (Code::DataLoss, None, message),
+            EngineError::Store(_)
+            | EngineError::Index(_)
+            | EngineError::Graph(_)
+            | EngineError::InvalidConfig { .. } => (Code::Internal, None, message),
+        },
+        ServerError::InvalidArgument { field, .. } => (Code::InvalidArgument, Some(field), message),
+        ServerError::Unauthenticated => (Code::Unauthenticated, None, message),
+        ServerError::PermissionDenied(_) => (Code::PermissionDenied, None, message),
+        ServerError::NotFound(_) => (Code::NotFound, None, message),
+        ServerError::ShuttingDown => (Code::Unavailable, None, message),
+        ServerError::Worker(_) | ServerError::Transport(_) | ServerError::Io(_) => {
+            (Code::Internal, None, message)
+        }
+    };
+    Mapped {
+        code,
+        field,
+        message: bounded(message),
     }
-    status
 }
 
 impl From<ServerError> for Status {
     fn from(e: ServerError) -> Status {
-        let message = bounded(e.to_string());
-        match e {
-            ServerError::Engine(e) => match e {
-                EngineError::UnknownObject { .. } | EngineError::UnknownUser { .. } => {
-                    Status::not_found(message)
-                }
-                EngineError::InvalidArgument { field, reason } => {
-                    with_field(Code::InvalidArgument, field, format!("{field}: {reason}"))
-                }
-                EngineError::WrongDimension { expected, got } => with_field(
-                    Code::InvalidArgument,
-                    "vector",
-                    format!("vector: has {got} values, the embedding has {expected}"),
-                ),
-                EngineError::NoPositiveExamples => with_field(
-                    Code::InvalidArgument,
-                    "positive",
-                    format!("positive: {message}"),
-                ),
-                EngineError::NoEmbedding { .. } | EngineError::SpecOutdated => {
-                    Status::failed_precondition(message)
-                }
-                // A stored value that does not decode, or a store of another format: the
-                // data is damaged or unreadable by this build, not a passing fault.
-                EngineError::Store(
-                    StoreError::Corrupt { .. } | StoreError::FormatVersion { .. },
-                )
-                | EngineError::Graph(GraphError::Store(
-                    StoreError::Corrupt { .. } | StoreError::FormatVersion { .. },
-                )) => Status::data_loss(message),
-                EngineError::Store(_)
-                | EngineError::Index(_)
-                | EngineError::Graph(_)
-                | EngineError::InvalidConfig { .. } => Status::internal(message),
-            },
-            ServerError::InvalidArgument { field, .. } => {
-                with_field(Code::InvalidArgument, &field, message)
-            }
-            ServerError::Unauthenticated => Status::unauthenticated(message),
-            ServerError::PermissionDenied(_) => Status::permission_denied(message),
-            ServerError::ShuttingDown => Status::unavailable(message),
-            ServerError::Worker(_) | ServerError::Transport(_) | ServerError::Io(_) => {
-                Status::internal(message)
-            }
+        let m = mapped(e);
+        let mut status = Status::new(m.code, m.message);
+        if let Some(v) = m.field.and_then(|f| MetadataValue::try_from(f).ok()) {
+            status.metadata_mut().insert("asterism-field", v);
         }
+        status
+    }
+}
+
+/// The HTTP status of a gRPC code, as the gRPC-HTTP mapping of google.rpc.Code gives it
+/// (`FAILED_PRECONDITION`, a store or object not ready for the question, is 409 Conflict).
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition => StatusCode::CONFLICT,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The HTTP API's error answer: the status from [`http_status`] of the same code gRPC sends,
+/// and a JSON body `{"error": message, "code": "NOT_FOUND", "field": field or null}`.
+impl IntoResponse for ServerError {
+    fn into_response(self) -> Response {
+        let m = mapped(self);
+        let mut response = (
+            http_status(m.code),
+            Json(json!({
+                "error": m.message,
+                "code": code_name(m.code),
+                "field": m.field,
+            })),
+        )
+            .into_response();
+        if m.code == Code::Unauthenticated {
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// The name of a gRPC code as google.rpc.Code spells it.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

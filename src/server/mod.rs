@@ -1,6 +1,8 @@
-//! The gRPC server (tonic): every engine operation, streaming ingest, neighbour watches,
-//! gRPC health and reflection. The only module that uses tonic and prost; it imports
-//! `engine`, `alert` and `model`, and nothing below imports it.
+//! The server: gRPC (tonic) for every engine operation, streaming ingest, neighbour watches,
+//! gRPC health and reflection; and beside it, on the same runtime and engine, the HTTP/JSON
+//! API and the panel pages (axum, [`http`]). The only module that uses tonic, prost and axum;
+//! it imports `engine`, `alert` and `model`, and nothing below imports it. [`json`] holds the
+//! JSON documents the HTTP API and the CLI's `--json` share.
 //!
 //! Engine calls run on tokio's blocking pool (and rayon inside the engine), so a slow request
 //! never stalls the executor that answers the others. Errors reach clients through the one
@@ -19,11 +21,14 @@ use crate::engine::Engine;
 mod auth;
 mod convert;
 mod error;
+pub mod http;
+pub mod json;
 mod service;
 mod watch_neighbours;
 
 pub use auth::Access;
-pub use error::ServerError;
+pub use error::{http_status, ServerError};
+pub use http::HttpConfig;
 pub use service::MAX_WATCHED;
 
 /// The generated messages, client and server of `proto/asterism/v1/asterism.proto`.
@@ -61,14 +66,26 @@ impl Default for ServerConfig {
     }
 }
 
-/// Serves `engine` on `listener` until `shutdown` completes, then stops taking requests,
-/// ends ingest streams and watches (every write already acknowledged is durable: each batch
-/// is committed before its answer), lets the other requests finish and writes the index
-/// dump so the next start loads it.
+/// Serves `engine` over gRPC on `listener` until `shutdown` completes; see [`serve_with_http`].
 pub async fn serve(
     engine: Arc<Engine>,
     config: ServerConfig,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    serve_with_http(engine, config, listener, None, shutdown).await
+}
+
+/// Serves `engine` over gRPC on `listener` and, when `http` is given, the HTTP API and panel
+/// on its listener (same runtime, same engine, same tokens), until `shutdown` completes; then
+/// stops taking requests, ends ingest streams and watches (every write already acknowledged
+/// is durable: each batch is committed before its answer), lets the other requests finish
+/// and writes the index dump so the next start loads it.
+pub async fn serve_with_http(
+    engine: Arc<Engine>,
+    config: ServerConfig,
+    listener: TcpListener,
+    http: Option<(TcpListener, HttpConfig)>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let (events, _) = broadcast::channel(1024);
@@ -80,6 +97,10 @@ pub async fn serve(
         });
     }
     let (closing_tx, closing) = watch::channel(false);
+    let http_server = http.map(|(http_listener, http_config)| {
+        let app = http::router(Arc::clone(&engine), config.access.clone(), http_config);
+        tokio::spawn(http::run(http_listener, app, closing.clone()))
+    });
     let service = service::Service {
         engine: Arc::clone(&engine),
         access: config.access,
@@ -124,6 +145,9 @@ pub async fn serve(
         // (a constant ~40 ms per call otherwise).
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal)
         .await?;
+    if let Some(http_server) = http_server {
+        http_server.await??;
+    }
     tokio::task::spawn_blocking(move || engine.checkpoint()).await??;
     tracing::info!("index written; stopped");
     Ok(())

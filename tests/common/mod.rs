@@ -1,6 +1,10 @@
 //! Helpers shared by the integration tests: paths into `data/`, a fresh store in a temp dir.
 #![allow(dead_code)]
 
+pub mod http;
+pub mod served;
+pub mod webdriver;
+
 use std::path::{Path, PathBuf};
 
 use asterism::alert::{DecodeOptions, Decoded};
