@@ -1130,3 +1130,51 @@ async fn a_backup_taken_while_serving_opens_as_a_sound_copy() {
         assert_eq!(copy.labels(id).unwrap(), engine.labels(id).unwrap());
     }
 }
+
+/// `--tls-cert`/`--tls-key`: a client that trusts the certificate authority of the server's
+/// certificate (data/tls: a test CA and a certificate for localhost and 127.0.0.1) gets
+/// answers; a plaintext client does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_connects_with_the_servers_certificate() {
+    use tonic::transport::{Certificate, ClientTlsConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let cert = std::fs::read(data("tls/localhost.crt")).unwrap();
+    let mut served = start(
+        &dir.path().join("db"),
+        ServerConfig {
+            tls: Some(asterism::server::TlsIdentity {
+                cert_pem: cert.clone(),
+                key_pem: std::fs::read(data("tls/localhost.key")).unwrap(),
+            }),
+            ..server_config()
+        },
+    );
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(data("tls/ca.crt")).unwrap(),
+        ))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{}", served.addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c = AsterismClient::new(channel);
+    let r = c
+        .ingest(authed(tokio_stream::iter(packets(&["ztf"])), WRITE))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.objects_new > 0);
+    let stats = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(stats.indexed_objects, r.objects_new);
+
+    let plain = match AsterismClient::connect(format!("http://{}", served.addr)).await {
+        Ok(mut c) => c.stats(pb::StatsRequest {}).await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(!plain, "a plaintext client got an answer from a TLS server");
+    served.shutdown();
+}

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use asterism::alert::DecodeOptions;
@@ -275,11 +275,29 @@ pub(super) struct ServeArgs {
     /// stands for the object id (default: this server's panel of the neighbour).
     #[arg(long, value_name = "URL", requires = "http")]
     pub(super) http_object_url: Option<String>,
+    /// Serve gRPC over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub(super) tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub(super) tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub(super) write: WriteArgs,
 }
 
 impl ServeArgs {
+    /// The certificate and key of `--tls-cert` / `--tls-key`, read.
+    pub(super) fn tls_identity(&self) -> Result<Option<server::TlsIdentity>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        Ok(Some(server::TlsIdentity {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        }))
+    }
+
     /// The HTTP side's configuration from the `--http-*` flags.
     pub(super) fn http_config(&self) -> server::HttpConfig {
         server::HttpConfig {

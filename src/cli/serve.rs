@@ -14,6 +14,8 @@ use super::output;
 
 /// Runs the gRPC server (and the HTTP one) until SIGINT or SIGTERM.
 pub(super) fn serve(args: ServeArgs) -> Result<()> {
+    // Unreadable TLS files fail before the (possibly long) open of the store.
+    let tls = args.tls_identity()?;
     let opening = || format!("opening {}", args.db.db.display());
     // A bad write flag reads as a failure to open, as when `Engine::open` found it.
     let config = args.write.engine_config().with_context(opening)?;
@@ -31,6 +33,7 @@ pub(super) fn serve(args: ServeArgs) -> Result<()> {
         },
         max_message_bytes: args.max_message_bytes,
         decode: decode_options(args.schema.as_deref())?,
+        tls,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

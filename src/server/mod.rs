@@ -54,6 +54,24 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Decoding options for ingested packets (the writer schema of Confluent-framed datums).
     pub decode: DecodeOptions,
+    /// With a certificate and its key, gRPC is served over TLS only.
+    pub tls: Option<TlsIdentity>,
+}
+
+/// The server's certificate chain and private key, PEM-encoded.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    /// Never prints the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("cert_pem_bytes", &self.cert_pem.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ServerConfig {
@@ -62,6 +80,7 @@ impl Default for ServerConfig {
             access: Access::default(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             decode: DecodeOptions::default(),
+            tls: None,
         }
     }
 }
@@ -133,7 +152,13 @@ pub async fn serve_with_http(
             .await;
         let _ = closing_tx.send(true);
     };
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+        builder =
+            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    builder
         .layer(tower::util::MapResponseLayer::new(
             error::oversized_is_resource_exhausted,
         ))
