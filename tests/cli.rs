@@ -268,3 +268,21 @@ fn check_passes_a_sound_store_and_names_the_damage() {
     assert!(!ok);
     assert_eq!(again["problems"], report["problems"]);
 }
+
+/// `generate` run outside the repository says where it looked for its default inputs.
+#[test]
+fn generate_outside_the_repository_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_asterism"))
+        .args(["generate", "--out", "gen", "--objects", "3"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("looked for data/lightcurves, data/ztf, data/fink under"),
+        "{err}"
+    );
+    assert!(err.contains("repository root"), "{err}");
+}

@@ -88,7 +88,22 @@ pub(super) fn reindex(args: ReindexArgs) -> Result<()> {
 
 /// `asterism generate`: writes the generated stream as tar files of `.avro` packets.
 pub(super) fn generate(args: GenerateArgs) -> Result<()> {
-    let (files, _) = source::expand(&args.from);
+    let (files, missing) = source::expand(&args.from);
+    if files.is_empty() {
+        // Say where it looked: the default inputs are relative to the repository root.
+        let cwd = std::env::current_dir().map_or_else(|_| "?".into(), |d| d.display().to_string());
+        let looked: Vec<String> = args.from.iter().map(|p| p.display().to_string()).collect();
+        anyhow::bail!(
+            "no input files: looked for {} under {cwd}{}; run from the repository root or give \
+             the lightcurves to start from as PATH arguments",
+            looked.join(", "),
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} not found)", missing.len())
+            }
+        );
+    }
     let alerts: Vec<Alert> = files
         .par_iter()
         .flat_map_iter(|f| source::decode_file(f, &DecodeOptions::default()).alerts)
