@@ -276,6 +276,15 @@ fn avro_container(name: &str, bytes: &[u8], out: &mut Decoded) {
     }
     // Not a container the cached-schema reader takes: apache-avro's reader names the problem.
     let reader = match Reader::new(bytes) {
+        Ok(r) if container::encodes_in_zero_bytes(r.writer_schema()) => {
+            out.reject(
+                name,
+                DecodeError::Avro {
+                    detail: "the writer schema encodes a record in zero bytes: no alert".into(),
+                },
+            );
+            return;
+        }
         Ok(r) => r,
         Err(e) => {
             out.reject(
