@@ -78,10 +78,16 @@ fn main() {
                 std::process::exit(2);
             }
         };
+        let findings_dir = value("--findings")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(&target_dir).join("fuzz-findings"))
+            .join(target.name());
         if let Some(iteration) = number::<u64>("--replay") {
             let (name, bytes) = corpus.input(seed, iteration);
-            let out = PathBuf::from(format!("{}-{seed}-{iteration}.bin", target.name()));
-            if let Err(e) = std::fs::write(&out, &bytes) {
+            let out = findings_dir.join(format!("replay-{seed}-{iteration}.bin"));
+            let written =
+                std::fs::create_dir_all(&findings_dir).and_then(|_| std::fs::write(&out, &bytes));
+            if let Err(e) = written {
                 eprintln!("{}: {e}", out.display());
             }
             eprintln!(
@@ -94,10 +100,6 @@ fn main() {
             eprintln!("{} alerts, rejects: {:?}", d.alerts.len(), d.rejects);
             continue;
         }
-        let findings_dir = value("--findings")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(&target_dir).join("fuzz-findings"))
-            .join(target.name());
         let cfg = RunConfig {
             seed,
             iterations,
