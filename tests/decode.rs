@@ -498,3 +498,100 @@ fn fink_parquet_history_with_doubles_for_integers_keeps_its_detections() {
         }
     }
 }
+
+/// Decodes a file of `tests/fuzz-regressions/`: inputs, found by `benches/fuzz.rs` (mutations of
+/// the lightcurves of `data/` written as Parquet), on which the parquet crate panics. Each must
+/// come back as one Parquet reject of the whole file, naming the reader's failure.
+fn parquet_reader_failure(file: &str, message: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz-regressions")
+        .join(file);
+    let bytes = std::fs::read(&path).unwrap();
+    let d = alert::decode(file, &bytes, &DecodeOptions::default());
+    assert!(d.alerts.is_empty(), "{file}: {:?}", d.alerts);
+    assert_eq!(d.rejects.len(), 1, "{file}: {:?}", d.rejects);
+    assert_eq!(d.rejects[0].source, file);
+    match &d.rejects[0].error {
+        DecodeError::Parquet { detail } => assert!(
+            detail.starts_with("malformed file, the Parquet reader failed: ")
+                && detail.contains(message),
+            "{file}: {detail}"
+        ),
+        other => panic!("{file}: {other:?}"),
+    }
+}
+
+#[test]
+fn parquet_negative_column_offset_is_rejected_not_a_panic() {
+    parquet_reader_failure(
+        "parquet_negative_column_offset.parquet",
+        "column start and length should not be negative",
+    );
+}
+
+#[test]
+fn parquet_byte_array_page_of_zero_values_is_rejected_not_a_panic() {
+    parquet_reader_failure(
+        "parquet_byte_array_page_of_zero_values.parquet",
+        "divide by zero",
+    );
+}
+
+#[test]
+fn parquet_dictionary_page_missing_is_rejected_not_a_panic() {
+    parquet_reader_failure(
+        "parquet_dictionary_page_missing.parquet",
+        "Decoder for dict should have been set",
+    );
+}
+
+#[test]
+fn parquet_byte_stream_split_page_too_short_is_rejected_not_a_panic() {
+    parquet_reader_failure(
+        "parquet_byte_stream_split_page_too_short.parquet",
+        "index out of bounds",
+    );
+}
+
+/// A container whose writer schema encodes a record in zero bytes (here a record without
+/// fields) can claim 2^40 records in an empty block: reading them never ended, each one a
+/// reject held in memory. Such a container holds no alert and is rejected at its header.
+#[test]
+fn avro_container_of_zero_byte_records_is_rejected_at_once() {
+    fn long(n: i64, out: &mut Vec<u8>) {
+        let mut raw = ((n << 1) ^ (n >> 63)) as u64;
+        while raw >= 0x80 {
+            out.push((raw as u8) | 0x80);
+            raw >>= 7;
+        }
+        out.push(raw as u8);
+    }
+    let schema = br#"{"type":"record","name":"alert","fields":[]}"#;
+    let sync = [7u8; 16];
+    let mut bytes = b"Obj\x01".to_vec();
+    long(1, &mut bytes);
+    long(11, &mut bytes);
+    bytes.extend_from_slice(b"avro.schema");
+    long(schema.len() as i64, &mut bytes);
+    bytes.extend_from_slice(schema);
+    long(0, &mut bytes);
+    bytes.extend_from_slice(&sync);
+    long(1 << 40, &mut bytes);
+    long(0, &mut bytes);
+    bytes.extend_from_slice(&sync);
+
+    let d = alert::decode("empty-records.avro", &bytes, &DecodeOptions::default());
+    assert!(d.alerts.is_empty());
+    assert_eq!(
+        d.rejects.len(),
+        1,
+        "{:?}",
+        &d.rejects[..d.rejects.len().min(3)]
+    );
+    assert_eq!(
+        d.rejects[0].error,
+        DecodeError::Avro {
+            detail: "the writer schema encodes a record in zero bytes: no alert".into()
+        }
+    );
+}

@@ -69,6 +69,33 @@ fn bytes<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
     take(buf, n)
 }
 
+/// Whether a value of `schema` can be written in zero bytes (null, a record of such fields, an
+/// empty fixed).
+fn zero_bytes(schema: &Schema) -> bool {
+    match schema {
+        Schema::Null => true,
+        Schema::Record(r) => r.fields.iter().all(|f| zero_bytes(&f.schema)),
+        Schema::Fixed(f) => f.size == 0,
+        _ => false,
+    }
+}
+
+/// Whether `schema` is, or holds an array of, values written in zero bytes. A block (or an
+/// array) may claim any number of such values without holding a byte of them, so reading it
+/// would never end; no alert schema is one.
+pub(super) fn encodes_in_zero_bytes(schema: &Schema) -> bool {
+    fn zero_byte_items(schema: &Schema) -> bool {
+        match schema {
+            Schema::Array(a) => zero_bytes(&a.items) || zero_byte_items(&a.items),
+            Schema::Map(m) => zero_byte_items(&m.types),
+            Schema::Record(r) => r.fields.iter().any(|f| zero_byte_items(&f.schema)),
+            Schema::Union(u) => u.variants().iter().any(zero_byte_items),
+            _ => false,
+        }
+    }
+    zero_bytes(schema) || zero_byte_items(schema)
+}
+
 /// Decodes every record of a container, or `None` when the container is not one this reader
 /// handles cleanly (the caller then uses apache-avro's `Reader`, which names the problem).
 pub(super) fn records(container: &[u8]) -> Option<Vec<Value>> {
@@ -96,6 +123,9 @@ pub(super) fn records(container: &[u8]) -> Option<Vec<Value>> {
         }
     }
     let schema = writer_schema(schema_text?)?;
+    if encodes_in_zero_bytes(&schema) {
+        return None;
+    }
     let sync = take(&mut buf, 16)?;
     let reader = GenericDatumReader::builder(&schema).build().ok()?;
     let mut out = Vec::new();
@@ -125,6 +155,29 @@ pub(super) fn records(container: &[u8]) -> Option<Vec<Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Schemas whose values can take no byte, at the top or as array items, are refused: a
+    /// block or an array could claim any number of them.
+    #[test]
+    fn zero_byte_schemas_are_recognised() {
+        let parse = |s: &str| Schema::parse_str(s).expect("schema");
+        for zero in [
+            r#""null""#,
+            r#"{"type":"record","name":"a","fields":[]}"#,
+            r#"{"type":"record","name":"a","fields":[{"name":"n","type":"null"}]}"#,
+            r#"{"type":"record","name":"a","fields":[{"name":"x","type":"long"},
+                {"name":"v","type":{"type":"array","items":"null"}}]}"#,
+        ] {
+            assert!(encodes_in_zero_bytes(&parse(zero)), "{zero}");
+        }
+        for some in [
+            r#""long""#,
+            r#"{"type":"record","name":"a","fields":[{"name":"n","type":["null","long"]}]}"#,
+            r#"{"type":"array","items":"long"}"#,
+        ] {
+            assert!(!encodes_in_zero_bytes(&parse(some)), "{some}");
+        }
+    }
 
     #[test]
     fn longs_are_zig_zag_varints() {
