@@ -17,13 +17,14 @@ use crate::model::VectorVersion;
 use crate::store::{Batch, NewVersion};
 
 impl Engine {
-    /// Starts a background rebuild when tombstones pass the threshold (on a thread pool of its
+    /// Starts a background rebuild when tombstones (with USearch, points removed since the
+    /// graph was built: `LiveIndex::worn`) pass the threshold (on a thread pool of its
     /// own); the new graph is swapped in atomically, with the vectors that arrived meanwhile
     /// added first.
     pub(super) fn maybe_rebuild_in_background(&self) {
         let (tomb, live_n) = {
             let live = read(&self.live);
-            (live.tombstones(), live.len())
+            (live.worn(), live.len())
         };
         let threshold = (live_n as f64 * self.config.rebuild_tombstone_ratio).max(1000.0);
         if (tomb as f64) < threshold || self.rebuilding.swap(true, Ordering::SeqCst) {
