@@ -1,28 +1,35 @@
 //! Embedding and index figures at scale, on real lightcurves augmented to N objects.
 //!
 //! `cargo bench --bench scale -- [--objects 100000] [--queries 2000] [--churn 3] [--seed 1]
-//! [--m 16] [--ef-construction 200]` (the HNSW parameters, defaults as the engine's)
+//! [--index hnsw_rs|usearch] [--quantization f32|f16|i8] [--m 16] [--ef-construction 200]`
+//! (the index backend and its parameters, defaults as the engine's)
 //!
-//! Prints one JSON object: embeddings/s (all threads and one), HNSW inserts/s, single-thread
-//! queries/s and recall@10 against exact search for several ef_search, recall after every
-//! object was re-embedded `churn` times (tombstones filtered), heap bytes per object of the
-//! index, and, with `--engine N`, the whole engine ingesting N synthetic objects into RocksDB
-//! (objects/s, heap and disk bytes per object). Runs once (no criterion): the 100k build alone
-//! takes minutes on 2 cores.
+//! Prints one JSON object: embeddings/s (all threads and one), index inserts/s, single-thread
+//! queries/s and recall@10 against exact search for several ef_search (with f16/i8 vectors,
+//! after an exact re-rank of 4 x 10 candidates, as the live index does), recall after every
+//! object was re-embedded `churn` times (superseded points removed with usearch, filtered as
+//! tombstones with hnsw_rs), memory per object of the index (resident set growth while it was
+//! built, and for hnsw_rs the Rust heap, for usearch its own count of its C++ allocations),
+//! the dump's size, the time to load it and to answer a first query from it (usearch also
+//! from a memory-mapped view), and, with `--engine N`, the whole engine ingesting N synthetic
+//! objects into RocksDB (objects/s, heap and disk bytes per object). Runs once (no
+//! criterion): the 100k build alone takes minutes on 2 cores.
 
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
-use support::{arg, dir_bytes, real_records, rss_bytes};
+use support::{arg, arg_text, dir_bytes, real_records, rss_bytes};
 
 use rayon::prelude::*;
 use serde_json::json;
 
+use asterism::embed::l2;
 use asterism::embed::{Embedder, Scaler};
 use asterism::index::{
-    exact_knn, recall, Hit, HnswIndex, HnswParams, PointId, VectorInsert, VectorSearch,
+    exact_knn, recall, AnyIndex, Hit, HnswParams, IndexBackend, IndexConfig, PointId, Quantization,
+    UsearchIndex, UsearchParams, VectorInsert, VectorSearch,
 };
 use asterism::model::ObjectRecord;
 use asterism::synth::{augment, truncate, Augment};
@@ -69,7 +76,12 @@ fn heap() -> usize {
 }
 
 /// The whole engine: ingest `n` synthetic objects (one alert each) into a fresh store.
-fn engine_phase(bases: &[ObjectRecord], n: usize, seed: u64) -> serde_json::Value {
+fn engine_phase(
+    bases: &[ObjectRecord],
+    n: usize,
+    seed: u64,
+    backend: IndexBackend,
+) -> serde_json::Value {
     use asterism::engine::{Engine, EngineConfig};
     use asterism::store::StoreConfig;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -79,9 +91,14 @@ fn engine_phase(bases: &[ObjectRecord], n: usize, seed: u64) -> serde_json::Valu
         &dir.path().join("db"),
         EngineConfig {
             store: StoreConfig { sync_writes: true },
+            index: Some(backend),
             hnsw: HnswParams {
                 capacity: n,
                 ..HnswParams::default()
+            },
+            usearch: UsearchParams {
+                capacity: n,
+                ..UsearchParams::default()
             },
             ..EngineConfig::default()
         },
@@ -125,6 +142,14 @@ fn main() {
     let queries = arg("--queries", 2000);
     let churn = arg("--churn", 3);
     let seed = arg("--seed", 1) as u64;
+    let backend_name = arg_text("--index", "hnsw_rs");
+    let backend = IndexBackend::from_name(&backend_name).expect("--index hnsw_rs|usearch");
+    let quantization = match arg_text("--quantization", "f32").as_str() {
+        "f32" => Quantization::F32,
+        "f16" => Quantization::F16,
+        "i8" => Quantization::I8,
+        other => panic!("--quantization f32|f16|i8, not {other}"),
+    };
     let bases = real_records(&["lightcurves"]);
     let embedder = Embedder::new();
     let how = Augment::default();
@@ -173,22 +198,62 @@ fn main() {
     drop(raw);
 
     let defaults = HnswParams::default();
-    let params = HnswParams {
-        capacity: n * (churn + 1),
-        m: arg("--m", defaults.m),
-        ef_construction: arg("--ef-construction", defaults.ef_construction),
-        ..defaults
+    let m = arg("--m", defaults.m);
+    let ef_construction = arg("--ef-construction", defaults.ef_construction);
+    let config = IndexConfig {
+        backend,
+        hnsw: HnswParams {
+            capacity: n * (churn + 1),
+            m,
+            ef_construction,
+            ..defaults
+        },
+        usearch: UsearchParams {
+            connectivity: m,
+            expansion_add: ef_construction,
+            // The sweep sets ef per query (USearch keeps max(expansion_search, wanted)).
+            expansion_search: 16,
+            quantization,
+            capacity: n,
+        },
     };
+    config.validate().expect("params");
     let heap0 = heap();
-    let index = HnswIndex::new(HnswParams {
-        capacity: n,
-        ..params.clone()
-    })
-    .expect("params");
+    let rss0 = rss_bytes();
+    let index = AnyIndex::new(&config).expect("params");
     let t = Instant::now();
     index.insert(&points);
     let inserts = n as f64 / t.elapsed().as_secs_f64();
     let index_heap = heap().saturating_sub(heap0);
+    let index_rss = rss_bytes().saturating_sub(rss0);
+    let usearch_bytes = match &index {
+        AnyIndex::Usearch(u) => Some(u.memory_bytes() as f64 / n as f64),
+        AnyIndex::Hnsw(_) => None,
+    };
+    let exact_distances = index.exact_distances();
+    // Searches as the live index makes them: a quantized graph's candidates re-ranked.
+    let search = |index: &AnyIndex,
+                  vectors: &[(PointId, Vec<f32>)],
+                  slot: &dyn Fn(PointId) -> usize,
+                  q: &[f32],
+                  ef: usize,
+                  live: &(dyn Fn(PointId) -> bool + Sync)|
+     -> Vec<Hit> {
+        if exact_distances {
+            return index.search_with_ef(q, 10, ef, live);
+        }
+        let mut hits: Vec<Hit> = index
+            .search_with_ef(q, 40, ef.max(40), live)
+            .into_iter()
+            .map(|h| Hit {
+                point: h.point,
+                distance: l2(q, &vectors[slot(h.point)].1),
+            })
+            .collect();
+        hits.sort_by(|a, b| a.distance.total_cmp(&b.distance));
+        hits.truncate(10);
+        hits
+    };
 
     // Queries: objects of the index itself, the object excluded (as `similar` does).
     let step = (n / queries).max(1);
@@ -206,7 +271,11 @@ fn main() {
         let t = Instant::now();
         let got: Vec<Vec<Hit>> = pool.install(|| {
             qids.iter()
-                .map(|&q| search_ef(&index, &points[q].1, ef, q as PointId))
+                .map(|&q| {
+                    let own = q as PointId;
+                    let slot = |p: PointId| p as usize;
+                    search(&index, &points, &slot, &points[q].1, ef, &|p| p != own)
+                })
                 .collect()
         });
         let qps = qids.len() as f64 / t.elapsed().as_secs_f64();
@@ -215,7 +284,28 @@ fn main() {
         );
     }
 
-    // Churn: every object re-embedded `churn` times, each a new point; old ones tombstoned.
+    // The dump, reloaded (and, for usearch, memory-mapped) to a first answer.
+    let dump_dir = tempfile::tempdir().expect("tempdir");
+    let basename = index.dump(dump_dir.path(), "scale").expect("dump");
+    let dump_bytes = dir_bytes(dump_dir.path());
+    let t = Instant::now();
+    let loaded = AnyIndex::load(&config, dump_dir.path(), &basename).expect("load");
+    let first = loaded.search(&points[1].1, 10, &|p| p != 1);
+    let load_first_answer = t.elapsed().as_secs_f64();
+    assert_eq!(first.len(), 10);
+    drop(loaded);
+    let view_first_answer = (backend == IndexBackend::Usearch).then(|| {
+        let t = Instant::now();
+        let view =
+            UsearchIndex::view(dump_dir.path(), &basename, config.usearch.clone()).expect("view");
+        let first = view.search(&points[1].1, 10, &|p| p != 1);
+        assert_eq!(first.len(), 10);
+        t.elapsed().as_secs_f64()
+    });
+    drop(dump_dir);
+
+    // Churn: every object re-embedded `churn` times, each a new point; old ones removed
+    // (usearch) or tombstoned (hnsw_rs).
     let mut live: Vec<PointId> = (0..n as PointId).collect();
     let mut current = points.clone();
     let mut next = n as PointId;
@@ -234,6 +324,7 @@ fn main() {
             .collect();
         index.insert(&moved);
         for (i, (p, v)) in moved.into_iter().enumerate() {
+            index.remove(live[i]);
             live[i] = p;
             current[i] = (p, v);
         }
@@ -248,20 +339,26 @@ fn main() {
             exact_knn(current.par_iter(), &current[q].1, 10, &|p| p != own)
         })
         .collect();
+    // Current points are numbered n·round + i: the slot of point p is p mod n.
+    let slot = |p: PointId| (p % n as PointId) as usize;
+    let ef = 64;
     let got_c: Vec<Vec<Hit>> = qids
         .iter()
         .map(|&q| {
             let own = live[q];
-            index.search(&current[q].1, 10, &|p| p != own && live_set.contains(&p))
+            let alive = |p: PointId| p != own && live_set.contains(&p);
+            search(&index, &current, &slot, &current[q].1, ef, &alive)
         })
         .collect();
-    let fresh = HnswIndex::new(params.clone()).expect("params");
+    let tombstones = index.len().saturating_sub(n);
+    drop(index);
+    let fresh = AnyIndex::new(&config).expect("params");
     fresh.insert(&current);
     let got_f: Vec<Vec<Hit>> = qids
         .iter()
         .map(|&q| {
             let own = live[q];
-            fresh.search(&current[q].1, 10, &|p| p != own)
+            search(&fresh, &current, &slot, &current[q].1, ef, &|p| p != own)
         })
         .collect();
 
@@ -271,24 +368,28 @@ fn main() {
         "threads": rayon::current_num_threads(),
         "embeddings_per_s": embed_all,
         "embeddings_per_s_one_thread": embed_one,
+        "index": backend.name(),
         "inserts_per_s": inserts,
-        "hnsw": {"m": params.m, "ef_construction": params.ef_construction},
+        "graph": {"m": m, "ef_construction": ef_construction},
+        "quantization": format!("{quantization:?}"),
         "search_one_thread": sweep,
-        "index_heap_bytes_per_object": index_heap as f64 / n as f64,
+        "index_rss_bytes_per_object": index_rss as f64 / n as f64,
+        "index_rust_heap_bytes_per_object": index_heap as f64 / n as f64,
+        "usearch_memory_usage_bytes_per_object": usearch_bytes,
+        "dump_bytes_per_object": dump_bytes as f64 / n as f64,
+        "load_dump_to_first_answer_s": load_first_answer,
+        "view_dump_to_first_answer_s": view_first_answer,
         "churn_rounds": churn,
         "churn_reembed_and_insert_per_s": (n * churn) as f64 / churn_secs,
-        "recall_at_10_after_churn": recall(&got_c, &exact_c),
-        "recall_at_10_fresh_same_vectors": recall(&got_f, &exact_c),
+        "tombstones_after_churn": tombstones,
+        "recall_at_10_after_churn_ef64": recall(&got_c, &exact_c),
+        "recall_at_10_fresh_same_vectors_ef64": recall(&got_f, &exact_c),
         "resident_bytes_total": rss_bytes(),
-        "engine": (arg("--engine", 0) > 0).then(|| engine_phase(&bases, arg("--engine", 0), seed)),
+        "engine": (arg("--engine", 0) > 0)
+            .then(|| engine_phase(&bases, arg("--engine", 0), seed, backend)),
     });
     println!(
         "{}",
         serde_json::to_string_pretty(&report).unwrap_or_default()
     );
-}
-
-/// A search with a given ef on the built graph.
-fn search_ef(index: &HnswIndex, q: &[f32], ef: usize, own: PointId) -> Vec<Hit> {
-    index.search_with_ef(q, 10, ef, &|p| p != own)
 }

@@ -286,3 +286,38 @@ fn generate_outside_the_repository_says_where_it_looked() {
     );
     assert!(err.contains("repository root"), "{err}");
 }
+
+/// `--index usearch` makes a USearch store; later commands use it without the flag, and naming
+/// the other backend on it is an error that says which backend the store has.
+#[test]
+fn the_index_backend_is_chosen_at_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_arg(dir.path());
+    let curves = data("lightcurves").to_string_lossy().into_owned();
+    let (ok, _, err) = asterism(&["ingest", "--db", &db, &curves, "--index", "usearch"]);
+    assert!(ok, "{err}");
+    assert!(dir.path().join("db/index").read_dir().unwrap().any(|f| f
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".usearch")));
+    let (ok, hits, err) = asterism(&["similar", "--db", &db, "1013184", "-k", "5", "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        hits["neighbours"].as_array().map(Vec::len),
+        Some(5),
+        "{hits}"
+    );
+    let (ok, _, err) = asterism(&["ingest", "--db", &db, &curves, "--index", "hnsw_rs"]);
+    assert!(!ok);
+    assert!(err.contains("created with usearch"), "{err}");
+    let (ok, _, err) = asterism(&["ingest", "--db", &db, &curves, "--index", "usearch"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = asterism(&["ingest", "--db", &db, &curves, "--index", "faiss"]);
+    assert!(!ok && err.contains("hnsw_rs"), "{err}");
+    let engine = Engine::open(&dir.path().join("db"), config()).unwrap();
+    assert_eq!(
+        engine.index_backend(),
+        asterism::index::IndexBackend::Usearch
+    );
+}

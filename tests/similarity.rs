@@ -7,10 +7,18 @@ use std::collections::BTreeMap;
 
 use asterism::embed::l2;
 use asterism::engine::{Engine, EngineConfig, IndexOrigin};
-use asterism::index::{exact_knn, numbered, recall, Hit, HnswParams, PointId};
+use asterism::index::{exact_knn, numbered, recall, Hit, HnswParams, IndexBackend, PointId};
 use asterism::model::{Alert, ObjectRecord, VectorVersion};
 use asterism::synth::{augment, truncate, Augment};
 use common::{config, decode, engine, ingest};
+
+/// The test configuration with the given index backend.
+fn config_for(backend: IndexBackend) -> EngineConfig {
+    EngineConfig {
+        index: Some(backend),
+        ..config()
+    }
+}
 
 /// The real lightcurves of `data/lightcurves` as records.
 fn real_lightcurves() -> Vec<ObjectRecord> {
@@ -207,9 +215,20 @@ fn two_halves_end_at_the_vector_of_one_ingest_and_as_of_sees_the_first_half() {
 }
 
 #[test]
-fn recall_at_10_fresh_and_after_churn() {
+fn recall_at_10_fresh_and_after_churn_hnsw_rs() {
+    recall_at_10_fresh_and_after_churn(IndexBackend::HnswRs);
+}
+
+#[test]
+fn recall_at_10_fresh_and_after_churn_usearch() {
+    recall_at_10_fresh_and_after_churn(IndexBackend::Usearch);
+}
+
+fn recall_at_10_fresh_and_after_churn(backend: IndexBackend) {
     let dir = tempfile::tempdir().unwrap();
+    let config = || config_for(backend);
     let engine = Engine::open(&dir.path().join("db"), config()).unwrap();
+    assert_eq!(engine.index_backend(), backend);
     let alerts = synthetic(3000, 11);
     // Objects first appear with 40% of their lightcurve, then grow twice: every object is
     // re-embedded, twice, leaving two tombstones per live point.
@@ -224,8 +243,15 @@ fn recall_at_10_fresh_and_after_churn() {
         engine.apply(chunk).unwrap();
     }
     engine.wait_for_rebuild();
+    if backend == IndexBackend::Usearch {
+        // Superseded points were removed from the graph, not left as tombstones.
+        assert_eq!(engine.tombstones(), 0);
+    }
     let churned = engine_recall(&engine, 10, 300);
-    assert!(churned >= 0.95, "recall@10 after churn {churned}");
+    assert!(
+        churned >= 0.95,
+        "{backend}: recall@10 after churn {churned}"
+    );
     assert!(engine.spec().version >= fresh_spec.version);
 
     // A fresh index over the same store.
@@ -233,8 +259,9 @@ fn recall_at_10_fresh_and_after_churn() {
     std::fs::remove_dir_all(dir.path().join("db").join("index")).ok();
     let reopened = Engine::open(&dir.path().join("db"), config()).unwrap();
     assert_eq!(reopened.index_origin(), IndexOrigin::Rebuilt);
+    assert_eq!(reopened.index_backend(), backend);
     let fresh = engine_recall(&reopened, 10, 300);
-    assert!(fresh >= 0.95, "recall@10 fresh {fresh}");
+    assert!(fresh >= 0.95, "{backend}: recall@10 fresh {fresh}");
     assert!(
         (fresh - churned).abs() <= 0.03,
         "fresh {fresh} churned {churned}"
@@ -242,9 +269,21 @@ fn recall_at_10_fresh_and_after_churn() {
 }
 
 #[test]
-fn restart_loads_the_dump_and_replays_newer_vectors() {
+fn restart_loads_the_dump_and_replays_newer_vectors_hnsw_rs() {
+    restart_loads_the_dump_and_replays_newer_vectors(IndexBackend::HnswRs);
+}
+
+#[test]
+fn restart_loads_the_dump_and_replays_newer_vectors_usearch() {
+    restart_loads_the_dump_and_replays_newer_vectors(IndexBackend::Usearch);
+}
+
+fn restart_loads_the_dump_and_replays_newer_vectors(backend: IndexBackend) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
+    // Only the store's creation names the backend: every later open takes the recorded one.
+    let config = common::config;
+    drop(Engine::open(&path, config_for(backend)).unwrap());
     let alerts = synthetic(400, 5);
     {
         let engine = Engine::open(&path, config()).unwrap();
@@ -369,4 +408,81 @@ fn bad_requests_are_clear_errors() {
     };
     let dir = tempfile::tempdir().unwrap();
     assert!(Engine::open(&dir.path().join("db"), bad).is_err());
+}
+
+#[test]
+fn the_index_backend_is_recorded_at_creation_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let alerts = synthetic(200, 3);
+    {
+        let engine = Engine::open(&path, config_for(IndexBackend::Usearch)).unwrap();
+        engine.apply(&alerts).unwrap();
+        engine.checkpoint().unwrap();
+    }
+    // Reopened without naming one: the recorded backend, its dump loaded.
+    let engine = Engine::open(&path, config()).unwrap();
+    assert_eq!(engine.index_backend(), IndexBackend::Usearch);
+    assert_eq!(engine.index_origin(), IndexOrigin::Loaded { replayed: 0 });
+    let dump = engine.store().index_dump().unwrap().unwrap();
+    assert_eq!(dump.backend, IndexBackend::Usearch);
+    let before = engine.similar(&alerts[3].object_id, 10, None).unwrap();
+    drop(engine);
+
+    // Asking for the other backend is a clear error, and changes nothing.
+    let err = Engine::open(&path, config_for(IndexBackend::HnswRs))
+        .err()
+        .expect("another backend is refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("hnsw_rs was asked for") && message.contains("created with usearch"),
+        "{message}"
+    );
+    assert_eq!(
+        Engine::open(&path, config()).unwrap().index_backend(),
+        IndexBackend::Usearch
+    );
+
+    // A dump record naming another backend is not loaded: the index is rebuilt.
+    {
+        let engine = Engine::open(&path, config()).unwrap();
+        let mut other = engine.store().index_dump().unwrap().unwrap();
+        other.backend = IndexBackend::HnswRs;
+        engine.store().set_index_dump(&other).unwrap();
+    }
+    let engine = Engine::open(&path, config()).unwrap();
+    assert_eq!(engine.index_origin(), IndexOrigin::Rebuilt);
+    let after = engine.similar(&alerts[3].object_id, 10, None).unwrap();
+    let same = after
+        .iter()
+        .filter(|n| before.iter().any(|b| b.object_id == n.object_id))
+        .count();
+    assert!(same >= 9, "{after:?} vs {before:?}");
+}
+
+#[test]
+fn a_store_without_a_recorded_backend_is_hnsw_rs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let alerts = synthetic(100, 4);
+    {
+        let engine = Engine::open(&path, config()).unwrap();
+        assert_eq!(engine.index_backend(), IndexBackend::HnswRs);
+        engine.apply(&alerts).unwrap();
+    }
+    // As a store written before backends were recorded: vectors but no record.
+    {
+        use asterism::store::cf;
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, cf::ALL).unwrap();
+        let meta = db.cf_handle(cf::META).unwrap();
+        assert!(db.get_cf(meta, b"index_settings").unwrap().is_some());
+        db.delete_cf(meta, b"index_settings").unwrap();
+    }
+    assert!(Engine::open(&path, config_for(IndexBackend::Usearch)).is_err());
+    let engine = Engine::open(&path, config()).unwrap();
+    assert_eq!(engine.index_backend(), IndexBackend::HnswRs);
+    assert_eq!(
+        engine.similar(&alerts[0].object_id, 5, None).unwrap().len(),
+        5
+    );
 }

@@ -29,6 +29,16 @@ pub fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The text after `name` on the command line, or `default`.
+pub fn arg_text(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
+}
+
 /// One record per real object in the given folders of data/.
 pub fn real_records(folders: &[&str]) -> Vec<ObjectRecord> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");

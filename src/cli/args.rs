@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 
 use asterism::alert::DecodeOptions;
 use asterism::engine::{Cone, EngineConfig, Filters, DEFAULT_BATCH_SIZE};
+use asterism::index::IndexBackend;
 use asterism::model::{Survey, Vote};
 use asterism::server;
 use asterism::source;
@@ -111,6 +112,29 @@ pub(super) struct WriteArgs {
     /// Do not fsync each batch (a killed process still loses nothing; a power cut may).
     #[arg(long)]
     no_sync: bool,
+    /// The ANN index of a new store, recorded in it [default: hnsw_rs]. An existing store
+    /// keeps the one it was created with; naming another is an error.
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    index: Option<IndexChoice>,
+}
+
+/// The index backends `--index` names.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(super) enum IndexChoice {
+    /// USearch: real deletion, filtered search, f16/i8 storage, memory-mapped dumps.
+    Usearch,
+    /// hnsw_rs (pure Rust; superseded points are tombstones until a rebuild).
+    #[value(name = "hnsw_rs")]
+    HnswRs,
+}
+
+impl From<IndexChoice> for IndexBackend {
+    fn from(c: IndexChoice) -> IndexBackend {
+        match c {
+            IndexChoice::Usearch => IndexBackend::Usearch,
+            IndexChoice::HnswRs => IndexBackend::HnswRs,
+        }
+    }
 }
 
 impl WriteArgs {
@@ -121,6 +145,7 @@ impl WriteArgs {
                 sync_writes: !self.no_sync,
             },
             batch_size: self.batch_size,
+            index: self.index.map(IndexBackend::from),
             ..EngineConfig::default()
         };
         config.validate()?;

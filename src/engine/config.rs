@@ -1,7 +1,7 @@
 //! Engine settings and the limits of its queries.
 
 use super::{EngineError, Result};
-use crate::index::HnswParams;
+use crate::index::{HnswParams, IndexBackend, IndexConfig, UsearchParams};
 use crate::store::StoreConfig;
 
 /// Engine settings.
@@ -10,7 +10,13 @@ pub struct EngineConfig {
     pub store: StoreConfig,
     /// Alerts per atomic write.
     pub batch_size: usize,
+    /// The index backend of a store this opens: `None` takes the one the store recorded
+    /// (hnsw_rs for a new store); `Some` for a new store records it, and on a store recorded
+    /// with another backend is an error. The parameters below are those a new store records;
+    /// an existing store's recorded ones win.
+    pub index: Option<IndexBackend>,
     pub hnsw: HnswParams,
+    pub usearch: UsearchParams,
     /// Rebuild the index in the background when tombstones exceed this multiple of live points.
     pub rebuild_tombstone_ratio: f64,
     /// From this many objects, a refit of the scaler runs beside the engine (see
@@ -22,7 +28,9 @@ impl Default for EngineConfig {
         EngineConfig {
             store: StoreConfig::default(),
             batch_size: DEFAULT_BATCH_SIZE,
+            index: None,
             hnsw: HnswParams::default(),
+            usearch: UsearchParams::default(),
             rebuild_tombstone_ratio: 1.0,
             background_refit_from: 16_384,
         }
@@ -31,6 +39,7 @@ impl Default for EngineConfig {
 impl EngineConfig {
     pub fn validate(&self) -> Result<()> {
         self.hnsw.validate()?;
+        self.usearch.validate()?;
         if self.batch_size == 0 {
             return Err(EngineError::InvalidConfig {
                 field: "batch_size",
@@ -38,6 +47,16 @@ impl EngineConfig {
             });
         }
         Ok(())
+    }
+}
+impl EngineConfig {
+    /// The index configuration for `backend`, with these parameters.
+    pub fn index_config(&self, backend: IndexBackend) -> IndexConfig {
+        IndexConfig {
+            backend,
+            hnsw: self.hnsw.clone(),
+            usearch: self.usearch.clone(),
+        }
     }
 }
 /// Alerts per atomic write unless configured otherwise.

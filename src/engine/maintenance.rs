@@ -12,18 +12,19 @@ use super::{index_dir, lock, raw_matrix, read, write, ChangeEvent, Engine};
 use super::{refit, Result};
 use crate::embed::EmbeddingSpec;
 use crate::index::live::{Entry, LiveIndex};
-use crate::index::{HnswIndex, HnswParams, PointId, VectorInsert};
+use crate::index::{PointId, VectorInsert};
 use crate::model::VectorVersion;
 use crate::store::{Batch, NewVersion};
 
 impl Engine {
-    /// Starts a background rebuild when tombstones pass the threshold (on a thread pool of its
+    /// Starts a background rebuild when tombstones (with USearch, points removed since the
+    /// graph was built: `LiveIndex::worn`) pass the threshold (on a thread pool of its
     /// own); the new graph is swapped in atomically, with the vectors that arrived meanwhile
     /// added first.
     pub(super) fn maybe_rebuild_in_background(&self) {
         let (tomb, live_n) = {
             let live = read(&self.live);
-            (live.tombstones(), live.len())
+            (live.worn(), live.len())
         };
         let threshold = (live_n as f64 * self.config.rebuild_tombstone_ratio).max(1000.0);
         if (tomb as f64) < threshold || self.rebuilding.swap(true, Ordering::SeqCst) {
@@ -31,19 +32,16 @@ impl Engine {
         }
         let live = Arc::clone(&self.live);
         let flag = Arc::clone(&self.rebuilding);
-        let params = self.config.hnsw.clone();
         let handle = std::thread::spawn(move || {
             let pool = refit::background_pool();
             let run = || {
-                let (snapshot, spec_version) = {
+                let (snapshot, spec_version, result) = {
                     let l = read(&live);
-                    (l.snapshot(), l.spec.version)
+                    let snapshot = l.snapshot();
+                    let graph = l.empty_graph(snapshot.len());
+                    (snapshot, l.spec.version, graph)
                 };
                 let built: HashSet<PointId> = snapshot.iter().map(|(p, _)| *p).collect();
-                let result = HnswIndex::new(HnswParams {
-                    capacity: params.capacity.max(snapshot.len()),
-                    ..params
-                });
                 if let Ok(graph) = result {
                     graph.insert(&snapshot);
                     let mut l = write(&live);
@@ -168,7 +166,8 @@ impl Engine {
         };
         batch.spec = Some(spec.clone());
         self.wait_for_rebuild();
-        *write(&self.live) = LiveIndex::build(spec, self.config.hnsw.clone(), current)?;
+        let index = read(&self.live).config().clone();
+        *write(&self.live) = LiveIndex::build(spec, index, current)?;
         let ids: Vec<String> = records.iter().map(|r| r.object_id.clone()).collect();
         batch.neighbours = self.lists_for(&ids);
         self.store.write(&batch)?;

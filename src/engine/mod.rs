@@ -36,7 +36,7 @@ use crate::embed::{Embedder, EmbeddingSpec};
 use crate::graph::reverse::LazyReverse;
 use crate::graph::GraphError;
 use crate::index::live::{Entry, LiveIndex};
-use crate::index::IndexError;
+use crate::index::{IndexBackend, IndexConfig, IndexError};
 use crate::model::{ObjectRecord, Survey};
 use crate::store::{Counts, Store, StoreError};
 
@@ -161,10 +161,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Engine {
     /// Opens the store and brings the index up: from its dump plus a replay of newer vectors
-    /// when the dump is usable, otherwise by a build from the stored vectors.
+    /// when the dump is usable (and of the store's backend), otherwise by a build from the
+    /// stored vectors. The backend is the store's ([`index_config`]).
     pub fn open(path: &Path, config: EngineConfig) -> Result<Engine> {
         config.validate()?;
         let store = Store::open(path, config.store.clone())?;
+        let index = index_config(&store, &config)?;
         let embedder = Embedder::new();
         let spec = store
             .spec()?
@@ -177,18 +179,18 @@ impl Engine {
                 && store.next_point().is_ok_and(|next| d.watermark <= next)
         });
         let loaded = dump.and_then(|d| {
-            LiveIndex::load(spec.clone(), config.hnsw.clone(), &dir, &d, &entries)
+            LiveIndex::load(spec.clone(), index.clone(), &dir, &d, &entries)
                 .map_err(|e| tracing::warn!("index dump unusable, rebuilding: {e}"))
                 .ok()
         });
         let (live, origin) = match loaded {
             Some((live, replayed)) => (live, IndexOrigin::Loaded { replayed }),
             None => (
-                LiveIndex::build(spec, config.hnsw.clone(), entries)?,
+                LiveIndex::build(spec, index, entries)?,
                 IndexOrigin::Rebuilt,
             ),
         };
-        tracing::info!(?origin, vectors = live.len(), "index ready");
+        tracing::info!(?origin, backend = %live.config().backend, vectors = live.len(), "index ready");
         let store = Arc::new(store);
         Ok(Engine {
             listed_by: LazyReverse::load_in_background(Arc::clone(&store)),
@@ -234,6 +236,11 @@ impl Engine {
 
     pub fn index_origin(&self) -> IndexOrigin {
         self.origin
+    }
+
+    /// The backend of the store's index.
+    pub fn index_backend(&self) -> IndexBackend {
+        read(&self.live).config().backend
     }
 
     pub fn embedder(&self) -> &Embedder {
@@ -312,6 +319,40 @@ pub fn check_count(field: &'static str, n: usize) -> Result<usize> {
 
 fn index_dir(db: &Path) -> PathBuf {
     db.join("index")
+}
+
+/// The index backend and parameters of the store: those it recorded; for a new store (no
+/// vector made yet) those `config` asks for, recorded now; for a store from before backends
+/// were recorded, hnsw_rs with `config`'s parameters, recorded now. Asking for another backend
+/// than the store's is an error.
+fn index_config(store: &Store, config: &EngineConfig) -> Result<IndexConfig> {
+    let mismatch = |recorded: IndexBackend, asked: IndexBackend| EngineError::InvalidConfig {
+        field: "index",
+        reason: format!(
+            "{asked} was asked for, but the store at {} was created with {recorded} (the \
+             backend is chosen when a store is created; rebuild the store to change it)",
+            store.path().display()
+        ),
+    };
+    let recorded = store.index_settings()?;
+    let backend = match (&recorded, config.index) {
+        (Some(r), Some(asked)) if asked != r.backend => return Err(mismatch(r.backend, asked)),
+        (Some(r), _) => r.backend,
+        (None, asked) if store.next_point()? == 0 => asked.unwrap_or_default(),
+        (None, Some(IndexBackend::Usearch)) => {
+            return Err(mismatch(IndexBackend::HnswRs, IndexBackend::Usearch))
+        }
+        (None, _) => IndexBackend::HnswRs,
+    };
+    let index = config.index_config(backend);
+    match recorded {
+        Some(r) => Ok(index.recorded(&r)?),
+        None => {
+            index.validate()?;
+            store.set_index_settings(&index.settings()?)?;
+            Ok(index)
+        }
+    }
 }
 
 /// Every object's latest stored vector version, as index entries.

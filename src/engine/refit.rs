@@ -24,7 +24,7 @@ use crate::embed::EmbeddingSpec;
 use crate::graph::lists;
 use crate::graph::reverse::ReverseGraph;
 use crate::index::live::{Entry, LiveIndex};
-use crate::index::HnswParams;
+use crate::index::IndexConfig;
 use crate::model::Neighbour;
 use crate::store::Batch;
 
@@ -84,7 +84,7 @@ pub(super) struct PendingRefit {
 
 impl PendingRefit {
     /// Starts refitting `old` on `entries` (every object's current raw features).
-    pub fn start(entries: Vec<Entry>, old: EmbeddingSpec, params: HnswParams) -> PendingRefit {
+    pub fn start(entries: Vec<Entry>, old: EmbeddingSpec, index: IndexConfig) -> PendingRefit {
         let cancel = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&cancel);
         let log: Arc<Mutex<Vec<Entry>>> = Arc::default();
@@ -95,7 +95,7 @@ impl PendingRefit {
             let rows = super::raw_matrix(&entries, old.feature_names.len());
             let spec = old.refit(&rows);
             let objects = entries.len();
-            let live = LiveIndex::build(spec, params, entries)
+            let live = LiveIndex::build(spec, index, entries)
                 .map_err(|e| tracing::warn!("refit: index build failed: {e}"))
                 .ok()?;
             if stop.load(Ordering::Relaxed) {
@@ -194,12 +194,15 @@ impl Engine {
     /// held, and the store holds the last batch).
     pub(super) fn start_refit(&self) -> Result<()> {
         let entries = current_entries(&self.store)?;
-        let spec = read(&self.live).spec.clone();
+        let (spec, index) = {
+            let live = read(&self.live);
+            (live.spec.clone(), live.config().clone())
+        };
         tracing::info!(
             objects = entries.len(),
             "refitting the scaler beside the engine"
         );
-        *lock(&self.refit) = Some(PendingRefit::start(entries, spec, self.config.hnsw.clone()));
+        *lock(&self.refit) = Some(PendingRefit::start(entries, spec, index));
         Ok(())
     }
 
@@ -265,7 +268,8 @@ impl Engine {
             "refitted the scaler"
         );
         batch.spec = Some(spec.clone());
-        let rebuilt = LiveIndex::build(spec, self.config.hnsw.clone(), entries)?;
+        let index = read(&self.live).config().clone();
+        let rebuilt = LiveIndex::build(spec, index, entries)?;
         *write(&self.live) = rebuilt;
         Ok(())
     }

@@ -1,22 +1,32 @@
-//! The live index: the HNSW graph plus which point is each object's current vector.
+//! The live index: the ANN graph (an [`AnyIndex`]: hnsw_rs or USearch, as the store
+//! recorded) plus which point is each object's current vector.
 //!
-//! A point is live when it is the current vector of some object; every other point in the
-//! HNSW graph is a tombstone, filtered out at search time until a rebuild drops it.
+//! A point is live when it is the current vector of some object. With USearch a superseded
+//! point is removed from the graph when its successor is committed; hnsw_rs cannot remove, so
+//! there it stays as a tombstone, filtered out at search time until a rebuild drops it. (A
+//! USearch dump loaded at open may also hold points superseded after it was written: they are
+//! tombstones too, until a rebuild.)
 //!
-//! New vectors go in in two steps, so that searches are not held up by the HNSW insertion:
+//! New vectors go in in two steps, so that searches are not held up by the graph insertion:
 //! [`LiveIndex::prepare`] (under a read lock) inserts their points into the graph, where no
 //! search returns them yet, as no object owns them; [`LiveIndex::commit`] (under the write
-//! lock, a few map updates) makes them current.
+//! lock, a few map updates and removals) makes them current.
+//!
+//! With f16 or i8 vectors in the graph, a search takes [`RERANK`] times more candidates and
+//! orders them by their exact f32 distance, from the vectors held here.
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::embed::EmbeddingSpec;
+use crate::embed::{l2, EmbeddingSpec};
 use crate::store::IndexDump;
 
-use super::{HnswIndex, HnswParams, PointId, Result, VectorInsert, VectorSearch};
+use super::{AnyIndex, IndexConfig, IndexError, PointId, Result, VectorInsert, VectorSearch};
+
+/// Candidates per wanted neighbour that a quantized search re-ranks with f32 distances.
+pub const RERANK: usize = 4;
 
 /// An object's current embedding.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,8 +57,9 @@ struct Scaled {
 
 pub struct LiveIndex {
     pub spec: EmbeddingSpec,
-    hnsw: HnswIndex,
-    /// Which graph `hnsw` is (unique in the process; a swap gives a new one).
+    index: AnyIndex,
+    config: IndexConfig,
+    /// Which graph `index` is (unique in the process; a swap gives a new one).
     graph_id: u64,
     current: foldhash::HashMap<Arc<str>, Current>,
     owner: foldhash::HashMap<PointId, Arc<str>>,
@@ -56,6 +67,8 @@ pub struct LiveIndex {
     live_points: LiveBits,
     /// One past the highest point id in the graph.
     watermark: PointId,
+    /// Points removed from the graph since it was built (USearch; see [`LiveIndex::worn`]).
+    removed: usize,
 }
 
 /// Scaled entries whose points are in the graph but not live yet; see the module doc.
@@ -96,43 +109,54 @@ impl LiveBits {
 }
 
 impl LiveIndex {
-    /// Builds an index over the given current vectors.
-    pub fn build(spec: EmbeddingSpec, params: HnswParams, entries: Vec<Entry>) -> Result<Self> {
-        let hnsw = HnswIndex::new(HnswParams {
-            capacity: params.capacity.max(entries.len()),
-            ..params
-        })?;
+    /// Builds an index of `config`'s backend over the given current vectors.
+    pub fn build(spec: EmbeddingSpec, config: IndexConfig, entries: Vec<Entry>) -> Result<Self> {
+        let index = AnyIndex::new(&config.with_capacity(entries.len()))?;
         let mut live = LiveIndex {
             spec,
-            hnsw,
+            index,
+            config,
             graph_id: next_graph_id(),
             current: Default::default(),
             owner: Default::default(),
             live_points: LiveBits::default(),
             watermark: 0,
+            removed: 0,
         };
         live.upsert(entries);
         Ok(live)
     }
 
     /// Loads a dump and inserts the current vectors it does not hold (the replay). Returns the
-    /// index and the number of vectors replayed.
+    /// index and the number of vectors replayed. A dump written by another backend than
+    /// `config`'s is refused (the caller rebuilds).
     pub fn load(
         spec: EmbeddingSpec,
-        params: HnswParams,
+        config: IndexConfig,
         dir: &Path,
         dump: &IndexDump,
         entries: &[Entry],
     ) -> Result<(Self, usize)> {
-        let hnsw = HnswIndex::load(dir, &dump.basename, params)?;
+        if dump.backend != config.backend {
+            return Err(IndexError::Dump {
+                path: dir.join(&dump.basename),
+                detail: format!(
+                    "written by {}, the store's index is {}",
+                    dump.backend, config.backend
+                ),
+            });
+        }
+        let index = AnyIndex::load(&config.with_capacity(entries.len()), dir, &dump.basename)?;
         let mut live = LiveIndex {
             spec,
-            hnsw,
+            index,
+            config,
             graph_id: next_graph_id(),
             current: Default::default(),
             owner: Default::default(),
             live_points: LiveBits::default(),
             watermark: dump.watermark,
+            removed: 0,
         };
         live.current.reserve(entries.len());
         live.owner.reserve(entries.len());
@@ -165,7 +189,8 @@ impl LiveIndex {
         Ok((live, replayed))
     }
 
-    /// Inserts new vectors; each replaces its object's previous one, which becomes a tombstone.
+    /// Inserts new vectors; each replaces its object's previous one, which is removed (USearch)
+    /// or becomes a tombstone (hnsw_rs).
     pub fn upsert(&mut self, entries: Vec<Entry>) {
         let prepared = self.prepare(entries);
         self.commit(prepared);
@@ -187,15 +212,16 @@ impl LiveIndex {
             .iter()
             .map(|e| (e.point, e.vector.clone()))
             .collect();
-        self.hnsw.insert(&points);
+        self.index.insert(&points);
         Prepared {
             entries,
             graph_id: self.graph_id,
         }
     }
 
-    /// Makes prepared entries current (their objects' previous points become tombstones). If
-    /// the graph was swapped since they were prepared, their points go into this one first.
+    /// Makes prepared entries current (their objects' previous points are removed, or become
+    /// tombstones). If the graph was swapped since they were prepared, their points go into
+    /// this one first.
     pub fn commit(&mut self, prepared: Prepared) {
         if prepared.graph_id != self.graph_id {
             let points: Vec<(PointId, Vec<f32>)> = prepared
@@ -203,7 +229,7 @@ impl LiveIndex {
                 .iter()
                 .map(|e| (e.point, e.vector.clone()))
                 .collect();
-            self.hnsw.insert(&points);
+            self.index.insert(&points);
         }
         for Scaled {
             object_id: id,
@@ -217,6 +243,9 @@ impl LiveIndex {
             if let Some(old) = self.current.insert(id, Current { point, seq, vector }) {
                 self.owner.remove(&old.point);
                 self.live_points.clear(old.point);
+                if self.index.remove(old.point) {
+                    self.removed += 1;
+                }
             }
         }
     }
@@ -231,11 +260,30 @@ impl LiveIndex {
     pub fn search(&self, query: &[f32], k: usize, exclude: Option<&str>) -> Vec<(Arc<str>, f32)> {
         let excluded = exclude.and_then(|id| self.current.get(id)).map(|c| c.point);
         let live = |p: PointId| Some(p) != excluded && self.live_points.contains(p);
-        self.hnsw
-            .search(query, k, &live)
+        if self.index.exact_distances() {
+            return self
+                .index
+                .search(query, k, &live)
+                .into_iter()
+                .filter_map(|h| self.owner.get(&h.point).map(|id| (id.clone(), h.distance)))
+                .collect();
+        }
+        // Quantized vectors: more candidates, ordered by their exact distance.
+        let wanted = k.saturating_mul(RERANK);
+        let ef = self.index.ef_search().max(wanted);
+        let mut hits: Vec<(Arc<str>, f32)> = self
+            .index
+            .search_with_ef(query, wanted, ef, &live)
             .into_iter()
-            .filter_map(|h| self.owner.get(&h.point).map(|id| (id.clone(), h.distance)))
-            .collect()
+            .filter_map(|h| {
+                let id = self.owner.get(&h.point)?;
+                let c = self.current.get(id)?;
+                Some((id.clone(), l2(query, &c.vector)))
+            })
+            .collect();
+        hits.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        hits.truncate(k);
+        hits
     }
 
     pub fn current(&self, object_id: &str) -> Option<&Current> {
@@ -257,21 +305,43 @@ impl LiveIndex {
 
     /// Points in the graph that no object owns.
     pub fn tombstones(&self) -> usize {
-        self.hnsw.len().saturating_sub(self.current.len())
+        self.index.len().saturating_sub(self.current.len())
     }
 
-    pub fn params(&self) -> &HnswParams {
-        self.hnsw.params()
+    /// What a rebuild would clean: the tombstones, plus the points removed since the graph was
+    /// built. USearch reuses a removed point's slot for a later insert, and a graph worn that
+    /// way links less well (recall@10 0.951 after every object of 100k was re-embedded three
+    /// times, against 0.983 for a fresh graph: BENCHMARKS.md), so removals count as tombstones
+    /// towards the rebuild threshold.
+    pub fn worn(&self) -> usize {
+        self.tombstones() + self.removed
     }
 
-    /// Dumps the graph; the returned record says what the dump covers.
+    /// The backend and parameters of the graph.
+    pub fn config(&self) -> &IndexConfig {
+        &self.config
+    }
+
+    /// An empty graph of this index's backend and parameters, for a rebuild.
+    pub fn empty_graph(&self, capacity: usize) -> Result<AnyIndex> {
+        AnyIndex::new(&self.config.with_capacity(capacity))
+    }
+
+    /// Dumps the graph; the returned record says what the dump covers and which backend
+    /// wrote it.
     pub fn dump(&self, dir: &Path) -> Result<IndexDump> {
-        let name = format!("hnsw-s{}-p{}", self.spec.version, self.watermark);
-        let basename = self.hnsw.dump(dir, &name)?;
+        let backend = self.index.backend();
+        let prefix = match backend {
+            crate::store::IndexBackend::HnswRs => "hnsw",
+            crate::store::IndexBackend::Usearch => "usearch",
+        };
+        let name = format!("{prefix}-s{}-p{}", self.spec.version, self.watermark);
+        let basename = self.index.dump(dir, &name)?;
         Ok(IndexDump {
             basename,
             spec_version: self.spec.version,
             watermark: self.watermark,
+            backend,
         })
     }
 
@@ -285,7 +355,7 @@ impl LiveIndex {
 
     /// Swaps in a graph built from `snapshot` (whose points are `built`), first adding the
     /// current vectors that arrived after the snapshot was taken.
-    pub fn swap_graph(&mut self, graph: HnswIndex, built: &HashSet<PointId>) {
+    pub fn swap_graph(&mut self, graph: AnyIndex, built: &HashSet<PointId>) {
         let missing: Vec<(PointId, Vec<f32>)> = self
             .current
             .values()
@@ -293,8 +363,17 @@ impl LiveIndex {
             .map(|c| (c.point, c.vector.clone()))
             .collect();
         graph.insert(&missing);
-        self.hnsw = graph;
+        // Points superseded while the graph was built: removed where the backend can.
+        if graph.can_remove() {
+            for p in built {
+                if !self.live_points.contains(*p) {
+                    graph.remove(*p);
+                }
+            }
+        }
+        self.index = graph;
         self.graph_id = next_graph_id();
+        self.removed = 0;
     }
 }
 
@@ -302,6 +381,7 @@ impl LiveIndex {
 mod tests {
     use super::*;
     use crate::embed::Embedder;
+    use crate::store::IndexBackend;
 
     fn entry(dim: usize, id: &str, seq: u32, point: PointId, x: f32) -> Entry {
         let mut raw = vec![0.0f32; dim];
@@ -327,61 +407,153 @@ mod tests {
         assert_eq!(live, vec![0, 63, 130, 1_000_000]);
     }
 
+    fn config(backend: IndexBackend) -> IndexConfig {
+        IndexConfig {
+            backend,
+            ..IndexConfig::default()
+        }
+    }
+
+    /// Tombstones left by one superseded point: hnsw_rs keeps it, USearch removes it.
+    fn tombstones_after_one_move(backend: IndexBackend) -> usize {
+        match backend {
+            IndexBackend::HnswRs => 1,
+            IndexBackend::Usearch => 0,
+        }
+    }
+
     #[test]
     fn superseded_points_are_not_found() {
-        let embedder = Embedder::new();
-        let dim = embedder.dim();
-        let spec = EmbeddingSpec::initial(&embedder);
-        let mut live = LiveIndex::build(
-            spec,
-            HnswParams::default(),
-            (0..10)
-                .map(|i| entry(dim, &format!("o{i}"), 0, i, i as f32 * 0.1))
-                .collect(),
-        )
-        .unwrap();
-        // o3 moves away: its old point 3 is a tombstone, its new point 10 is live.
-        let old = live.current("o3").unwrap().vector.clone();
-        live.upsert(vec![entry(dim, "o3", 1, 10, 5.0)]);
-        let ids: Vec<String> = live
-            .search(&old, 2, None)
-            .iter()
-            .map(|h| h.0.to_string())
-            .collect();
-        assert_eq!(ids.len(), 2);
-        assert!(!ids.contains(&"o3".to_string()), "{ids:?}");
-        let new = live.current("o3").unwrap().vector.clone();
-        assert_eq!(&*live.search(&new, 1, None)[0].0, "o3");
-        assert_eq!(live.tombstones(), 1);
+        for backend in IndexBackend::ALL {
+            let embedder = Embedder::new();
+            let dim = embedder.dim();
+            let spec = EmbeddingSpec::initial(&embedder);
+            let mut live = LiveIndex::build(
+                spec,
+                config(backend),
+                (0..10)
+                    .map(|i| entry(dim, &format!("o{i}"), 0, i, i as f32 * 0.1))
+                    .collect(),
+            )
+            .unwrap();
+            // o3 moves away: its old point 3 is gone (or a tombstone), its new point 10 live.
+            let old = live.current("o3").unwrap().vector.clone();
+            live.upsert(vec![entry(dim, "o3", 1, 10, 5.0)]);
+            let ids: Vec<String> = live
+                .search(&old, 2, None)
+                .iter()
+                .map(|h| h.0.to_string())
+                .collect();
+            assert_eq!(ids.len(), 2);
+            assert!(!ids.contains(&"o3".to_string()), "{backend}: {ids:?}");
+            let new = live.current("o3").unwrap().vector.clone();
+            assert_eq!(&*live.search(&new, 1, None)[0].0, "o3");
+            assert_eq!(live.tombstones(), tombstones_after_one_move(backend));
+            // Removed or tombstoned, the superseded point counts towards a rebuild.
+            assert_eq!(live.worn(), 1);
+        }
     }
 
     #[test]
     fn prepared_points_are_found_once_committed_even_across_a_graph_swap() {
+        for backend in IndexBackend::ALL {
+            let embedder = Embedder::new();
+            let dim = embedder.dim();
+            let entries: Vec<Entry> = (0..20)
+                .map(|i| entry(dim, &format!("o{i}"), 0, i, i as f32 * 0.1))
+                .collect();
+            let spec = EmbeddingSpec::initial(&embedder);
+            let mut live = LiveIndex::build(spec, config(backend), entries).unwrap();
+            let moved = entry(dim, "o0", 1, 20, 5.0);
+            let query = moved.raw.clone();
+            let prepared = live.prepare(vec![moved]);
+            // In the graph, but no search returns it before the commit: o0 is still at 0.
+            let hits = live.search(&query, 1, None);
+            assert_eq!(&*hits[0].0, "o19");
+            assert_eq!(live.current("o0").unwrap().point, 0);
+
+            // A rebuild swaps the graph in between: the commit puts the point into the new one.
+            let snapshot = live.snapshot();
+            let built: HashSet<PointId> = snapshot.iter().map(|p| p.0).collect();
+            let graph = live.empty_graph(snapshot.len()).unwrap();
+            assert_eq!(graph.backend(), backend);
+            graph.insert(&snapshot);
+            live.swap_graph(graph, &built);
+            live.commit(prepared);
+            let hits = live.search(&query, 1, None);
+            assert_eq!((&*hits[0].0, hits[0].1), ("o0", 0.0));
+            assert_eq!(live.current("o0").unwrap().point, 20);
+            assert_eq!(live.tombstones(), tombstones_after_one_move(backend));
+        }
+    }
+
+    /// With i8 or f16 vectors in the graph, answers are ordered by exact f32 distance and
+    /// recall@10 against exact search holds (re-rank of [`RERANK`] x k candidates).
+    #[test]
+    fn quantized_graphs_are_reranked_to_exact_distances() {
+        use crate::index::{exact_knn, recall, Hit, Quantization, UsearchParams};
+        use rand::{Rng, SeedableRng};
+        use rayon::prelude::*;
         let embedder = Embedder::new();
         let dim = embedder.dim();
-        let entries: Vec<Entry> = (0..20)
-            .map(|i| entry(dim, &format!("o{i}"), 0, i, i as f32 * 0.1))
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(3);
+        // The initial spec scales nothing, so raw values are the vectors: clustered, within
+        // the scaler's clip as scaled vectors are.
+        let centres: Vec<Vec<f32>> = (0..30)
+            .map(|_| (0..dim).map(|_| rng.gen_range(-3.0..3.0)).collect())
             .collect();
-        let spec = EmbeddingSpec::initial(&embedder);
-        let mut live = LiveIndex::build(spec, HnswParams::default(), entries).unwrap();
-        let moved = entry(dim, "o0", 1, 20, 5.0);
-        let query = moved.raw.clone();
-        let prepared = live.prepare(vec![moved]);
-        // In the graph, but no search returns it before the commit: o0 is still at 0.
-        let hits = live.search(&query, 1, None);
-        assert_eq!(&*hits[0].0, "o19");
-        assert_eq!(live.current("o0").unwrap().point, 0);
-
-        // A rebuild swaps the graph in between: the commit puts the point into the new one.
-        let snapshot = live.snapshot();
-        let built: HashSet<PointId> = snapshot.iter().map(|p| p.0).collect();
-        let graph = HnswIndex::new(HnswParams::default()).unwrap();
-        graph.insert(&snapshot);
-        live.swap_graph(graph, &built);
-        live.commit(prepared);
-        let hits = live.search(&query, 1, None);
-        assert_eq!((&*hits[0].0, hits[0].1), ("o0", 0.0));
-        assert_eq!(live.current("o0").unwrap().point, 20);
-        assert_eq!(live.tombstones(), 1);
+        let entries: Vec<Entry> = (0..3000u64)
+            .map(|i| Entry {
+                object_id: format!("o{i}"),
+                seq: 0,
+                point: i,
+                raw: centres[i as usize % 30]
+                    .iter()
+                    .map(|c| c + rng.gen_range(-1.0..1.0))
+                    .collect(),
+            })
+            .collect();
+        let points: Vec<(PointId, Vec<f32>)> =
+            entries.iter().map(|e| (e.point, e.raw.clone())).collect();
+        for quantization in [Quantization::F16, Quantization::I8] {
+            let config = IndexConfig {
+                backend: IndexBackend::Usearch,
+                usearch: UsearchParams {
+                    quantization,
+                    ..UsearchParams::default()
+                },
+                ..IndexConfig::default()
+            };
+            let spec = EmbeddingSpec::initial(&embedder);
+            let live = LiveIndex::build(spec, config, entries.clone()).unwrap();
+            let (mut got, mut want) = (Vec::new(), Vec::new());
+            for q in (0..3000).step_by(25) {
+                let id = format!("o{q}");
+                let query = &points[q].1;
+                let hits = live.search(query, 10, Some(&id));
+                for (name, d) in &hits {
+                    let p: usize = name[1..].parse().unwrap();
+                    assert!(
+                        (d - l2(query, &points[p].1)).abs() < 1e-5,
+                        "{quantization:?}"
+                    );
+                }
+                assert!(hits.windows(2).all(|w| w[0].1 <= w[1].1));
+                let as_hits = |h: &[(Arc<str>, f32)]| -> Vec<Hit> {
+                    h.iter()
+                        .map(|(n, d)| Hit {
+                            point: n[1..].parse().unwrap(),
+                            distance: *d,
+                        })
+                        .collect()
+                };
+                got.push(as_hits(&hits));
+                want.push(exact_knn(points.par_iter(), query, 10, &|p| {
+                    p != q as PointId
+                }));
+            }
+            let r = recall(&got, &want);
+            assert!(r >= 0.95, "{quantization:?}: recall@10 {r}");
+        }
     }
 }

@@ -4,8 +4,12 @@
 //! new [`PointId`], searches take a liveness filter (the tombstones are the points no object
 //! owns any more), and the engine rebuilds the index when tombstones pass a threshold. The
 //! index can be dumped to files and reloaded, so a restart does not rebuild from scratch.
-//! [`ExactIndex`] is brute force: the oracle for recall and the path for small or historical
-//! (`as_of`) queries. Both pass one conformance suite. Imports `embed` (the metric).
+//! [`UsearchIndex`] (`usearch.rs`) wraps USearch, which can delete, filter inside the graph
+//! walk, store f16 or i8 vectors and memory-map its dump. [`ExactIndex`] is brute force: the
+//! oracle for recall and the path for small or historical (`as_of`) queries. All three pass
+//! one conformance suite. [`AnyIndex`] (`backend.rs`) is the index of a store: one of the two
+//! approximate backends, as the store recorded ([`IndexBackend`]). Imports `embed` (the
+//! metric) and `store` (the records of the backend and of the dump).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,7 +21,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::embed::l2;
 
+pub mod backend;
 pub mod live;
+pub mod usearch;
+
+pub use self::backend::{AnyIndex, IndexConfig};
+pub use self::usearch::{Quantization, UsearchIndex, UsearchParams};
+pub use crate::store::IndexBackend;
 
 /// Identifies one vector (one version of one object's embedding).
 pub type PointId = u64;
@@ -35,6 +45,8 @@ pub enum IndexError {
     InvalidParams { field: &'static str, reason: String },
     #[error("index dump {path}: {detail}")]
     Dump { path: PathBuf, detail: String },
+    #[error("index backend, {op}: {detail}")]
+    Backend { op: &'static str, detail: String },
 }
 
 pub type Result<T> = std::result::Result<T, IndexError>;
@@ -50,7 +62,8 @@ pub trait VectorSearch: Send + Sync {
     }
 }
 
-/// Writing side: add points (never remove; see the module doc).
+/// Writing side: add points. (Removal is not part of the trait, as hnsw_rs cannot remove: see
+/// [`AnyIndex::remove`].)
 pub trait VectorInsert: Send + Sync {
     fn insert(&self, points: &[(PointId, Vec<f32>)]);
 }
@@ -343,18 +356,201 @@ mod tests {
         assert!(index.search(&pts[0].1, 0, &|_| true).is_empty());
     }
 
+    /// Recall@10 against exact search over clustered points (as embeddings are), the query's
+    /// own point excluded, as `similar` asks.
+    fn recall_at_10(index: &(impl VectorSearch + VectorInsert)) -> f64 {
+        let centres = random_points(40, 16, 11);
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(5);
+        let pts: Vec<(PointId, Vec<f32>)> = (0..3000)
+            .map(|i| {
+                let c = &centres[i % centres.len()].1;
+                let v = c
+                    .iter()
+                    .map(|x| 2.0 * x + rng.gen_range(-0.5..0.5))
+                    .collect();
+                (i as PointId, v)
+            })
+            .collect();
+        index.insert(&pts);
+        let (approx, exact): (Vec<Vec<Hit>>, Vec<Vec<Hit>>) = (0..3000)
+            .step_by(30)
+            .map(|q| {
+                let own = q as PointId;
+                let live = |p: PointId| p != own;
+                (
+                    index.search(&pts[q].1, 10, &live),
+                    exact_knn(pts.par_iter(), &pts[q].1, 10, &live),
+                )
+            })
+            .unzip();
+        recall(&approx, &exact)
+    }
+
+    fn usearch(quantization: Quantization) -> UsearchIndex {
+        UsearchIndex::new(UsearchParams {
+            quantization,
+            ..UsearchParams::default()
+        })
+        .unwrap()
+    }
+
     #[test]
     fn exact_index_conforms() {
         conformance(&ExactIndex::new());
+        assert_eq!(recall_at_10(&ExactIndex::new()), 1.0);
     }
 
     #[test]
     fn hnsw_index_conforms() {
         conformance(&HnswIndex::new(HnswParams::default()).unwrap());
+        let r = recall_at_10(&HnswIndex::new(HnswParams::default()).unwrap());
+        assert!(r >= 0.95, "recall@10 {r}");
+    }
+
+    #[test]
+    fn usearch_index_conforms() {
+        conformance(&usearch(Quantization::F32));
+        let r = recall_at_10(&usearch(Quantization::F32));
+        assert!(r >= 0.95, "recall@10 {r}");
+    }
+
+    #[test]
+    fn any_index_conforms_with_either_backend() {
+        for backend in IndexBackend::ALL {
+            let config = IndexConfig {
+                backend,
+                ..IndexConfig::default()
+            };
+            conformance(&AnyIndex::new(&config).unwrap());
+            let r = recall_at_10(&AnyIndex::new(&config).unwrap());
+            assert!(r >= 0.95, "{backend}: recall@10 {r}");
+        }
+    }
+
+    /// f16 and i8 distances are approximate: the conformance suite less its exact-distance
+    /// checks, and recall@10 before any re-rank (the live index re-ranks with f32 vectors).
+    #[test]
+    fn quantized_usearch_finds_the_neighbours() {
+        for (q, min_recall) in [(Quantization::F16, 0.95), (Quantization::I8, 0.85)] {
+            let index = usearch(q);
+            let pts = random_points(500, 8, 7);
+            index.insert(&pts);
+            assert_eq!(index.len(), 500);
+            let hits = index.search(&pts[42].1, 3, &|_| true);
+            assert_eq!(hits[0].point, 42, "{q:?}");
+            assert!(
+                hits[1].distance > 0.0 && hits[1].distance < 2.0,
+                "{q:?} {hits:?}"
+            );
+            let hits = index.search(&pts[42].1, 10, &|id| id % 2 == 1);
+            assert!(hits.len() == 10 && hits.iter().all(|h| h.point % 2 == 1));
+            let r = recall_at_10(&usearch(q));
+            assert!(r >= min_recall, "{q:?}: recall@10 {r}");
+        }
+    }
+
+    #[test]
+    fn usearch_removes_points_and_reuses_their_slots() {
+        let index = usearch(Quantization::F32);
+        let pts = random_points(300, 8, 9);
+        index.insert(&pts);
+        assert!(index.remove(42).unwrap());
+        assert!(!index.remove(42).unwrap());
+        assert_eq!(index.len(), 299);
+        let hits = index.search(&pts[42].1, 5, &|_| true);
+        assert!(hits.iter().all(|h| h.point != 42), "{hits:?}");
+        // A new point (a re-embedding) goes in; the removed one stays gone.
+        index.insert(&[(1000, pts[42].1.clone())]);
+        assert_eq!(index.len(), 300);
+        let hits = index.search(&pts[42].1, 2, &|_| true);
+        assert_eq!(hits[0].point, 1000);
+        assert!(hits.iter().all(|h| h.point != 42));
+        // Growing past the reserved capacity (1024) keeps every point.
+        let more: Vec<(PointId, Vec<f32>)> = random_points(3000, 8, 10)
+            .into_iter()
+            .map(|(p, v)| (p + 2000, v))
+            .collect();
+        index.try_insert(&more).unwrap();
+        assert_eq!(index.len(), 3300);
+        assert_eq!(index.search(&more[2500].1, 1, &|_| true)[0].point, 4500);
+        // A point id already present is refused, not duplicated.
+        assert!(index.try_insert(&[(1000, pts[0].1.clone())]).is_err());
+        assert_eq!(index.len(), 3300);
+    }
+
+    #[test]
+    fn usearch_distances_are_euclidean() {
+        let index = usearch(Quantization::F32);
+        let pts = random_points(50, 5, 4);
+        index.insert(&pts);
+        let hits = index.search(&pts[3].1, 50, &|_| true);
+        assert_eq!(hits.len(), 50);
+        for h in hits {
+            let d = l2(&pts[3].1, &pts[h.point as usize].1);
+            assert!((h.distance - d).abs() < 1e-4, "{} vs {d}", h.distance);
+        }
+    }
+
+    #[test]
+    fn usearch_dump_loads_and_maps() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = usearch(Quantization::F32);
+        let pts = random_points(300, 6, 3);
+        index.insert(&pts);
+        let name = index.dump(dir.path(), "idx").unwrap();
+        let loaded = UsearchIndex::load(dir.path(), &name, UsearchParams::default()).unwrap();
+        assert_eq!(loaded.len(), 300);
+        assert_eq!(loaded.search(&pts[5].1, 1, &|_| true)[0].point, 5);
+        // A loaded dump can grow; a memory-mapped one answers but is read-only.
+        loaded.try_insert(&[(300, vec![0.0; 6])]).unwrap();
+        let mapped = UsearchIndex::view(dir.path(), &name, UsearchParams::default()).unwrap();
+        assert_eq!(mapped.search(&pts[7].1, 1, &|p| p != 5)[0].point, 7);
+        assert!(mapped.try_insert(&[(301, vec![0.0; 6])]).is_err());
+        // A dump of other parameters is refused (the caller rebuilds).
+        let i8 = UsearchParams {
+            quantization: Quantization::I8,
+            ..UsearchParams::default()
+        };
+        assert!(matches!(
+            UsearchIndex::load(dir.path(), &name, i8),
+            Err(IndexError::Dump { .. })
+        ));
+        assert!(UsearchIndex::load(dir.path(), "nothing", UsearchParams::default()).is_err());
+    }
+
+    #[test]
+    fn recorded_settings_round_trip_and_keep_the_capacity_hint() {
+        let config = IndexConfig {
+            backend: IndexBackend::Usearch,
+            usearch: UsearchParams {
+                connectivity: 24,
+                quantization: Quantization::F16,
+                ..UsearchParams::default()
+            },
+            ..IndexConfig::default()
+        };
+        let settings = config.settings().unwrap();
+        let asked = IndexConfig::default().with_capacity(5000);
+        let back = asked.recorded(&settings).unwrap();
+        assert_eq!(back.backend, IndexBackend::Usearch);
+        assert_eq!(back.usearch.connectivity, 24);
+        assert_eq!(back.usearch.quantization, Quantization::F16);
+        assert_eq!(back.usearch.capacity, 5000);
     }
 
     #[test]
     fn bad_params_are_refused() {
+        let p = UsearchParams {
+            connectivity: 1,
+            ..UsearchParams::default()
+        };
+        assert!(matches!(
+            UsearchIndex::new(p),
+            Err(IndexError::InvalidParams {
+                field: "connectivity",
+                ..
+            })
+        ));
         let p = HnswParams {
             m: 300,
             ..HnswParams::default()

@@ -37,6 +37,7 @@ pub const FORMAT_VERSION_KEY: &[u8] = b"format_version";
 pub const SPEC_KEY: &[u8] = b"embedding_spec";
 pub const NEXT_POINT_KEY: &[u8] = b"next_point";
 pub const INDEX_DUMP_KEY: &[u8] = b"index_dump";
+pub const INDEX_SETTINGS_KEY: &[u8] = b"index_settings";
 
 /// Key of one embedding version in the `vectors` column family: the object id, a 0 byte (ids
 /// hold no NUL), then the version number, so an object's versions are adjacent and in order.

@@ -7,8 +7,9 @@
 //! - `neighbours`: object id -> its k nearest neighbours ([`Neighbour`]s), the kNN graph;
 //! - `labels`: object id -> imported [`Label`]s (labels in the annotations are read from there);
 //! - `votes`: (user, object id) -> [`Vote`];
-//! - `meta`: per-survey [`Counts`], the [`EmbeddingSpec`], the next point id, the index dump
-//!   that is on disk, and the store's format version.
+//! - `meta`: per-survey [`Counts`], the [`EmbeddingSpec`], the next point id, the index backend
+//!   and its parameters ([`IndexSettings`]), the index dump that is on disk, and the store's
+//!   format version.
 //!
 //! Every change of an ingest batch is one [`WriteBatch`] written with the WAL (and fsync unless
 //! configured otherwise), so a batch is either wholly in the store or not at all. Values are
@@ -125,6 +126,48 @@ pub struct NewVersion {
     pub version: VectorVersion,
 }
 
+/// Which ANN library serves a store's index: chosen when the store is created, recorded in
+/// `meta` ([`IndexSettings`]) and used by every later open. A store written before the choice
+/// existed has no record and is `hnsw_rs`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum IndexBackend {
+    /// `hnsw_rs` (pure Rust; no deletion: superseded points are tombstones).
+    #[default]
+    HnswRs,
+    /// USearch (C++; real deletion, f16/i8 storage, memory-mapped dumps).
+    Usearch,
+}
+
+impl IndexBackend {
+    pub const ALL: [IndexBackend; 2] = [IndexBackend::HnswRs, IndexBackend::Usearch];
+
+    /// The name used on the command line and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            IndexBackend::HnswRs => "hnsw_rs",
+            IndexBackend::Usearch => "usearch",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<IndexBackend> {
+        IndexBackend::ALL.into_iter().find(|b| b.name() == name)
+    }
+}
+
+impl std::fmt::Display for IndexBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The index a store was created with: the backend and its parameters, as the JSON of the
+/// backend's parameter struct (which belongs to `index`, a layer above the store).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexSettings {
+    pub backend: IndexBackend,
+    pub params_json: String,
+}
+
 /// Which index dump is on disk and what it covers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IndexDump {
@@ -133,6 +176,17 @@ pub struct IndexDump {
     pub spec_version: u64,
     /// Every point below this id that was live when dumped is in the dump.
     pub watermark: u64,
+    /// The backend that wrote the dump (a dump recorded before backends existed decodes as
+    /// `hnsw_rs`: see [`Store::index_dump`]).
+    pub backend: IndexBackend,
+}
+
+/// [`IndexDump`] as written before it named its backend (all such dumps are hnsw_rs's).
+#[derive(Deserialize)]
+struct IndexDumpV1 {
+    basename: String,
+    spec_version: u64,
+    watermark: u64,
 }
 
 /// One stored key and value, with its column family.
@@ -377,8 +431,41 @@ impl Store {
             .map_or(0, u64::from_be_bytes))
     }
 
+    /// The dump record; one written before dumps named their backend reads as hnsw_rs's (the
+    /// older encoding is the same fields without the last, so it fails to decode as the new
+    /// one for want of bytes, never by misreading them).
     pub fn index_dump(&self) -> Result<Option<IndexDump>> {
-        self.meta_value(keys::INDEX_DUMP_KEY)
+        match self.meta_value(keys::INDEX_DUMP_KEY) {
+            Ok(dump) => Ok(dump),
+            Err(current) => match self.meta_value::<IndexDumpV1>(keys::INDEX_DUMP_KEY) {
+                Ok(old) => Ok(old.map(|d| IndexDump {
+                    basename: d.basename,
+                    spec_version: d.spec_version,
+                    watermark: d.watermark,
+                    backend: IndexBackend::HnswRs,
+                })),
+                Err(_) => Err(current),
+            },
+        }
+    }
+
+    /// The backend and parameters the store's index was created with (`None`: a store from
+    /// before they were recorded, or one not opened by the engine yet).
+    pub fn index_settings(&self) -> Result<Option<IndexSettings>> {
+        self.meta_value(keys::INDEX_SETTINGS_KEY)
+    }
+
+    pub fn set_index_settings(&self, settings: &IndexSettings) -> Result<()> {
+        let meta = self.handle(cf::META)?;
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.config.sync_writes);
+        self.db.put_cf_opt(
+            meta,
+            keys::INDEX_SETTINGS_KEY,
+            encode(cf::META, settings)?,
+            &wo,
+        )?;
+        Ok(())
     }
 
     pub fn set_index_dump(&self, dump: &IndexDump) -> Result<()> {
@@ -542,5 +629,74 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct OldDump<'a> {
+        basename: &'a str,
+        spec_version: u64,
+        watermark: u64,
+    }
+
+    #[test]
+    fn a_dump_record_from_before_backends_reads_as_hnsw_rs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+        let old = OldDump {
+            basename: "hnsw-s1-p10",
+            spec_version: 1,
+            watermark: 10,
+        };
+        let meta = store.handle(cf::META).unwrap();
+        let bytes = encode(cf::META, &old).unwrap();
+        store.db.put_cf(meta, keys::INDEX_DUMP_KEY, bytes).unwrap();
+        let dump = store.index_dump().unwrap().unwrap();
+        assert_eq!(
+            dump,
+            IndexDump {
+                basename: "hnsw-s1-p10".into(),
+                spec_version: 1,
+                watermark: 10,
+                backend: IndexBackend::HnswRs,
+            }
+        );
+        // A current record round-trips with its backend.
+        let new = IndexDump {
+            backend: IndexBackend::Usearch,
+            ..dump
+        };
+        store.set_index_dump(&new).unwrap();
+        assert_eq!(store.index_dump().unwrap(), Some(new));
+        // Garbage is still an error, not a default.
+        store.db.put_cf(meta, keys::INDEX_DUMP_KEY, [0xff]).unwrap();
+        assert!(matches!(
+            store.index_dump(),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn index_settings_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+        assert_eq!(store.index_settings().unwrap(), None);
+        let s = IndexSettings {
+            backend: IndexBackend::Usearch,
+            params_json: "{}".into(),
+        };
+        store.set_index_settings(&s).unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+        assert_eq!(store.index_settings().unwrap(), Some(s));
+        assert_eq!(
+            IndexBackend::from_name("hnsw_rs"),
+            Some(IndexBackend::HnswRs)
+        );
+        assert_eq!(IndexBackend::Usearch.to_string(), "usearch");
     }
 }

@@ -1,0 +1,202 @@
+//! [`AnyIndex`]: the index of a store, one of the backends ([`IndexBackend`]: `hnsw_rs` or
+//! USearch), chosen by an [`IndexConfig`]. An enum rather than a trait object: the live index
+//! calls it on every search and insert, and a `match` on two variants costs nothing; it also
+//! carries what differs between the backends (removal, exact distances, the dump's files).
+//! Imports `store` (the backend's name, recorded there).
+
+use std::path::Path;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::usearch::{UsearchIndex, UsearchParams};
+use super::{Hit, HnswIndex, HnswParams, IndexError, PointId, Result, VectorInsert, VectorSearch};
+use crate::store::{IndexBackend, IndexSettings};
+
+/// Which backend a new index is, and the parameters of each.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IndexConfig {
+    pub backend: IndexBackend,
+    pub hnsw: HnswParams,
+    pub usearch: UsearchParams,
+}
+
+impl IndexConfig {
+    /// Checks the parameters of the chosen backend.
+    pub fn validate(&self) -> Result<()> {
+        match self.backend {
+            IndexBackend::HnswRs => self.hnsw.validate(),
+            IndexBackend::Usearch => self.usearch.validate(),
+        }
+    }
+
+    /// This configuration with room reserved for `n` points.
+    pub fn with_capacity(&self, n: usize) -> IndexConfig {
+        let mut c = self.clone();
+        c.hnsw.capacity = c.hnsw.capacity.max(n);
+        c.usearch.capacity = c.usearch.capacity.max(n);
+        c
+    }
+
+    /// The record of the backend and its parameters a store keeps.
+    pub fn settings(&self) -> Result<IndexSettings> {
+        let params_json = match self.backend {
+            IndexBackend::HnswRs => to_json(&self.hnsw)?,
+            IndexBackend::Usearch => to_json(&self.usearch)?,
+        };
+        Ok(IndexSettings {
+            backend: self.backend,
+            params_json,
+        })
+    }
+
+    /// This configuration with the backend and parameters a store recorded (the capacity hint
+    /// stays this one's: it is not a property of the store).
+    pub fn recorded(&self, settings: &IndexSettings) -> Result<IndexConfig> {
+        let mut c = self.clone();
+        c.backend = settings.backend;
+        match settings.backend {
+            IndexBackend::HnswRs => {
+                c.hnsw = HnswParams {
+                    capacity: self.hnsw.capacity,
+                    ..from_json(&settings.params_json)?
+                }
+            }
+            IndexBackend::Usearch => {
+                c.usearch = UsearchParams {
+                    capacity: self.usearch.capacity,
+                    ..from_json(&settings.params_json)?
+                }
+            }
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn to_json<T: Serialize>(params: &T) -> Result<String> {
+    serde_json::to_string(params).map_err(|e| IndexError::InvalidParams {
+        field: "params",
+        reason: e.to_string(),
+    })
+}
+
+fn from_json<T: DeserializeOwned>(json: &str) -> Result<T> {
+    serde_json::from_str(json).map_err(|e| IndexError::InvalidParams {
+        field: "params",
+        reason: format!("recorded parameters {json}: {e}"),
+    })
+}
+
+/// The index of one backend.
+pub enum AnyIndex {
+    Hnsw(HnswIndex),
+    Usearch(UsearchIndex),
+}
+
+impl AnyIndex {
+    /// An empty index as `config` says.
+    pub fn new(config: &IndexConfig) -> Result<AnyIndex> {
+        Ok(match config.backend {
+            IndexBackend::HnswRs => AnyIndex::Hnsw(HnswIndex::new(config.hnsw.clone())?),
+            IndexBackend::Usearch => AnyIndex::Usearch(UsearchIndex::new(config.usearch.clone())?),
+        })
+    }
+
+    pub fn backend(&self) -> IndexBackend {
+        match self {
+            AnyIndex::Hnsw(_) => IndexBackend::HnswRs,
+            AnyIndex::Usearch(_) => IndexBackend::Usearch,
+        }
+    }
+
+    /// Loads a dump written by [`AnyIndex::dump`] of `config`'s backend.
+    pub fn load(config: &IndexConfig, dir: &Path, basename: &str) -> Result<AnyIndex> {
+        Ok(match config.backend {
+            IndexBackend::HnswRs => {
+                AnyIndex::Hnsw(HnswIndex::load(dir, basename, config.hnsw.clone())?)
+            }
+            IndexBackend::Usearch => {
+                AnyIndex::Usearch(UsearchIndex::load(dir, basename, config.usearch.clone())?)
+            }
+        })
+    }
+
+    /// Writes the index under `dir`; returns the basename its files start with.
+    pub fn dump(&self, dir: &Path, basename: &str) -> Result<String> {
+        match self {
+            AnyIndex::Hnsw(i) => i.dump(dir, basename),
+            AnyIndex::Usearch(i) => i.dump(dir, basename),
+        }
+    }
+
+    /// Whether [`AnyIndex::remove`] deletes (USearch) or does nothing (hnsw_rs: tombstones).
+    pub fn can_remove(&self) -> bool {
+        matches!(self, AnyIndex::Usearch(_))
+    }
+
+    /// Deletes a point where the backend can; returns whether it did.
+    pub fn remove(&self, point: PointId) -> bool {
+        match self {
+            AnyIndex::Hnsw(_) => false,
+            AnyIndex::Usearch(i) => i.remove(point).unwrap_or_else(|e| {
+                tracing::error!("usearch remove of point {point} failed: {e}");
+                false
+            }),
+        }
+    }
+
+    /// Whether the distances of hits are exact (else the caller re-ranks with f32 vectors).
+    pub fn exact_distances(&self) -> bool {
+        match self {
+            AnyIndex::Hnsw(_) => true,
+            AnyIndex::Usearch(i) => i.params().quantization.is_exact(),
+        }
+    }
+
+    /// The configured ef_search.
+    pub fn ef_search(&self) -> usize {
+        match self {
+            AnyIndex::Hnsw(i) => i.params().ef_search,
+            AnyIndex::Usearch(i) => i.params().expansion_search,
+        }
+    }
+
+    /// A search with an explicit ef (parameter sweeps, re-ranked searches).
+    pub fn search_with_ef(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        live: &(dyn Fn(PointId) -> bool + Sync),
+    ) -> Vec<Hit> {
+        match self {
+            AnyIndex::Hnsw(i) => i.search_with_ef(query, k, ef, live),
+            AnyIndex::Usearch(i) => i.search_with_ef(query, k, ef, live),
+        }
+    }
+}
+
+impl VectorSearch for AnyIndex {
+    fn search(&self, query: &[f32], k: usize, live: &(dyn Fn(PointId) -> bool + Sync)) -> Vec<Hit> {
+        match self {
+            AnyIndex::Hnsw(i) => i.search(query, k, live),
+            AnyIndex::Usearch(i) => i.search(query, k, live),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            AnyIndex::Hnsw(i) => i.len(),
+            AnyIndex::Usearch(i) => i.len(),
+        }
+    }
+}
+
+impl VectorInsert for AnyIndex {
+    fn insert(&self, points: &[(PointId, Vec<f32>)]) {
+        match self {
+            AnyIndex::Hnsw(i) => i.insert(points),
+            AnyIndex::Usearch(i) => i.insert(points),
+        }
+    }
+}
