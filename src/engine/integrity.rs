@@ -78,11 +78,14 @@ fn bytes_under(dir: &Path) -> u64 {
 impl Engine {
     /// Writes a consistent copy of the store into `out` (which must not exist) while the
     /// engine goes on serving: a RocksDB checkpoint, then the index dump the checkpoint names.
-    /// The writer lock is held throughout, so no batch and no newer dump lands in between.
+    /// The writer lock is held while both are taken, so no batch and no newer dump lands in
+    /// between; the dump's files are hard-linked (immutable once written), so that is short.
     pub fn backup(&self, out: &Path) -> Result<BackupReport> {
-        let _guard = lock(&self.writer);
-        self.store.checkpoint(out)?;
-        let copied = self.copy_index_dump(out);
+        let copied = {
+            let _guard = lock(&self.writer);
+            self.store.checkpoint(out)?;
+            self.link_index_dump(out)
+        };
         if let Err(e) = &copied {
             tracing::warn!("backup without the index dump (it rebuilds at open): {e}");
         }
@@ -95,9 +98,9 @@ impl Engine {
         })
     }
 
-    /// Copies the files of the current index dump into `out`'s index directory; `false` when
-    /// the store records none.
-    fn copy_index_dump(&self, out: &Path) -> std::io::Result<bool> {
+    /// Links (or copies) the files of the current index dump into `out`'s index directory;
+    /// `false` when the store records none.
+    fn link_index_dump(&self, out: &Path) -> std::io::Result<bool> {
         let Ok(Some(dump)) = self.store.index_dump() else {
             return Ok(false);
         };
@@ -107,7 +110,12 @@ impl Engine {
         for entry in std::fs::read_dir(&from)? {
             let entry = entry?;
             if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+                let target = to.join(entry.file_name());
+                // A dump file is never written again (a new dump gets a new name): link it,
+                // and copy only across file systems.
+                if std::fs::hard_link(entry.path(), &target).is_err() {
+                    std::fs::copy(entry.path(), &target)?;
+                }
             }
         }
         Ok(true)
