@@ -80,6 +80,7 @@ fn bench_decode(c: &mut Criterion) {
         confluent_schema: Some(Arc::new(
             AvroSchema::parse(&LsstWriter::schema_texts()).expect("LSST schema"),
         )),
+        ..Default::default()
     };
     let inputs = [
         (

@@ -6,7 +6,7 @@
 //! facade that the CLI and the gRPC [`server`] call. See ARCHITECTURE.md for the map.
 //!
 //! Layers, imports pointing down: `model` <- `alert` <- `source`; `model` <- `embed` <- `store`
-//! <- `index` <- `graph` <- `engine` <- `export`, `server`, `cli`; `model` <- `science` (pure,
+//! <- `index` <- `graph` <- `engine` <- `export`, `stream` (Kafka), `server`, `cli`; `model` <- `science` (pure,
 //! fed by the engine).
 
 #![forbid(unsafe_code)]
@@ -22,6 +22,8 @@ pub mod science;
 pub mod server;
 pub mod source;
 pub mod store;
+#[cfg(feature = "kafka")]
+pub mod stream;
 pub mod synth;
 
 pub use alert::{decode, DecodeOptions, Decoded};

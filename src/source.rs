@@ -6,6 +6,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use crate::alert::{self, AvroSchema, DecodeError, DecodeOptions, Decoded, Reject};
 
 /// An input path that could not be listed, with the reason.
@@ -80,6 +82,84 @@ pub fn decode_file(path: &Path, opts: &DecodeOptions) -> Decoded {
             }],
         },
     }
+}
+
+/// Decode options from `--schema PATH`, for Confluent-framed datums:
+/// - a schema tree laid out as Rubin's `alert_packet` ships it, `MAJOR/MINOR/*.avsc`: each
+///   version serves the schema id `MAJOR * 100 + MINOR`, and no other id is accepted;
+/// - one `.avsc` file, or a directory of them: that schema serves every schema id (and, where
+///   the file names carry the version, `lsst.vMAJOR_MINOR.*`, is also known by its id).
+pub fn schema_options(path: &Path) -> Result<DecodeOptions, String> {
+    let mut opts = DecodeOptions::default();
+    let versions = schema_tree(path)?;
+    if !versions.is_empty() {
+        for (id, dir) in versions {
+            opts.schemas_by_id.insert(id, Arc::new(load_schema(&dir)?));
+        }
+        return Ok(opts);
+    }
+    let schema = Arc::new(load_schema(path)?);
+    if let Some(id) = version_in_names(path) {
+        opts.schemas_by_id.insert(id, Arc::clone(&schema));
+    }
+    opts.confluent_schema = Some(schema);
+    Ok(opts)
+}
+
+/// The `MAJOR/MINOR` directories under `path` that hold `.avsc` files, with their schema ids.
+fn schema_tree(path: &Path) -> Result<Vec<(u32, PathBuf)>, String> {
+    let numbered = |dir: &Path| -> Vec<(u32, PathBuf)> {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .filter_map(|p| {
+                let n = p.file_name()?.to_str()?.parse::<u32>().ok()?;
+                Some((n, p))
+            })
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (major, major_dir) in numbered(path) {
+        for (minor, minor_dir) in numbered(&major_dir) {
+            if minor >= 100 {
+                return Err(format!(
+                    "{}: minor version {minor} does not fit a schema id (major * 100 + minor)",
+                    minor_dir.display()
+                ));
+            }
+            let has_avsc = fs::read_dir(&minor_dir).is_ok_and(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .any(|e| e.path().extension().is_some_and(|x| x == "avsc"))
+            });
+            if has_avsc {
+                out.push((major * 100 + minor, minor_dir));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The schema id in Rubin's file names (`lsst.v10_0.alert.avsc` -> 1000), if they carry one.
+fn version_in_names(path: &Path) -> Option<u32> {
+    let names: Vec<String> = if path.is_dir() {
+        fs::read_dir(path)
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect()
+    } else {
+        vec![path.file_name()?.to_str()?.to_string()]
+    };
+    names.iter().find_map(|n| {
+        let rest = n.strip_prefix("lsst.v")?;
+        let (version, _) = rest.split_once('.')?;
+        let (major, minor) = version.split_once('_')?;
+        let (major, minor) = (major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?);
+        (minor < 100).then_some(major * 100 + minor)
+    })
 }
 
 /// Loads a writer schema for Confluent-framed datums: one `.avsc` file, or a directory whose

@@ -258,6 +258,7 @@ fn ztf_schema_4_forced_photometry() {
     let schema = asterism::source::load_schema(&data("schema/ztf-4.02")).unwrap();
     let opts = DecodeOptions {
         confluent_schema: Some(Arc::new(schema)),
+        ..Default::default()
     };
     let d = alert::decode("v4.avro", &bytes, &opts);
     assert!(d.rejects.is_empty(), "{:?}", d.rejects);
@@ -366,6 +367,7 @@ fn rubin_confluent_wire_format_with_schema_files() {
     let schema = asterism::source::load_schema(&dir).unwrap();
     let opts = DecodeOptions {
         confluent_schema: Some(Arc::new(schema)),
+        ..Default::default()
     };
     let d = alert::decode("kafka:0", &framed, &opts);
     assert!(d.rejects.is_empty(), "{:?}", d.rejects);

@@ -23,6 +23,7 @@ pub mod write;
 mod ztf;
 
 use rayon::prelude::*;
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
 
@@ -53,6 +54,8 @@ pub enum DecodeError {
         "a Confluent-framed Avro datum (schema id {schema_id}) needs a writer schema (--schema)"
     )]
     NeedsSchema { schema_id: u32 },
+    #[error("no writer schema for schema id {schema_id} (known: {known})")]
+    UnknownSchemaId { schema_id: u32, known: String },
     #[error("record is neither a ZTF alert (no `candidate`) nor an LSST alert (no `diaSource`)")]
     UnknownRecord,
     #[error("missing field `{field}`")]
@@ -153,8 +156,45 @@ impl AvroSchema {
 /// Options for decoding.
 #[derive(Debug, Default, Clone)]
 pub struct DecodeOptions {
-    /// Writer schema for Confluent-framed datums (Rubin's Kafka stream).
+    /// Writer schema for Confluent-framed datums whatever their schema id (one `--schema`).
     pub confluent_schema: Option<Arc<AvroSchema>>,
+    /// Writer schemas by schema id (Rubin: major * 100 + minor), from a schema tree or a
+    /// registry; an id found here wins over `confluent_schema`.
+    pub schemas_by_id: HashMap<u32, Arc<AvroSchema>>,
+}
+
+impl DecodeOptions {
+    /// The writer schema for a datum framed with `schema_id`.
+    pub fn schema_for(&self, schema_id: u32) -> Result<&AvroSchema> {
+        if let Some(s) = self.schemas_by_id.get(&schema_id) {
+            return Ok(s);
+        }
+        match &self.confluent_schema {
+            Some(s) => Ok(s),
+            None if self.schemas_by_id.is_empty() => Err(DecodeError::NeedsSchema { schema_id }),
+            None => {
+                let mut known: Vec<u32> = self.schemas_by_id.keys().copied().collect();
+                known.sort_unstable();
+                Err(DecodeError::UnknownSchemaId {
+                    schema_id,
+                    known: known
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+            }
+        }
+    }
+}
+
+/// The schema id of a Confluent-framed datum (magic byte 0, then the id, big-endian), if
+/// `bytes` is one.
+pub fn confluent_schema_id(bytes: &[u8]) -> Option<u32> {
+    match bytes {
+        [0, a, b, c, d, _, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
+    }
 }
 
 /// Decodes one ZTF or LSST alert record, whatever container it came from.
@@ -319,10 +359,10 @@ fn avro_container(name: &str, bytes: &[u8], out: &mut Decoded) {
 
 fn confluent(name: &str, bytes: &[u8], opts: &DecodeOptions, out: &mut Decoded) {
     let schema_id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-    let result = match &opts.confluent_schema {
-        None => Err(DecodeError::NeedsSchema { schema_id }),
-        Some(schema) => schema.read(&bytes[5..]).and_then(|v| decode_record(&v)),
-    };
+    let result = opts
+        .schema_for(schema_id)
+        .and_then(|schema| schema.read(&bytes[5..]))
+        .and_then(|v| decode_record(&v));
     match result {
         Ok(alert) => out.alerts.push(alert),
         Err(error) => out.reject(name, error),

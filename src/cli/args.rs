@@ -4,7 +4,6 @@
 //! and help texts are those of `asterism <command> --help`; nothing here opens a store or prints.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -27,6 +26,11 @@ pub(super) enum Command {
     Serve(ServeArgs),
     /// Ingest alert packets and lightcurve tables (files, directories, .tar, .tar.gz).
     Ingest(IngestArgs),
+    /// Ingest the alerts of Kafka topics (ZTF Avro containers, Rubin's Confluent-framed
+    /// datums) as a consumer group member; each partition's offset is stored with its alerts.
+    Consume(ConsumeArgs),
+    /// List the Kafka messages that could not be decoded (kept with their bytes).
+    Quarantine(QuarantineArgs),
     /// Show an object's metadata, lightcurve and annotations.
     Object(ObjectArgs),
     /// Objects, alerts and detections per survey.
@@ -194,13 +198,11 @@ fn parse_cone(text: &str) -> Result<Cone, String> {
 
 /// The decoding options `--schema` gives: a writer schema for Confluent-framed Avro datums.
 pub(super) fn decode_options(schema: Option<&Path>) -> Result<DecodeOptions> {
-    let mut opts = DecodeOptions::default();
-    if let Some(path) = schema {
-        let parsed = source::load_schema(path)
-            .map_err(|e| anyhow::anyhow!("cannot load the schema: {e}"))?;
-        opts.confluent_schema = Some(Arc::new(parsed));
+    match schema {
+        None => Ok(DecodeOptions::default()),
+        Some(path) => source::schema_options(path)
+            .map_err(|e| anyhow::anyhow!("cannot load the schema: {e}")),
     }
-    Ok(opts)
 }
 
 /// `asterism generate`'s arguments.
@@ -306,6 +308,17 @@ pub(super) struct ServeArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub(super) tls_key: Option<PathBuf>,
+    /// Also ingest the alerts of these Kafka brokers (`HOST:PORT[,...]`) while serving.
+    #[arg(long, value_name = "HOSTS", requires = "kafka_topics")]
+    pub(super) kafka_brokers: Option<String>,
+    /// A topic to consume (with --kafka-brokers). Repeatable.
+    #[arg(long = "kafka-topic", value_name = "TOPIC", requires = "kafka_brokers")]
+    pub(super) kafka_topics: Vec<String>,
+    /// The consumer group (with --kafka-brokers).
+    #[arg(long, value_name = "GROUP", default_value = "asterism")]
+    pub(super) kafka_group: String,
+    #[command(flatten)]
+    pub(super) kafka: KafkaArgs,
     #[command(flatten)]
     pub(super) write: WriteArgs,
 }
@@ -347,6 +360,88 @@ pub(super) struct IngestArgs {
     #[command(flatten)]
     pub(super) write: WriteArgs,
     /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ConsumeArgs {
+    #[command(flatten)]
+    pub(super) db: DbArg,
+    /// Kafka bootstrap brokers, `HOST:PORT[,HOST:PORT...]`.
+    #[arg(long, alias = "kafka-brokers", value_name = "HOSTS")]
+    pub(super) brokers: String,
+    /// A topic to consume. Repeatable.
+    #[arg(
+        long = "topic",
+        alias = "kafka-topic",
+        value_name = "TOPIC",
+        required_unless_present = "ztf_nightly"
+    )]
+    pub(super) topics: Vec<String>,
+    /// The consumer group: consumers of one group share the partitions.
+    #[arg(long, alias = "kafka-group", value_name = "GROUP")]
+    pub(super) group: String,
+    /// Writer schemas for Confluent-framed datums: an .avsc file, a directory of one schema
+    /// version's .avsc files, or a MAJOR/MINOR tree of them (schema id MAJOR*100+MINOR).
+    #[arg(long, value_name = "PATH")]
+    pub(super) schema: Option<PathBuf>,
+    /// Stop after this many seconds without a message.
+    #[arg(long, value_name = "SECS")]
+    pub(super) exit_when_idle: Option<f64>,
+    #[command(flatten)]
+    pub(super) kafka: KafkaArgs,
+    #[command(flatten)]
+    pub(super) write: WriteArgs,
+    /// Print the summary as one JSON object (the keys of `ingest --json`, and `messages`,
+    /// `quarantined`, `skipped` and `partitions`).
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+/// Kafka options shared by `consume` and `serve`.
+#[derive(Args, Debug)]
+pub(super) struct KafkaArgs {
+    /// A Confluent-compatible schema registry (http://HOST:PORT) for schema ids that --schema
+    /// does not hold; each schema is fetched once.
+    #[arg(long, value_name = "URL")]
+    pub(super) schema_registry: Option<String>,
+    /// Follow ZTF's nightly topics `ztf_YYYYMMDD_programidN` of this program id (tonight's and
+    /// yesterday's, UTC, rolling over at midnight). Repeatable.
+    #[arg(long, value_name = "PROGRAMID")]
+    pub(super) ztf_nightly: Vec<u32>,
+    /// A librdkafka property, `KEY=VALUE` (TLS files, timeouts, ...). Repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(super) kafka_option: Vec<String>,
+    /// SASL SCRAM-SHA-512 over TLS (Rubin's brokers) as this user; needs --kafka-password.
+    #[arg(long, value_name = "USER", requires = "kafka_password")]
+    pub(super) kafka_username: Option<String>,
+    #[arg(
+        long,
+        env = "ASTERISM_KAFKA_PASSWORD",
+        hide_env_values = true,
+        requires = "kafka_username"
+    )]
+    pub(super) kafka_password: Option<String>,
+    /// A batch is stored at the latest this many milliseconds after its first message.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub(super) max_batch_delay_ms: u64,
+    /// Give up (exit status 1; `serve` reconnects) when messages wait on the broker and none
+    /// has been stored for this many seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub(super) watchdog: u64,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct QuarantineArgs {
+    #[command(flatten)]
+    pub(super) db: DbArg,
+    /// At most this many messages.
+    #[arg(long, default_value_t = 100)]
+    pub(super) limit: usize,
+    /// Also write each message's bytes to DIR/TOPIC-PARTITION-OFFSET.bin.
+    #[arg(long, value_name = "DIR")]
+    pub(super) dump: Option<PathBuf>,
     #[arg(long)]
     pub(super) json: bool,
 }

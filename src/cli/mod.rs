@@ -20,6 +20,8 @@ mod output;
 mod query;
 mod science;
 mod serve;
+#[cfg(feature = "kafka")]
+mod stream;
 
 use args::Command;
 
@@ -40,6 +42,12 @@ pub fn run() -> Result<()> {
         Command::Generate(args) => ingest::generate(args),
         Command::Serve(args) => serve::serve(args),
         Command::Ingest(args) => ingest::ingest(args),
+        #[cfg(feature = "kafka")]
+        Command::Consume(args) => stream::consume(args),
+        #[cfg(feature = "kafka")]
+        Command::Quarantine(args) => stream::quarantine(args),
+        #[cfg(not(feature = "kafka"))]
+        Command::Consume(_) | Command::Quarantine(_) => without_kafka(),
         Command::Object(args) => query::object(args),
         Command::Stats(args) => query::stats(args),
         Command::Similar(args) => query::similar(args),
@@ -56,6 +64,11 @@ pub fn run() -> Result<()> {
         Command::Backup(args) => admin::backup(args),
         Command::Check(args) => admin::check(args),
     }
+}
+
+#[cfg(not(feature = "kafka"))]
+fn without_kafka() -> Result<()> {
+    anyhow::bail!("this asterism was built without Kafka (cargo feature `kafka`)")
 }
 
 /// Opens a database that must already exist (queries never create one).

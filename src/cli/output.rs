@@ -16,7 +16,7 @@ use asterism::engine::{
 use asterism::model::{ObjectRecord, Survey};
 use asterism::science::Explanation;
 use asterism::server::json;
-use asterism::store::Counts;
+use asterism::store::{Counts, PartitionOffset, Quarantined};
 
 /// `println!` that returns the error instead of panicking (a closed pipe, as with `| head`,
 /// ends the command quietly: see `main`).
@@ -158,9 +158,13 @@ pub(super) fn print_stopped() -> Result<()> {
     Ok(())
 }
 
-pub(super) fn print_stats(stats: &BTreeMap<Survey, Counts>, json: bool) -> Result<()> {
+pub(super) fn print_stats(
+    stats: &BTreeMap<Survey, Counts>,
+    partitions: &[PartitionOffset],
+    json: bool,
+) -> Result<()> {
     if json {
-        return print_json(&json::stats(stats));
+        return print_json(&json::stats_with_partitions(stats, partitions));
     }
     say!(
         "{:<10} {:>10} {:>10} {:>12}",
@@ -178,7 +182,7 @@ pub(super) fn print_stats(stats: &BTreeMap<Survey, Counts>, json: bool) -> Resul
             c.detections
         );
     }
-    Ok(())
+    print_partitions(partitions)
 }
 
 pub(super) fn print_similar(
@@ -406,6 +410,81 @@ pub(super) fn print_object(r: &ObjectRecord, json: bool) -> Result<()> {
             d.value,
             d.error,
             json::unit_name(d.unit)
+        );
+    }
+    Ok(())
+}
+
+/// What `consume` did: the ingest summary, then the messages and each partition's position.
+#[cfg(feature = "kafka")]
+pub(super) fn print_consume(report: &asterism::stream::ConsumeReport, json: bool) -> Result<()> {
+    if json {
+        return print_json(report);
+    }
+    print_ingest(&report.ingest, false)?;
+    say!("messages:          {}", report.messages);
+    say!("quarantined:       {}", report.quarantined);
+    say!("skipped (stored):  {}", report.skipped);
+    print_partitions(&report.partitions)
+}
+
+/// Each Kafka partition the store has read: next offset, high watermark, lag.
+pub(super) fn print_partitions(partitions: &[PartitionOffset]) -> Result<()> {
+    if partitions.is_empty() {
+        return Ok(());
+    }
+    say!(
+        "{:<32} {:>9} {:>12} {:>12} {:>8}",
+        "topic",
+        "partition",
+        "next",
+        "high",
+        "lag"
+    );
+    for p in partitions {
+        let opt = |v: Option<i64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+        say!(
+            "{:<32} {:>9} {:>12} {:>12} {:>8}",
+            p.topic,
+            p.partition,
+            p.next,
+            opt(p.high_watermark),
+            opt(p.lag())
+        );
+    }
+    Ok(())
+}
+
+/// The quarantined messages, without their bytes (`--dump` writes those).
+pub(super) fn print_quarantine(list: &[Quarantined], json: bool) -> Result<()> {
+    if json {
+        let rows: Vec<serde_json::Value> = list
+            .iter()
+            .map(|q| {
+                json!({
+                    "topic": q.topic,
+                    "partition": q.partition,
+                    "offset": q.offset,
+                    "bytes": q.bytes.len(),
+                    "reason": q.reason,
+                    "quarantined_at": q.at,
+                })
+            })
+            .collect();
+        return print_json(&rows);
+    }
+    if list.is_empty() {
+        say!("no quarantined message");
+    }
+    for q in list {
+        say!(
+            "{}/{}@{} ({} bytes, at {}): {}",
+            q.topic,
+            q.partition,
+            q.offset,
+            q.bytes.len(),
+            q.at,
+            q.reason
         );
     }
     Ok(())

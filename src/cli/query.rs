@@ -20,7 +20,8 @@ pub(super) fn object(args: ObjectArgs) -> Result<()> {
 pub(super) fn stats(args: StatsArgs) -> Result<()> {
     let engine = open_existing(&args.db.db)?;
     let stats = engine.stats()?;
-    output::print_stats(&stats, args.json)
+    let partitions = engine.store().offsets()?;
+    output::print_stats(&stats, &partitions, args.json)
 }
 
 pub(super) fn similar(args: SimilarArgs) -> Result<()> {

@@ -19,12 +19,14 @@ pub(super) fn serve(args: ServeArgs) -> Result<()> {
     let opening = || format!("opening {}", args.db.db.display());
     // A bad write flag reads as a failure to open, as when `Engine::open` found it.
     let config = args.write.engine_config().with_context(opening)?;
+    let batch_size = config.batch_size;
     let engine = Arc::new(Engine::open(&args.db.db, config).with_context(opening)?);
     let http_config = args.http_config();
     let users = match &args.user_tokens {
         Some(path) => Access::read_user_tokens(path).map_err(|e| anyhow::anyhow!(e))?,
         None => Default::default(),
     };
+    let consumer = start_consumer(&args, &engine, batch_size)?;
     let server_config = ServerConfig {
         access: Access {
             write_token: args.token.filter(|t| !t.is_empty()),
@@ -58,9 +60,59 @@ pub(super) fn serve(args: ServeArgs) -> Result<()> {
             None => None,
         };
         server::serve_with_http(engine, server_config, listener, http, shutdown_signal()).await?;
+        // The consumer stores its last batch, with its offsets, before the process ends.
+        stop_consumer(consumer);
         output::print_stopped()
     })
 }
+
+#[cfg(feature = "kafka")]
+type Consumer = Option<(
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+)>;
+#[cfg(not(feature = "kafka"))]
+type Consumer = ();
+
+/// With `--kafka-brokers`, starts the consumer thread that ingests the topics while serving.
+#[cfg(feature = "kafka")]
+fn start_consumer(args: &ServeArgs, engine: &Arc<Engine>, batch_size: usize) -> Result<Consumer> {
+    let Some(brokers) = &args.kafka_brokers else {
+        return Ok(None);
+    };
+    let mut config = super::stream::consume_config(
+        brokers,
+        args.kafka_topics.clone(),
+        &args.kafka_group,
+        args.schema.as_deref(),
+        &args.kafka,
+    )?;
+    config.batch_size = batch_size;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handle = super::stream::spawn_for_server(Arc::clone(engine), config, Arc::clone(&stop))?;
+    Ok(Some((stop, handle)))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn start_consumer(args: &ServeArgs, _engine: &Arc<Engine>, _batch: usize) -> Result<Consumer> {
+    if args.kafka_brokers.is_some() {
+        anyhow::bail!("this asterism was built without Kafka (cargo feature `kafka`)");
+    }
+    Ok(())
+}
+
+#[cfg(feature = "kafka")]
+fn stop_consumer(consumer: Consumer) {
+    if let Some((stop, handle)) = consumer {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if handle.join().is_err() {
+            tracing::error!("the Kafka consumer thread panicked");
+        }
+    }
+}
+
+#[cfg(not(feature = "kafka"))]
+fn stop_consumer(_consumer: Consumer) {}
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
 async fn shutdown_signal() {

@@ -13,7 +13,7 @@ use crate::alert::Decoded;
 use crate::graph::{lists, Lists, Replaced};
 use crate::index::live::Entry;
 use crate::model::{Alert, Neighbour, ObjectRecord, Survey, VectorVersion};
-use crate::store::{Batch, NewAlert, NewVersion};
+use crate::store::{Batch, NewAlert, NewVersion, PartitionOffset, Quarantined};
 
 impl Engine {
     /// Ingests decoded input: stores the alerts in batches of `batch_size`, each one atomic,
@@ -45,6 +45,12 @@ impl Engine {
 
     /// Merges one batch of alerts into the store in one atomic write.
     pub fn apply(&self, alerts: &[Alert]) -> Result<BatchOutcome> {
+        self.apply_marked(alerts, StreamMarks::default())
+    }
+
+    /// [`Engine::apply`], with the Kafka offsets the alerts were read up to and the messages
+    /// that could not be decoded written in the same atomic batch.
+    pub fn apply_marked(&self, alerts: &[Alert], marks: StreamMarks) -> Result<BatchOutcome> {
         // A poisoned lock only means another writer panicked; the store itself is consistent.
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         self.install_refit(false)?;
@@ -126,6 +132,8 @@ impl Engine {
         }
         let replaced = self.embed_and_link(&changed_records, total_objects, &mut batch)?;
         batch.objects = changed_records;
+        batch.offsets = marks.offsets;
+        batch.quarantined = marks.quarantined;
         self.store.write(&batch)?;
         self.note_lists(replaced, &batch.neighbours)?;
         if self.refit_due(total_objects) == Some(true) && lock(&self.refit).is_none() {
@@ -244,6 +252,14 @@ impl Engine {
     }
 }
 
+/// What a stream consumer writes with a batch: where each partition it read stands now, and
+/// the messages it could not decode.
+#[derive(Debug, Default, Clone)]
+pub struct StreamMarks {
+    pub offsets: Vec<PartitionOffset>,
+    pub quarantined: Vec<Quarantined>,
+}
+
 /// A rejected packet, row or file, as reported to the user.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RejectReport {
@@ -275,6 +291,10 @@ pub struct BatchOutcome {
     pub alerts_duplicate: u64,
     pub detections_added: u64,
 }
+/// Rejects listed in one report (all are counted): a long-running stream must not grow it
+/// without bound.
+pub const MAX_LISTED_REJECTS: usize = 10_000;
+
 /// Totals of an ingest that spans several inputs and batches: an object created by one batch
 /// and updated by a later one counts once, as new.
 #[derive(Debug, Default)]
@@ -284,11 +304,13 @@ pub struct IngestTally {
     changed: HashSet<String>,
 }
 impl IngestTally {
+    /// Counts rejects; the first [`MAX_LISTED_REJECTS`] are listed in the report.
     pub fn add_rejects(&mut self, rejects: Vec<crate::alert::Reject>) {
         self.report.alerts_rejected += rejects.len() as u64;
+        let room = MAX_LISTED_REJECTS.saturating_sub(self.report.rejects.len());
         self.report
             .rejects
-            .extend(rejects.into_iter().map(|r| RejectReport {
+            .extend(rejects.into_iter().take(room).map(|r| RejectReport {
                 source: r.source,
                 reason: r.error.to_string(),
             }));

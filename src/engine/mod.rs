@@ -62,7 +62,9 @@ pub use classify::{
     VOTE_CANDIDATES,
 };
 pub use config::{EngineConfig, DEFAULT_BATCH_SIZE, MAX_K, MIN_OBJECTS_TO_FIT};
-pub use ingest::{BatchOutcome, IngestReport, IngestSession, IngestTally, RejectReport};
+pub use ingest::{
+    BatchOutcome, IngestReport, IngestSession, IngestTally, RejectReport, StreamMarks,
+};
 pub use integrity::{BackupReport, CheckReport, MAX_LISTED_PROBLEMS};
 pub use maintenance::ReindexReport;
 pub use query::ClusterReport;

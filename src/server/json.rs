@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::engine::{AnomalyScore, SimilarHit};
 use crate::model::{AnnotationValue, Detection, ObjectRecord, Survey, Unit};
-use crate::store::Counts;
+use crate::store::{Counts, PartitionOffset};
 
 /// An object: metadata, detections, forced photometry, upper limits and annotations.
 pub fn object(r: &ObjectRecord) -> Value {
@@ -96,6 +96,30 @@ pub fn similar(object_id: &str, as_of: Option<f64>, hits: &[SimilarHit], explain
             v
         }).collect::<Vec<_>>(),
     })
+}
+
+/// [`stats`], with the Kafka partitions the store has read (where there are any).
+pub fn stats_with_partitions(
+    stats_by_survey: &BTreeMap<Survey, Counts>,
+    partitions: &[PartitionOffset],
+) -> Value {
+    let mut doc = stats(stats_by_survey);
+    if !partitions.is_empty() {
+        doc["partitions"] = partitions
+            .iter()
+            .map(|p| {
+                json!({
+                    "topic": p.topic,
+                    "partition": p.partition,
+                    "next_offset": p.next,
+                    "high_watermark": p.high_watermark,
+                    "lag": p.lag(),
+                    "watermark_at": p.watermark_at,
+                })
+            })
+            .collect();
+    }
+    doc
 }
 
 /// Objects, alerts and detections in all and per survey.

@@ -422,6 +422,7 @@ impl asterism_server::Asterism for Service {
         let engine = Arc::clone(&self.engine);
         blocking(move || {
             let counts = engine.stats()?;
+            let partitions = engine.store().offsets().map_err(EngineError::from)?;
             let spec = engine.spec();
             Ok(Response::new(pb::StatsResponse {
                 surveys: counts
@@ -437,6 +438,17 @@ impl asterism_server::Asterism for Service {
                 dimension: engine.embedder().dim() as u32,
                 spec_version: spec.version,
                 max_k: MAX_K as u32,
+                partitions: partitions
+                    .iter()
+                    .map(|p| pb::PartitionLag {
+                        topic: p.topic.clone(),
+                        partition: p.partition,
+                        next_offset: p.next,
+                        high_watermark: p.high_watermark,
+                        lag: p.lag(),
+                        watermark_at: p.watermark_at.unwrap_or(0),
+                    })
+                    .collect(),
             }))
         })
         .await

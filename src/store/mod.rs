@@ -7,6 +7,10 @@
 //! - `neighbours`: object id -> its k nearest neighbours ([`Neighbour`]s), the kNN graph;
 //! - `labels`: object id -> imported [`Label`]s (labels in the annotations are read from there);
 //! - `votes`: (user, object id) -> [`Vote`];
+//! - `offsets`: (topic, partition) -> the next Kafka offset to read ([`PartitionOffset`]), written
+//!   in the same batch as the alerts the messages before it carried;
+//! - `quarantine`: (topic, partition, offset) -> a message that could not be decoded
+//!   ([`Quarantined`]: its bytes and why);
 //! - `meta`: per-survey [`Counts`], the [`EmbeddingSpec`], the next point id, the index backend
 //!   and its parameters ([`IndexSettings`]), the index dump that is on disk, and the store's
 //!   format version.
@@ -16,6 +20,9 @@
 //! bincode-encoded serde structs. Imports `model` and `embed`.
 
 pub mod keys;
+mod stream;
+
+pub use stream::{PartitionOffset, Quarantined};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,7 +42,11 @@ pub mod cf {
     pub const NEIGHBOURS: &str = "neighbours";
     pub const LABELS: &str = "labels";
     pub const VOTES: &str = "votes";
-    pub const ALL: [&str; 7] = [OBJECTS, ALERTS, META, VECTORS, NEIGHBOURS, LABELS, VOTES];
+    pub const OFFSETS: &str = "offsets";
+    pub const QUARANTINE: &str = "quarantine";
+    pub const ALL: [&str; 9] = [
+        OBJECTS, ALERTS, META, VECTORS, NEIGHBOURS, LABELS, VOTES, OFFSETS, QUARANTINE,
+    ];
 }
 
 /// Version of the on-disk layout; bumped when a value's encoding changes.
@@ -108,6 +119,10 @@ pub struct Batch {
     pub neighbours: Vec<(String, Vec<Neighbour>)>,
     pub spec: Option<EmbeddingSpec>,
     pub next_point: Option<u64>,
+    /// Kafka partitions' next offsets, after the messages whose alerts this batch holds.
+    pub offsets: Vec<PartitionOffset>,
+    /// Messages of those partitions that could not be decoded.
+    pub quarantined: Vec<Quarantined>,
 }
 
 /// An alert id seen for the first time, and the object it belongs to.
@@ -403,6 +418,7 @@ impl Store {
         if let Some(next) = batch.next_point {
             wb.put_cf(meta, keys::NEXT_POINT_KEY, next.to_be_bytes());
         }
+        self.write_stream_marks(&mut wb, batch)?;
         let mut wo = WriteOptions::default();
         wo.set_sync(self.config.sync_writes);
         self.db.write_opt(wb, &wo)?;

@@ -288,6 +288,7 @@ mod tests {
         let schema = AvroSchema::parse(&LsstWriter::schema_texts()).unwrap();
         let opts = DecodeOptions {
             confluent_schema: Some(Arc::new(schema)),
+            ..Default::default()
         };
         check(decode("gen.avro", &bytes, &opts));
     }

@@ -258,7 +258,14 @@ async fn stats(
     read_access(&shared, &headers)?;
     Params::parse(query.as_deref(), &[])?;
     let engine = shared.engine;
-    blocking(move || Ok(Json(json::stats(&engine.stats()?)))).await
+    blocking(move || {
+        let partitions = engine.store().offsets().map_err(EngineError::from)?;
+        Ok(Json(json::stats_with_partitions(
+            &engine.stats()?,
+            &partitions,
+        )))
+    })
+    .await
 }
 
 /// The body of `POST /api/v1/votes`.

@@ -1,0 +1,465 @@
+//! The consumer loop: poll, decode, batch, store with offsets, commit to the group.
+//!
+//! Rebalance callbacks run inside `poll` on the loop's own thread: an assignment is started at
+//! the offsets the store holds, and a revocation first writes the pending batch, so a
+//! partition leaves this consumer with everything it read stored.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::registry::Schemas;
+use super::{ConsumeConfig, ConsumeReport, Progress, Result, StreamError, MAX_MESSAGE_BYTES};
+use crate::alert;
+use crate::engine::{Engine, IngestTally, StreamMarks};
+use crate::model::Alert;
+use crate::store::{PartitionOffset, Quarantined};
+
+/// How long one poll waits for a message.
+const POLL: Duration = Duration::from_millis(100);
+/// How often the partitions' high watermarks are asked for (lag, watchdog, progress).
+const WATERMARK_EVERY: Duration = Duration::from_secs(5);
+/// How long a watermark request may take.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(2);
+
+type Partition = (String, i32);
+
+/// Reads the configured topics into `engine` until `stop` is set, the stream has been idle
+/// for `exit_when_idle`, or an error; the last batch is stored with its offsets before it
+/// returns. `on_progress` is called after each stored batch and watermark refresh.
+pub fn consume(
+    engine: &Arc<Engine>,
+    config: &ConsumeConfig,
+    stop: &AtomicBool,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<ConsumeReport> {
+    let context = Context {
+        engine: Arc::clone(engine),
+        state: Mutex::new(State::default()),
+    };
+    let consumer: BaseConsumer<Context> = client_config(config)?
+        .create_with_context(context)
+        .map_err(|e| match e {
+            KafkaError::ClientConfig(..) | KafkaError::ClientCreation(..) => {
+                StreamError::Config(e.to_string())
+            }
+            e => e.into(),
+        })?;
+    let mut schemas = Schemas::new(config.decode.clone(), config.registry.as_deref());
+    let mut topics = config.topics_now();
+    subscribe(&consumer, &topics)?;
+
+    let mut last_message = Instant::now();
+    let mut last_stored = Instant::now();
+    let mut last_watermarks = Instant::now();
+    let outcome = loop {
+        if stop.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+        if config.nightly.is_some() {
+            let now = config.topics_now();
+            if now != topics {
+                // UTC midnight: tonight's topic joins, the night before yesterday's leaves.
+                consumer.context().flush(&consumer)?;
+                topics = now;
+                subscribe(&consumer, &topics)?;
+            }
+        }
+        match consumer.poll(POLL) {
+            Some(Ok(message)) => {
+                last_message = Instant::now();
+                let mut state = consumer.context().state();
+                let key = (message.topic().to_string(), message.partition());
+                state.take(
+                    &consumer.context().engine,
+                    &mut schemas,
+                    key,
+                    message.offset(),
+                    message.payload().unwrap_or_default(),
+                )?;
+            }
+            Some(Err(e)) => note_error(&e),
+            None => {}
+        }
+        if let Some(e) = consumer.context().state().error.take() {
+            break Err(e);
+        }
+        let due = {
+            let state = consumer.context().state();
+            state.pending.alerts.len() >= config.batch_size
+                || state
+                    .pending
+                    .since
+                    .is_some_and(|t| t.elapsed() >= config.max_batch_delay)
+        };
+        if due && consumer.context().flush(&consumer)? {
+            last_stored = Instant::now();
+            on_progress(&consumer.context().state().progress());
+        }
+        if last_watermarks.elapsed() >= WATERMARK_EVERY {
+            last_watermarks = Instant::now();
+            let lag = refresh_watermarks(&consumer);
+            consumer.context().record_positions()?;
+            on_progress(&consumer.context().state().progress());
+            if lag > 0 && last_stored.elapsed() >= config.watchdog {
+                break Err(StreamError::Stalled {
+                    seconds: last_stored.elapsed().as_secs(),
+                    lag,
+                });
+            }
+            if lag == 0 {
+                last_stored = Instant::now();
+            }
+        }
+        if config
+            .exit_when_idle
+            .is_some_and(|idle| last_message.elapsed() >= idle)
+        {
+            break Ok(());
+        }
+    };
+    // The last batch goes in with its offsets whatever ended the loop; then the group learns
+    // where this consumer stopped, and leaves (a revocation, flushed by the callback).
+    let flushed = consumer.context().flush(&consumer);
+    outcome?;
+    flushed?;
+    refresh_watermarks(&consumer);
+    consumer.context().record_positions()?;
+    consumer.unsubscribe();
+    let state = std::mem::take(&mut *consumer.context().state());
+    let mut partitions = engine.store().offsets().map_err(crate::engine::EngineError::from)?;
+    partitions.retain(|p| state.known.contains_key(&(p.topic.clone(), p.partition)));
+    Ok(ConsumeReport {
+        ingest: state.tally.finish(),
+        messages: state.messages,
+        quarantined: state.quarantined,
+        skipped: state.skipped,
+        partitions,
+    })
+}
+
+fn client_config(config: &ConsumeConfig) -> Result<ClientConfig> {
+    if config.topics.is_empty() && config.nightly.is_none() {
+        return Err(StreamError::Config("no topic to consume".into()));
+    }
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group)
+        // The store, not the group, says where to resume; offsets are committed by hand after
+        // each stored batch so that Kafka tools see the lag.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.message.max.bytes", MAX_MESSAGE_BYTES.to_string())
+        .set("receive.message.max.bytes", (4 * MAX_MESSAGE_BYTES).to_string())
+        .set("client.id", "asterism");
+    for (k, v) in &config.kafka_options {
+        c.set(k, v);
+    }
+    Ok(c)
+}
+
+fn subscribe(consumer: &BaseConsumer<Context>, topics: &[String]) -> Result<()> {
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    tracing::info!(topics = ?names, "subscribing");
+    consumer.subscribe(&names)?;
+    Ok(())
+}
+
+/// Errors a poll returns that do not stop the consumer: librdkafka retries by itself.
+fn note_error(e: &KafkaError) {
+    match e.rdkafka_error_code() {
+        // A nightly topic that does not exist yet, or the end of a partition.
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+        | Some(RDKafkaErrorCode::UnknownTopic)
+        | Some(RDKafkaErrorCode::PartitionEOF) => tracing::debug!(error = %e, "poll"),
+        _ => tracing::warn!(error = %e, "Kafka"),
+    }
+}
+
+/// Asks the broker for the assigned partitions' high watermarks; returns the total lag.
+fn refresh_watermarks(consumer: &BaseConsumer<Context>) -> i64 {
+    let Ok(assignment) = consumer.assignment() else {
+        return 0;
+    };
+    let now = unix_now();
+    let mut highs = Vec::new();
+    for e in assignment.elements() {
+        match consumer.fetch_watermarks(e.topic(), e.partition(), WATERMARK_TIMEOUT) {
+            Ok((_, high)) => highs.push(((e.topic().to_string(), e.partition()), high)),
+            Err(err) => tracing::debug!(error = %err, topic = e.topic(), "watermarks"),
+        }
+    }
+    let mut state = consumer.context().state();
+    let mut lag = 0;
+    for (key, high) in highs {
+        let next = state.known.get(&key).copied().unwrap_or(0);
+        lag += (high - next).max(0);
+        state.high.insert(key, (high, now));
+    }
+    state.lag = lag;
+    lag
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The consumer's context: the engine it writes and what it has read but not stored yet.
+struct Context {
+    engine: Arc<Engine>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    pending: Pending,
+    /// Next offset per partition: stored, or pending in `pending`.
+    known: HashMap<Partition, i64>,
+    /// Last high watermark per partition, and when (Unix seconds).
+    high: HashMap<Partition, (i64, u64)>,
+    tally: IngestTally,
+    messages: u64,
+    quarantined: u64,
+    skipped: u64,
+    lag: i64,
+    /// An error raised inside a rebalance callback, for the loop to return.
+    error: Option<StreamError>,
+}
+
+/// Messages read since the last stored batch.
+#[derive(Default)]
+struct Pending {
+    alerts: Vec<Alert>,
+    quarantined: Vec<Quarantined>,
+    /// Next offset of each partition these messages came from.
+    next: BTreeMap<Partition, i64>,
+    since: Option<Instant>,
+}
+
+impl Context {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock means a panic on this same thread, which already ended the loop.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores the pending messages' alerts, quarantine and offsets in one batch, then commits
+    /// the offsets to the group. Returns whether anything was pending.
+    fn flush(&self, consumer: &BaseConsumer<Context>) -> Result<bool> {
+        let mut state = self.state();
+        if state.pending.next.is_empty() {
+            return Ok(false);
+        }
+        let pending = std::mem::take(&mut state.pending);
+        let marks = StreamMarks {
+            offsets: state.positions(&pending.next),
+            quarantined: pending.quarantined,
+        };
+        let outcome = self.engine.apply_marked(&pending.alerts, marks)?;
+        state.tally.add_batch(pending.alerts.len(), outcome);
+        drop(state);
+
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in &pending.next {
+            // Only the group's view of the lag: a failure here loses nothing.
+            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+                tracing::warn!(error = %e, "offset to commit");
+            }
+        }
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(error = %e, "committing offsets to the group");
+        }
+        Ok(true)
+    }
+
+    /// Writes the high watermarks last asked for beside the stored offsets (no message is
+    /// pending then: `flush` came first), so that `stats` shows the lag.
+    fn record_positions(&self) -> Result<()> {
+        let state = self.state();
+        if !state.pending.next.is_empty() || state.high.is_empty() {
+            return Ok(());
+        }
+        let stored: BTreeMap<Partition, i64> = state
+            .known
+            .iter()
+            .filter(|(k, _)| state.high.contains_key(*k))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let marks = StreamMarks {
+            offsets: state.positions(&stored),
+            quarantined: Vec::new(),
+        };
+        drop(state);
+        self.engine.apply_marked(&[], marks)?;
+        Ok(())
+    }
+
+    /// Sets each newly assigned partition's start to the offset the store holds for it.
+    fn seek_to_stored(&self, tpl: &mut TopicPartitionList) -> Result<()> {
+        let mut state = self.state();
+        let parts: Vec<Partition> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        for (topic, partition) in parts {
+            let stored = self
+                .engine
+                .store()
+                .offset(&topic, partition)
+                .map_err(crate::engine::EngineError::from)?;
+            if let Some(o) = stored {
+                tpl.set_partition_offset(&topic, partition, Offset::Offset(o.next))?;
+                state.known.insert((topic.clone(), partition), o.next);
+                tracing::info!(topic, partition, offset = o.next, "resuming at the stored offset");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    /// Decodes one message into the pending batch, or quarantines it; skips a message the
+    /// store already holds.
+    fn take(
+        &mut self,
+        engine: &Engine,
+        schemas: &mut Schemas,
+        key: Partition,
+        offset: i64,
+        payload: &[u8],
+    ) -> Result<()> {
+        let next = match self.known.get(&key) {
+            Some(n) => *n,
+            None => {
+                let stored = engine
+                    .store()
+                    .offset(&key.0, key.1)
+                    .map_err(crate::engine::EngineError::from)?;
+                let n = stored.map_or(0, |o| o.next);
+                self.known.insert(key.clone(), n);
+                n
+            }
+        };
+        if offset < next {
+            self.skipped += 1;
+            return Ok(());
+        }
+        self.messages += 1;
+        let name = format!("{}/{}@{}", key.0, key.1, offset);
+        let decoded = alert::decode(&name, payload, schemas.options_for(payload)?);
+        if !decoded.rejects.is_empty() {
+            let reason = decoded
+                .rejects
+                .iter()
+                .map(|r| r.error.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            tracing::warn!(message = %name, %reason, "quarantined");
+            self.quarantined += 1;
+            self.pending.quarantined.push(Quarantined {
+                topic: key.0.clone(),
+                partition: key.1,
+                offset,
+                reason,
+                at: unix_now(),
+                bytes: payload.to_vec(),
+            });
+            self.tally.add_rejects(decoded.rejects);
+        }
+        self.pending.alerts.extend(decoded.alerts);
+        self.pending.since.get_or_insert_with(Instant::now);
+        self.pending.next.insert(key.clone(), offset + 1);
+        self.known.insert(key, offset + 1);
+        Ok(())
+    }
+
+    /// The rows for the `offsets` column family: each partition's next offset, with the last
+    /// high watermark asked for.
+    fn positions(&self, next: &BTreeMap<Partition, i64>) -> Vec<PartitionOffset> {
+        next.iter()
+            .map(|(key, next)| {
+                let high = self.high.get(key);
+                PartitionOffset {
+                    topic: key.0.clone(),
+                    partition: key.1,
+                    next: *next,
+                    high_watermark: high.map(|h| h.0.max(*next)),
+                    watermark_at: high.map(|h| h.1),
+                }
+            })
+            .collect()
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            messages: self.messages,
+            alerts: self.tally.report().alerts_read,
+            quarantined: self.quarantined,
+            lag: self.lag,
+        }
+    }
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.seek_to_stored(tpl).and_then(|()| {
+                    tracing::info!(partitions = tpl.count(), "assigned");
+                    if cooperative {
+                        consumer.incremental_assign(tpl)?;
+                    } else {
+                        consumer.assign(tpl)?;
+                    }
+                    Ok(())
+                })
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // What was read from the leaving partitions is stored before they go.
+                let flushed = self.flush(consumer);
+                {
+                    let mut state = self.state();
+                    for e in tpl.elements() {
+                        state.known.remove(&(e.topic().to_string(), e.partition()));
+                    }
+                }
+                tracing::info!(partitions = tpl.count(), "revoked");
+                let unassigned = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                flushed.and(unassigned.map_err(StreamError::from)).map(|_| ())
+            }
+            other => {
+                tracing::warn!(error = ?other, "rebalance");
+                consumer.unassign().map_err(StreamError::from)
+            }
+        };
+        if let Err(e) = result {
+            self.state().error.get_or_insert(e);
+        }
+    }
+}
