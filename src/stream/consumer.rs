@@ -27,6 +27,8 @@ use crate::store::{PartitionOffset, Quarantined};
 const POLL: Duration = Duration::from_millis(100);
 /// How often the partitions' high watermarks are asked for (lag, watchdog, progress).
 const WATERMARK_EVERY: Duration = Duration::from_secs(5);
+/// With `exit_when_idle`, how much longer to wait for a first assignment.
+const JOIN_GRACE: Duration = Duration::from_secs(30);
 /// How long a watermark request may take.
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -58,6 +60,7 @@ pub fn consume(
     subscribe(&consumer, &topics)?;
 
     let mut last_message = Instant::now();
+    let mut ever_assigned = false;
     let mut last_stored = Instant::now();
     let mut last_watermarks = Instant::now();
     let outcome = loop {
@@ -119,11 +122,18 @@ pub fn consume(
                 last_stored = Instant::now();
             }
         }
-        if config
-            .exit_when_idle
-            .is_some_and(|idle| last_message.elapsed() >= idle)
-        {
-            break Ok(());
+        if let Some(idle) = config.exit_when_idle {
+            // Idle time counts from the last message or assignment: joining a group (or
+            // waiting for a dead member's session to expire) is not idleness.
+            let assigned = consumer.context().state().assigned_at.take();
+            if let Some(at) = assigned {
+                last_message = last_message.max(at);
+                ever_assigned = true;
+            }
+            let grace = if ever_assigned { idle } else { idle + JOIN_GRACE };
+            if last_message.elapsed() >= grace {
+                break Ok(());
+            }
         }
     };
     // The last batch goes in with its offsets whatever ended the loop; then the group learns
@@ -233,6 +243,8 @@ struct State {
     quarantined: u64,
     skipped: u64,
     lag: i64,
+    /// When partitions were last assigned, until the loop reads it.
+    assigned_at: Option<Instant>,
     /// An error raised inside a rebalance callback, for the loop to return.
     error: Option<StreamError>,
 }
@@ -428,6 +440,7 @@ impl ConsumerContext for Context {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.seek_to_stored(tpl).and_then(|()| {
                     tracing::info!(partitions = tpl.count(), "assigned");
+                    self.state().assigned_at = Some(Instant::now());
                     if cooperative {
                         consumer.incremental_assign(tpl)?;
                     } else {

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod served;
 pub mod webdriver;
 

@@ -1,0 +1,339 @@
+//! `asterism consume` against a real Kafka-protocol broker (Tansu, started by each test; see
+//! tests/common/kafka.rs), with real ZTF, Fink and Rubin packets from data/: stored exactly as
+//! an ingest of the same packets stores them, SIGKILL at random moments with nothing lost and
+//! nothing twice, poison messages quarantined, a group's partitions split between consumers,
+//! and a second run reading only what is new.
+
+#![cfg(feature = "kafka")]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use asterism::alert::{self, DecodeOptions};
+use asterism::engine::Engine;
+use asterism::store::RawEntry;
+use asterism::stream::{self, ConsumeConfig};
+use common::kafka::{rubin_messages, ztf_messages, Broker};
+use common::{config, data};
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+const TOPIC: &str = "alerts";
+
+/// The schema tree `rubin_messages` writes under a test's temp dir.
+fn tree(dir: &Path) -> PathBuf {
+    dir.join("schemas")
+}
+
+fn rubin_options(dir: &Path) -> DecodeOptions {
+    asterism::source::schema_options(&tree(dir)).unwrap()
+}
+
+/// `asterism consume` of `topic` into `db` until idle for `idle` seconds; its JSON summary.
+fn consume(broker: &Broker, db: &Path, group: &str, extra: &[&str]) -> Value {
+    std::fs::create_dir_all(tree(db.parent().unwrap())).unwrap();
+    let out = consume_command(broker, db, group, extra).output().unwrap();
+    summary(&out)
+}
+
+fn consume_command(broker: &Broker, db: &Path, group: &str, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_asterism"));
+    c.args(["consume", "--db"])
+        .arg(db)
+        .args(["--brokers", &broker.addr, "--topic", TOPIC, "--group", group])
+        .arg("--schema")
+        .arg(tree(db.parent().unwrap()))
+        .args(["--exit-when-idle", "4", "--no-sync", "--json"])
+        .args(["--kafka-option", "session.timeout.ms=6000"])
+        .args(extra);
+    c
+}
+
+fn summary(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "consume failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The store an uninterrupted ingest of `messages` gives, one message per input, in order,
+/// and the inputs it rejected (data/ztf holds real malformed packets).
+fn reference(dir: &Path, messages: &[(String, Vec<u8>)]) -> (Engine, u64) {
+    let engine = Engine::open(&dir.join("reference"), config()).unwrap();
+    let opts = rubin_options(dir);
+    let mut session = engine.session();
+    for (name, bytes) in messages {
+        session.add(alert::decode(name, bytes, &opts)).unwrap();
+    }
+    let report = session.finish();
+    let rejected: std::collections::HashSet<&str> = report
+        .rejects
+        .iter()
+        .map(|r| r.source.split('#').next().unwrap_or_default())
+        .collect();
+    (engine, rejected.len() as u64)
+}
+
+/// Objects, alert ids and per-survey counts: what does not depend on how the stream was cut
+/// into batches (vector versions and neighbour lists do).
+fn kept(engine: &Engine) -> Vec<RawEntry> {
+    engine
+        .store()
+        .raw_entries()
+        .unwrap()
+        .into_iter()
+        .filter(|(cf, k, _)| {
+            *cf == "objects" || *cf == "alerts" || (*cf == "meta" && k.starts_with(b"counts"))
+        })
+        .collect()
+}
+
+/// The ZTF and Fink packets, then the Rubin ones (whose schema goes under `dir`).
+fn all_messages(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut m = ztf_messages();
+    m.extend(rubin_messages(&tree(dir)));
+    m
+}
+
+/// Each partition's stored next offset.
+fn stored_offsets(engine: &Engine) -> Vec<(i32, i64)> {
+    engine
+        .store()
+        .offsets()
+        .unwrap()
+        .iter()
+        .map(|o| (o.partition, o.next))
+        .collect()
+}
+
+#[test]
+fn consumed_alerts_are_stored_as_ingest_stores_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, 3);
+    let messages = all_messages(dir.path());
+    broker.produce(TOPIC, &messages);
+
+    let db = dir.path().join("consumed");
+    let s = consume(&broker, &db, "g", &[]);
+    assert_eq!(s["messages"], messages.len() as u64);
+    let (reference, rejected) = reference(dir.path(), &messages);
+    assert!(rejected > 0, "data/ztf's malformed packets");
+    assert_eq!(s["quarantined"], rejected, "{s}");
+    let partitions = s["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 3, "{s}");
+    let next: i64 = partitions.iter().map(|p| p["next"].as_i64().unwrap()).sum();
+    assert_eq!(next, messages.len() as i64);
+    for p in partitions {
+        assert_eq!(p["high_watermark"], p["next"], "caught up: {p}");
+    }
+
+    let consumed = Engine::open(&db, config()).unwrap();
+    let (a, b) = (kept(&reference), kept(&consumed));
+    assert!(a.len() > 100);
+    assert!(a == b, "the consumed store differs from an ingest of the same packets");
+    assert!(consumed.check().unwrap().is_sound());
+    // The Rubin objects came through the Confluent framing.
+    let stats = consumed.stats().unwrap();
+    assert!(stats.contains_key(&asterism::Survey::Lsst), "{stats:?}");
+}
+
+#[test]
+fn a_consumer_killed_at_random_moments_loses_nothing_and_stores_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, 3);
+    // The real packets three times over: a replayed message must add nothing.
+    let messages: Vec<_> = (0..3).flat_map(|_| all_messages(dir.path())).collect();
+    broker.produce(TOPIC, &messages);
+
+    let db = dir.path().join("crashed");
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(15);
+    let mut killed = 0;
+    let mut last: Vec<(i32, i64)> = Vec::new();
+    for trial in 0..10 {
+        let mut child = consume_command(&broker, &db, "crash", &["--batch-size", "3"])
+            .env("RUST_LOG", "asterism::stream=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait for the partitions, then kill somewhere in the stream.
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut lines = stderr.lines();
+        let assigned = lines.any(|l| l.is_ok_and(|l| l.contains("assigned")));
+        assert!(assigned, "trial {trial}: the consumer never got its partitions");
+        std::thread::spawn(move || lines.for_each(drop));
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..1500)));
+        let running = child.try_wait().unwrap().is_none();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        killed += usize::from(running);
+
+        let engine = Engine::open(&db, config()).unwrap();
+        let report = engine.check().unwrap();
+        assert!(report.is_sound(), "trial {trial}: {:?}", report.problems);
+        let now = stored_offsets(&engine);
+        // Stored offsets only move forward.
+        for (p, next) in &last {
+            let after = now.iter().find(|(q, _)| q == p).map_or(0, |(_, n)| *n);
+            assert!(after >= *next, "trial {trial}: partition {p} went back");
+        }
+        last = now;
+    }
+    assert!(killed >= 8, "only {killed} of 10 consumers were killed mid-run");
+
+    let s = consume(&broker, &db, "crash", &[]);
+    let consumed = Engine::open(&db, config()).unwrap();
+    let total: i64 = stored_offsets(&consumed).iter().map(|(_, n)| n).sum();
+    assert_eq!(total, messages.len() as i64, "{s}");
+    let (reference, _) = reference(dir.path(), &messages);
+    assert!(
+        kept(&reference) == kept(&consumed),
+        "the store after 10 kills differs from an uninterrupted ingest"
+    );
+    assert!(consumed.check().unwrap().is_sound());
+}
+
+#[test]
+fn poison_messages_are_quarantined_while_the_good_ones_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, 1);
+    let good_ztf = std::fs::read(data("ztf/ZTF20abyfpze.avro")).unwrap();
+    // The schema tree (`MAJOR/MINOR/*.avsc`) knows schema id 1000 and no other.
+    let good_rubin = rubin_messages(&tree(dir.path())).remove(0).1;
+    let mut unknown_id = good_rubin.clone();
+    unknown_id[1..5].copy_from_slice(&999u32.to_be_bytes());
+    let mut wrong_magic = good_rubin.clone();
+    wrong_magic[0] = 7;
+    let messages = vec![
+        ("ztf".to_string(), good_ztf.clone()),
+        ("garbage".to_string(), b"not an alert at all".to_vec()),
+        ("truncated".to_string(), good_ztf[..good_ztf.len() / 2].to_vec()),
+        ("unknown-id".to_string(), unknown_id),
+        ("wrong-magic".to_string(), wrong_magic),
+        ("rubin".to_string(), good_rubin),
+    ];
+    broker.produce(TOPIC, &messages);
+
+    let db = dir.path().join("db");
+    let out = Command::new(env!("CARGO_BIN_EXE_asterism"))
+        .args(["consume", "--db"])
+        .arg(&db)
+        .args(["--brokers", &broker.addr, "--topic", TOPIC, "--group", "g"])
+        .arg("--schema")
+        .arg(tree(dir.path()))
+        .args(["--exit-when-idle", "4", "--json"])
+        .args(["--kafka-option", "session.timeout.ms=6000"])
+        .output()
+        .unwrap();
+    let s = summary(&out);
+    assert_eq!(s["messages"], 6);
+    assert_eq!(s["quarantined"], 4, "{s}");
+    assert_eq!(s["objects_new"], 2, "{s}");
+    assert_eq!(s["partitions"][0]["next"], 6, "the offsets moved past the poison");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_asterism"))
+        .args(["quarantine", "--db"])
+        .arg(&db)
+        .arg("--json")
+        .arg("--dump")
+        .arg(dir.path().join("dump"))
+        .output()
+        .unwrap();
+    let list = summary(&out);
+    let list = list.as_array().unwrap();
+    let offsets: Vec<i64> = list.iter().map(|q| q["offset"].as_i64().unwrap()).collect();
+    assert_eq!(offsets, [1, 2, 3, 4]);
+    let reason = |i: usize| list[i]["reason"].as_str().unwrap().to_string();
+    assert!(reason(0).contains("unrecognised format"), "{}", reason(0));
+    assert!(reason(1).contains("Avro"), "{}", reason(1));
+    assert!(reason(2).contains("schema id 999"), "{}", reason(2));
+    assert!(reason(3).contains("unrecognised format"), "{}", reason(3));
+    // The bytes are kept as they came.
+    let kept = std::fs::read(dir.path().join(format!("dump/{TOPIC}-0-1.bin"))).unwrap();
+    assert_eq!(kept, b"not an alert at all");
+
+    let engine = Engine::open(&db, config()).unwrap();
+    assert!(engine.object("ZTF20abyfpze").is_ok());
+}
+
+#[test]
+fn two_consumers_of_one_group_split_the_partitions_and_store_every_alert_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, 3);
+    let messages = all_messages(dir.path());
+    let engine = Arc::new(Engine::open(&dir.path().join("db"), config()).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut config = ConsumeConfig::new(&broker.addr, vec![TOPIC.to_string()], "pair");
+    config.decode = rubin_options(dir.path());
+    config.exit_when_idle = Some(Duration::from_secs(12));
+    config.kafka_options = vec![("session.timeout.ms".into(), "6000".into())];
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let (engine, config, stop) = (Arc::clone(&engine), config.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || stream::consume(&engine, &config, &stop, |_| {}).unwrap())
+        })
+        .collect();
+    // Both members join (and the group settles) before anything is produced.
+    std::thread::sleep(Duration::from_secs(8));
+    broker.produce(TOPIC, &messages);
+    let reports: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let counts: Vec<u64> = reports.iter().map(|r| r.messages).collect();
+    assert!(counts.iter().all(|&n| n > 0), "one consumer read nothing: {counts:?}");
+    assert_eq!(counts.iter().sum::<u64>(), messages.len() as u64);
+    let mut partitions: Vec<i32> = reports
+        .iter()
+        .flat_map(|r| r.partitions.iter().map(|p| p.partition))
+        .collect();
+    partitions.sort_unstable();
+    assert_eq!(partitions, [0, 1, 2], "each partition read by one consumer");
+    let (reference, _) = reference(dir.path(), &messages);
+    assert!(kept(&reference) == kept(&engine));
+}
+
+#[test]
+fn a_second_run_reads_only_new_messages_even_under_another_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, 3);
+    rubin_messages(&tree(dir.path())); // for its schema: `consume` is given one
+    let ztf = ztf_messages();
+    let (first, later) = ztf.split_at(40);
+    broker.produce(TOPIC, first);
+    let db = dir.path().join("db");
+    let s = consume(&broker, &db, "g", &[]);
+    assert_eq!(s["messages"], first.len() as u64);
+
+    broker.produce(TOPIC, later);
+    let s = consume(&broker, &db, "g", &[]);
+    assert_eq!(s["messages"], later.len() as u64, "{s}");
+    assert_eq!(s["alerts_duplicate"], 0, "{s}");
+
+    // A new group starts where the store stands, not at the beginning of the topic.
+    let s = consume(&broker, &db, "another", &[]);
+    assert_eq!(s["messages"], 0, "{s}");
+
+    // `stats` shows each partition with no lag.
+    let out = Command::new(env!("CARGO_BIN_EXE_asterism"))
+        .args(["stats", "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let stats = summary(&out);
+    let parts = stats["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 3);
+    assert!(parts.iter().all(|p| p["lag"] == 0), "{stats}");
+    let next: i64 = parts.iter().map(|p| p["next_offset"].as_i64().unwrap()).sum();
+    assert_eq!(next, ztf.len() as i64);
+}
