@@ -337,3 +337,60 @@ fn a_second_run_reads_only_new_messages_even_under_another_group() {
     let next: i64 = parts.iter().map(|p| p["next_offset"].as_i64().unwrap()).sum();
     assert_eq!(next, ztf.len() as i64);
 }
+
+#[test]
+fn serve_ingests_a_topic_while_it_answers_and_stores_its_last_batch_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, 3);
+    let messages = all_messages(dir.path());
+    let db = dir.path().join("db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_asterism"))
+        .args(["serve", "--db"])
+        .arg(&db)
+        .args(["--addr", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args(["--kafka-brokers", &broker.addr, "--kafka-topic", TOPIC])
+        .args(["--kafka-group", "server", "--no-sync"])
+        .arg("--schema")
+        .arg(tree(dir.path()))
+        .args(["--kafka-option", "session.timeout.ms=6000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let http: std::net::SocketAddr = loop {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(rest) = line.strip_prefix("asterism HTTP API on http://") {
+            break rest.split('/').next().unwrap().parse().unwrap();
+        }
+    };
+    broker.produce(TOPIC, &messages);
+    // The server's HTTP stats show the partitions filling up to the end of the topic.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let stats = common::http::get(http, "/api/v1/stats").json();
+        let stored: i64 = stats["partitions"]
+            .as_array()
+            .map_or(0, |ps| ps.iter().map(|p| p["next_offset"].as_i64().unwrap()).sum());
+        if stored == messages.len() as i64 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "stuck at {stored}: {stats}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let object = common::http::get(http, "/api/v1/objects/ZTF20abyfpze").json();
+    assert_eq!(object["object_id"], "ZTF20abyfpze", "{object}");
+
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success());
+    let engine = Engine::open(&db, config()).unwrap();
+    let total: i64 = stored_offsets(&engine).iter().map(|(_, n)| n).sum();
+    assert_eq!(total, messages.len() as i64);
+    let (reference, _) = reference(dir.path(), &messages);
+    assert!(kept(&reference) == kept(&engine));
+}

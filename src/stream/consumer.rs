@@ -61,7 +61,9 @@ pub fn consume(
 
     let mut last_message = Instant::now();
     let mut ever_assigned = false;
+    let mut first_message: Option<Instant> = None;
     let mut last_stored = Instant::now();
+    let mut busy_until = Instant::now();
     let mut last_watermarks = Instant::now();
     let outcome = loop {
         if stop.load(Ordering::Relaxed) {
@@ -79,6 +81,7 @@ pub fn consume(
         match consumer.poll(POLL) {
             Some(Ok(message)) => {
                 last_message = Instant::now();
+                first_message.get_or_insert(last_message);
                 let mut state = consumer.context().state();
                 let key = (message.topic().to_string(), message.partition());
                 state.take(
@@ -105,6 +108,7 @@ pub fn consume(
         };
         if due && consumer.context().flush(&consumer)? {
             last_stored = Instant::now();
+            busy_until = last_stored;
             on_progress(&consumer.context().state().progress());
         }
         if last_watermarks.elapsed() >= WATERMARK_EVERY {
@@ -140,7 +144,9 @@ pub fn consume(
     // where this consumer stopped, and leaves (a revocation, flushed by the callback).
     let flushed = consumer.context().flush(&consumer);
     outcome?;
-    flushed?;
+    if flushed? {
+        busy_until = Instant::now();
+    }
     refresh_watermarks(&consumer);
     consumer.context().record_positions()?;
     consumer.unsubscribe();
@@ -152,6 +158,9 @@ pub fn consume(
         messages: state.messages,
         quarantined: state.quarantined,
         skipped: state.skipped,
+        busy_seconds: first_message.map_or(0.0, |f| {
+            busy_until.saturating_duration_since(f).as_secs_f64()
+        }),
         partitions,
     })
 }

@@ -132,6 +132,8 @@ pub struct ConsumeReport {
     pub quarantined: u64,
     /// Messages below a stored offset, skipped (a replay after a restart or a rebalance).
     pub skipped: u64,
+    /// Seconds from the first message read to the last batch stored.
+    pub busy_seconds: f64,
     /// Where each partition read stands, with its lag as of the last watermark.
     pub partitions: Vec<PartitionOffset>,
 }
