@@ -46,7 +46,14 @@ fn consume_command(broker: &Broker, db: &Path, group: &str, extra: &[&str]) -> C
     let mut c = Command::new(env!("CARGO_BIN_EXE_asterism"));
     c.args(["consume", "--db"])
         .arg(db)
-        .args(["--brokers", &broker.addr, "--topic", TOPIC, "--group", group])
+        .args([
+            "--brokers",
+            &broker.addr,
+            "--topic",
+            TOPIC,
+            "--group",
+            group,
+        ])
         .arg("--schema")
         .arg(tree(db.parent().unwrap()))
         .args(["--exit-when-idle", "4", "--no-sync", "--json"])
@@ -139,7 +146,10 @@ fn consumed_alerts_are_stored_as_ingest_stores_them() {
     let consumed = Engine::open(&db, config()).unwrap();
     let (a, b) = (kept(&reference), kept(&consumed));
     assert!(a.len() > 100);
-    assert!(a == b, "the consumed store differs from an ingest of the same packets");
+    assert!(
+        a == b,
+        "the consumed store differs from an ingest of the same packets"
+    );
     assert!(consumed.check().unwrap().is_sound());
     // The Rubin objects came through the Confluent framing.
     let stats = consumed.stats().unwrap();
@@ -170,7 +180,10 @@ fn a_consumer_killed_at_random_moments_loses_nothing_and_stores_nothing_twice() 
         let stderr = BufReader::new(child.stderr.take().unwrap());
         let mut lines = stderr.lines();
         let assigned = lines.any(|l| l.is_ok_and(|l| l.contains("assigned")));
-        assert!(assigned, "trial {trial}: the consumer never got its partitions");
+        assert!(
+            assigned,
+            "trial {trial}: the consumer never got its partitions"
+        );
         std::thread::spawn(move || lines.for_each(drop));
         std::thread::sleep(Duration::from_millis(rng.gen_range(0..1500)));
         let running = child.try_wait().unwrap().is_none();
@@ -189,7 +202,10 @@ fn a_consumer_killed_at_random_moments_loses_nothing_and_stores_nothing_twice() 
         }
         last = now;
     }
-    assert!(killed >= 8, "only {killed} of 10 consumers were killed mid-run");
+    assert!(
+        killed >= 8,
+        "only {killed} of 10 consumers were killed mid-run"
+    );
 
     let s = consume(&broker, &db, "crash", &[]);
     let consumed = Engine::open(&db, config()).unwrap();
@@ -218,7 +234,10 @@ fn poison_messages_are_quarantined_while_the_good_ones_land() {
     let messages = vec![
         ("ztf".to_string(), good_ztf.clone()),
         ("garbage".to_string(), b"not an alert at all".to_vec()),
-        ("truncated".to_string(), good_ztf[..good_ztf.len() / 2].to_vec()),
+        (
+            "truncated".to_string(),
+            good_ztf[..good_ztf.len() / 2].to_vec(),
+        ),
         ("unknown-id".to_string(), unknown_id),
         ("wrong-magic".to_string(), wrong_magic),
         ("rubin".to_string(), good_rubin),
@@ -240,7 +259,10 @@ fn poison_messages_are_quarantined_while_the_good_ones_land() {
     assert_eq!(s["messages"], 6);
     assert_eq!(s["quarantined"], 4, "{s}");
     assert_eq!(s["objects_new"], 2, "{s}");
-    assert_eq!(s["partitions"][0]["next"], 6, "the offsets moved past the poison");
+    assert_eq!(
+        s["partitions"][0]["next"], 6,
+        "the offsets moved past the poison"
+    );
 
     let out = Command::new(env!("CARGO_BIN_EXE_asterism"))
         .args(["quarantine", "--db"])
@@ -290,7 +312,10 @@ fn two_consumers_of_one_group_split_the_partitions_and_store_every_alert_once() 
     broker.produce(TOPIC, &messages);
     let reports: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     let counts: Vec<u64> = reports.iter().map(|r| r.messages).collect();
-    assert!(counts.iter().all(|&n| n > 0), "one consumer read nothing: {counts:?}");
+    assert!(
+        counts.iter().all(|&n| n > 0),
+        "one consumer read nothing: {counts:?}"
+    );
     assert_eq!(counts.iter().sum::<u64>(), messages.len() as u64);
     let mut partitions: Vec<i32> = reports
         .iter()
@@ -334,7 +359,10 @@ fn a_second_run_reads_only_new_messages_even_under_another_group() {
     let parts = stats["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 3);
     assert!(parts.iter().all(|p| p["lag"] == 0), "{stats}");
-    let next: i64 = parts.iter().map(|p| p["next_offset"].as_i64().unwrap()).sum();
+    let next: i64 = parts
+        .iter()
+        .map(|p| p["next_offset"].as_i64().unwrap())
+        .sum();
     assert_eq!(next, ztf.len() as i64);
 }
 
@@ -370,13 +398,16 @@ fn serve_ingests_a_topic_while_it_answers_and_stores_its_last_batch_on_sigterm()
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let stats = common::http::get(http, "/api/v1/stats").json();
-        let stored: i64 = stats["partitions"]
-            .as_array()
-            .map_or(0, |ps| ps.iter().map(|p| p["next_offset"].as_i64().unwrap()).sum());
+        let stored: i64 = stats["partitions"].as_array().map_or(0, |ps| {
+            ps.iter().map(|p| p["next_offset"].as_i64().unwrap()).sum()
+        });
         if stored == messages.len() as i64 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "stuck at {stored}: {stats}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stuck at {stored}: {stats}"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     let object = common::http::get(http, "/api/v1/objects/ZTF20abyfpze").json();

@@ -23,7 +23,7 @@ pub(super) enum Command {
     Generate(GenerateArgs),
     /// Serve the database over gRPC (see proto/asterism/v1/asterism.proto), and with --http
     /// over HTTP/JSON with the panel, until SIGINT/SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Ingest alert packets and lightcurve tables (files, directories, .tar, .tar.gz).
     Ingest(IngestArgs),
     /// Ingest the alerts of Kafka topics (ZTF Avro containers, Rubin's Confluent-framed
@@ -200,8 +200,9 @@ fn parse_cone(text: &str) -> Result<Cone, String> {
 pub(super) fn decode_options(schema: Option<&Path>) -> Result<DecodeOptions> {
     match schema {
         None => Ok(DecodeOptions::default()),
-        Some(path) => source::schema_options(path)
-            .map_err(|e| anyhow::anyhow!("cannot load the schema: {e}")),
+        Some(path) => {
+            source::schema_options(path).map_err(|e| anyhow::anyhow!("cannot load the schema: {e}"))
+        }
     }
 }
 

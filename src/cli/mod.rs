@@ -40,7 +40,7 @@ struct Cli {
 pub fn run() -> Result<()> {
     match Cli::parse().command {
         Command::Generate(args) => ingest::generate(args),
-        Command::Serve(args) => serve::serve(args),
+        Command::Serve(args) => serve::serve(*args),
         Command::Ingest(args) => ingest::ingest(args),
         #[cfg(feature = "kafka")]
         Command::Consume(args) => stream::consume(args),

@@ -16,7 +16,7 @@ use asterism::engine::{
 use asterism::model::{ObjectRecord, Survey};
 use asterism::science::Explanation;
 use asterism::server::json;
-use asterism::store::{Counts, PartitionOffset, Quarantined};
+use asterism::store::{Counts, PartitionOffset};
 
 /// `println!` that returns the error instead of panicking (a closed pipe, as with `| head`,
 /// ends the command quietly: see `main`).
@@ -457,7 +457,8 @@ pub(super) fn print_partitions(partitions: &[PartitionOffset]) -> Result<()> {
 }
 
 /// The quarantined messages, without their bytes (`--dump` writes those).
-pub(super) fn print_quarantine(list: &[Quarantined], json: bool) -> Result<()> {
+#[cfg(feature = "kafka")]
+pub(super) fn print_quarantine(list: &[asterism::store::Quarantined], json: bool) -> Result<()> {
     if json {
         let rows: Vec<serde_json::Value> = list
             .iter()

@@ -81,6 +81,23 @@ pub fn split_vector_key(key: &[u8]) -> Option<(&str, u32)> {
     Some((id, seq))
 }
 
+/// Key of a Kafka partition in the `offsets` column family: the topic, a 0 byte (topic names
+/// hold none), then the partition.
+pub fn partition_key(topic: &str, partition: i32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(topic.len() + 5);
+    key.extend_from_slice(topic.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+/// Key of a quarantined message: its partition's key, then its offset.
+pub fn quarantine_key(topic: &str, partition: i32, offset: i64) -> Vec<u8> {
+    let mut key = partition_key(topic, partition);
+    key.extend_from_slice(&i64_key(offset));
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,19 +132,3 @@ mod tests {
     }
 }
 
-/// Key of a Kafka partition in the `offsets` column family: the topic, a 0 byte (topic names
-/// hold none), then the partition.
-pub fn partition_key(topic: &str, partition: i32) -> Vec<u8> {
-    let mut key = Vec::with_capacity(topic.len() + 5);
-    key.extend_from_slice(topic.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&partition.to_be_bytes());
-    key
-}
-
-/// Key of a quarantined message: its partition's key, then its offset.
-pub fn quarantine_key(topic: &str, partition: i32, offset: i64) -> Vec<u8> {
-    let mut key = partition_key(topic, partition);
-    key.extend_from_slice(&i64_key(offset));
-    key
-}

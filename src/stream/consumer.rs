@@ -134,7 +134,11 @@ pub fn consume(
                 last_message = last_message.max(at);
                 ever_assigned = true;
             }
-            let grace = if ever_assigned { idle } else { idle + JOIN_GRACE };
+            let grace = if ever_assigned {
+                idle
+            } else {
+                idle + JOIN_GRACE
+            };
             if last_message.elapsed() >= grace {
                 break Ok(());
             }
@@ -151,7 +155,10 @@ pub fn consume(
     consumer.context().record_positions()?;
     consumer.unsubscribe();
     let state = std::mem::take(&mut *consumer.context().state());
-    let mut partitions = engine.store().offsets().map_err(crate::engine::EngineError::from)?;
+    let mut partitions = engine
+        .store()
+        .offsets()
+        .map_err(crate::engine::EngineError::from)?;
     partitions.retain(|p| state.known.contains_key(&(p.topic.clone(), p.partition)));
     Ok(ConsumeReport {
         ingest: state.tally.finish(),
@@ -178,7 +185,10 @@ fn client_config(config: &ConsumeConfig) -> Result<ClientConfig> {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.message.max.bytes", MAX_MESSAGE_BYTES.to_string())
-        .set("receive.message.max.bytes", (4 * MAX_MESSAGE_BYTES).to_string())
+        .set(
+            "receive.message.max.bytes",
+            (4 * MAX_MESSAGE_BYTES).to_string(),
+        )
         .set("client.id", "asterism");
     for (k, v) in &config.kafka_options {
         c.set(k, v);
@@ -342,7 +352,12 @@ impl Context {
             if let Some(o) = stored {
                 tpl.set_partition_offset(&topic, partition, Offset::Offset(o.next))?;
                 state.known.insert((topic.clone(), partition), o.next);
-                tracing::info!(topic, partition, offset = o.next, "resuming at the stored offset");
+                tracing::info!(
+                    topic,
+                    partition,
+                    offset = o.next,
+                    "resuming at the stored offset"
+                );
             }
         }
         Ok(())
@@ -473,7 +488,9 @@ impl ConsumerContext for Context {
                 } else {
                     consumer.unassign()
                 };
-                flushed.and(unassigned.map_err(StreamError::from)).map(|_| ())
+                flushed
+                    .and(unassigned.map_err(StreamError::from))
+                    .map(|_| ())
             }
             other => {
                 tracing::warn!(error = ?other, "rebalance");

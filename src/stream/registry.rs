@@ -96,10 +96,6 @@ impl Registry {
 }
 
 fn clip(s: &str) -> &str {
-    let end = s
-        .char_indices()
-        .map(|(i, _)| i)
-        .nth(200)
-        .unwrap_or(s.len());
+    let end = s.char_indices().map(|(i, _)| i).nth(200).unwrap_or(s.len());
     &s[..end]
 }
