@@ -425,3 +425,89 @@ fn serve_ingests_a_topic_while_it_answers_and_stores_its_last_batch_on_sigterm()
     let (reference, _) = reference(dir.path(), &messages);
     assert!(kept(&reference) == kept(&engine));
 }
+
+/// A Confluent-compatible registry on 127.0.0.1:0 holding one schema (id 1000), counting the
+/// lookups of each id. (Confluent's Schema Registry is a JVM service that cannot be installed
+/// here; this answers its `GET /schemas/ids/{id}` contract over real HTTP.)
+fn registry(schema: String) -> (String, Arc<std::sync::Mutex<Vec<u32>>>) {
+    use axum::extract::{Path as UrlPath, State};
+    use axum::http::StatusCode;
+    use axum::Json;
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let state = (schema, Arc::clone(&asked));
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new()
+                .route(
+                    "/schemas/ids/{id}",
+                    axum::routing::get(
+                        |State((schema, asked)): State<(
+                            String,
+                            Arc<std::sync::Mutex<Vec<u32>>>,
+                        )>,
+                         UrlPath(id): UrlPath<u32>| async move {
+                            asked.lock().unwrap().push(id);
+                            if id == 1000 {
+                                (
+                                    StatusCode::OK,
+                                    Json(serde_json::json!({ "schema": schema })),
+                                )
+                            } else {
+                                (
+                                    StatusCode::NOT_FOUND,
+                                    Json(serde_json::json!({
+                                        "error_code": 40403, "message": "Schema not found"
+                                    })),
+                                )
+                            }
+                        },
+                    ),
+                )
+                .with_state(state);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (format!("http://{}", rx.recv().unwrap()), asked)
+}
+
+#[test]
+fn schemas_come_from_a_registry_once_per_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, 1);
+    let mut messages = rubin_messages(&tree(dir.path()));
+    let mut unknown = messages[0].1.clone();
+    unknown[1..5].copy_from_slice(&1100u32.to_be_bytes());
+    messages.push(("unknown".into(), unknown.clone()));
+    messages.push(("unknown-again".into(), unknown));
+    broker.produce(TOPIC, &messages);
+    let schema =
+        std::fs::read_to_string(tree(dir.path()).join("10").join("0").join("alert.avsc")).unwrap();
+    let (url, asked) = registry(schema);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_asterism"))
+        .args(["consume", "--db"])
+        .arg(dir.path().join("db"))
+        .args(["--brokers", &broker.addr, "--topic", TOPIC, "--group", "g"])
+        .args(["--schema-registry", &url, "--exit-when-idle", "4", "--json"])
+        .args(["--kafka-option", "session.timeout.ms=6000"])
+        .output()
+        .unwrap();
+    let s = summary(&out);
+    assert_eq!(s["messages"], messages.len() as u64);
+    assert_eq!(s["quarantined"], 2, "{s}");
+    assert!(s["objects_new"].as_u64().unwrap() >= 5, "{s}");
+    assert!(
+        s["rejects"][0]["reason"].as_str().unwrap().contains("1100"),
+        "{s}"
+    );
+    // Each id asked for once: 1000 found and cached, 1100 not found.
+    assert_eq!(*asked.lock().unwrap(), [1000, 1100]);
+}

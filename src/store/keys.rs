@@ -131,4 +131,3 @@ mod tests {
         assert_eq!(&alert_key(Survey::Lsst, 3)[1..], &i64_key(3));
     }
 }
-

@@ -2,6 +2,7 @@
 //! those fetched from a Confluent-compatible schema registry (`GET {url}/schemas/ids/{id}`),
 //! each fetched once and cached.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ struct SchemaById {
 pub struct Schemas {
     options: DecodeOptions,
     registry: Option<Registry>,
+    /// Ids the registry said it does not hold: not asked again in this run.
+    missing: HashSet<u32>,
 }
 
 struct Registry {
@@ -40,7 +43,11 @@ impl Schemas {
                 .build()
                 .new_agent(),
         });
-        Schemas { options, registry }
+        Schemas {
+            options,
+            registry,
+            missing: HashSet::new(),
+        }
     }
 
     /// The decode options for `payload`: when it is a Confluent-framed datum whose schema id
@@ -51,13 +58,18 @@ impl Schemas {
         let Some(id) = alert::confluent_schema_id(payload) else {
             return Ok(&self.options);
         };
-        if self.options.schemas_by_id.contains_key(&id) {
+        if self.options.schemas_by_id.contains_key(&id) || self.missing.contains(&id) {
             return Ok(&self.options);
         }
         if let Some(registry) = &self.registry {
-            if let Some(schema) = registry.fetch(id)? {
-                tracing::info!(schema_id = id, "writer schema fetched from the registry");
-                self.options.schemas_by_id.insert(id, Arc::new(schema));
+            match registry.fetch(id)? {
+                Some(schema) => {
+                    tracing::info!(schema_id = id, "writer schema fetched from the registry");
+                    self.options.schemas_by_id.insert(id, Arc::new(schema));
+                }
+                None => {
+                    self.missing.insert(id);
+                }
             }
         }
         Ok(&self.options)
