@@ -196,12 +196,23 @@ fn parse_cone(text: &str) -> Result<Cone, String> {
     }
 }
 
-/// The decoding options `--schema` gives: a writer schema for Confluent-framed Avro datums.
-pub(super) fn decode_options(schema: Option<&Path>) -> Result<DecodeOptions> {
-    match schema {
-        None => Ok(DecodeOptions::default()),
-        Some(path) => {
-            source::schema_options(path).map_err(|e| anyhow::anyhow!("cannot load the schema: {e}"))
+/// `--schema`, shared by the commands that decode Confluent-framed Avro datums.
+#[derive(Args, Debug)]
+pub(super) struct SchemaArg {
+    /// Writer schemas for Confluent-framed Avro datums (Rubin's Kafka format): an .avsc file
+    /// or a directory of one schema version's split .avsc files (any schema id), or a
+    /// MAJOR/MINOR tree of them as Rubin's alert_packet ships it (schema id MAJOR*100+MINOR).
+    #[arg(long, value_name = "PATH")]
+    schema: Option<PathBuf>,
+}
+
+impl SchemaArg {
+    /// The decoding options the flag gives.
+    pub(super) fn decode_options(&self) -> Result<DecodeOptions> {
+        match &self.schema {
+            None => Ok(DecodeOptions::default()),
+            Some(path) => source::schema_options(path)
+                .map_err(|e| anyhow::anyhow!("cannot load the schema: {e}")),
         }
     }
 }
@@ -282,9 +293,8 @@ pub(super) struct ServeArgs {
     /// File of `user token` lines: a user's votes and personal rankings need their token.
     #[arg(long, env = "ASTERISM_USER_TOKENS", value_name = "FILE")]
     pub(super) user_tokens: Option<PathBuf>,
-    /// Writer schema for Confluent-framed Avro datums (as for `ingest`).
-    #[arg(long, value_name = "PATH")]
-    pub(super) schema: Option<PathBuf>,
+    #[command(flatten)]
+    pub(super) schema: SchemaArg,
     /// Larger messages are refused (RESOURCE_EXHAUSTED).
     #[arg(long, default_value_t = server::DEFAULT_MAX_MESSAGE_BYTES)]
     pub(super) max_message_bytes: usize,
@@ -354,10 +364,8 @@ pub(super) struct IngestArgs {
     /// Files or directories to read, recursively.
     #[arg(required = true, value_name = "PATH")]
     pub(super) paths: Vec<PathBuf>,
-    /// Writer schema for Confluent-framed Avro datums: an .avsc file, or a directory of
-    /// the split .avsc files of one LSST schema version.
-    #[arg(long, value_name = "PATH")]
-    pub(super) schema: Option<PathBuf>,
+    #[command(flatten)]
+    pub(super) schema: SchemaArg,
     #[command(flatten)]
     pub(super) write: WriteArgs,
     /// Print the summary as one JSON object.
@@ -383,10 +391,8 @@ pub(super) struct ConsumeArgs {
     /// The consumer group: consumers of one group share the partitions.
     #[arg(long, alias = "kafka-group", value_name = "GROUP")]
     pub(super) group: String,
-    /// Writer schemas for Confluent-framed datums: an .avsc file, a directory of one schema
-    /// version's .avsc files, or a MAJOR/MINOR tree of them (schema id MAJOR*100+MINOR).
-    #[arg(long, value_name = "PATH")]
-    pub(super) schema: Option<PathBuf>,
+    #[command(flatten)]
+    pub(super) schema: SchemaArg,
     /// Stop after this many seconds without a message.
     #[arg(long, value_name = "SECS")]
     pub(super) exit_when_idle: Option<f64>,

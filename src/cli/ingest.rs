@@ -15,7 +15,7 @@ use asterism::engine::{Engine, IngestReport};
 use asterism::model::{Alert, Survey};
 use asterism::{source, synth};
 
-use super::args::{decode_options, GenerateArgs, IngestArgs, ReindexArgs};
+use super::args::{GenerateArgs, IngestArgs, ReindexArgs};
 use super::open_existing;
 use super::output::{self, GenerateSummary};
 
@@ -26,7 +26,7 @@ const FILES_PER_ROUND: usize = 32;
 pub(super) fn ingest(args: IngestArgs) -> Result<()> {
     let engine = Engine::open(&args.db.db, args.write.engine_config()?)?;
     engine.skip_index_teardown();
-    let opts = decode_options(args.schema.as_deref())?;
+    let opts = args.schema.decode_options()?;
     let report = ingest_paths(&engine, &args.paths, &opts)?;
     engine.checkpoint()?;
     output::print_ingest(&report, args.json)

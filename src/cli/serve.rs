@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use asterism::engine::Engine;
 use asterism::server::{self, Access, ServerConfig};
 
-use super::args::{decode_options, ServeArgs};
+use super::args::ServeArgs;
 use super::output;
 
 /// Runs the gRPC server (and the HTTP one) until SIGINT or SIGTERM.
@@ -26,7 +26,8 @@ pub(super) fn serve(args: ServeArgs) -> Result<()> {
         Some(path) => Access::read_user_tokens(path).map_err(|e| anyhow::anyhow!(e))?,
         None => Default::default(),
     };
-    let consumer = start_consumer(&args, &engine, batch_size)?;
+    let decode = args.schema.decode_options()?;
+    let consumer = start_consumer(&args, &engine, batch_size, &decode)?;
     let server_config = ServerConfig {
         access: Access {
             write_token: args.token.filter(|t| !t.is_empty()),
@@ -34,7 +35,7 @@ pub(super) fn serve(args: ServeArgs) -> Result<()> {
             users,
         },
         max_message_bytes: args.max_message_bytes,
-        decode: decode_options(args.schema.as_deref())?,
+        decode,
         tls,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -76,7 +77,12 @@ type Consumer = ();
 
 /// With `--kafka-brokers`, starts the consumer thread that ingests the topics while serving.
 #[cfg(feature = "kafka")]
-fn start_consumer(args: &ServeArgs, engine: &Arc<Engine>, batch_size: usize) -> Result<Consumer> {
+fn start_consumer(
+    args: &ServeArgs,
+    engine: &Arc<Engine>,
+    batch_size: usize,
+    decode: &asterism::alert::DecodeOptions,
+) -> Result<Consumer> {
     let Some(brokers) = &args.kafka_brokers else {
         return Ok(None);
     };
@@ -84,7 +90,7 @@ fn start_consumer(args: &ServeArgs, engine: &Arc<Engine>, batch_size: usize) -> 
         brokers,
         args.kafka_topics.clone(),
         &args.kafka_group,
-        args.schema.as_deref(),
+        decode.clone(),
         &args.kafka,
     )?;
     config.batch_size = batch_size;
@@ -94,7 +100,12 @@ fn start_consumer(args: &ServeArgs, engine: &Arc<Engine>, batch_size: usize) -> 
 }
 
 #[cfg(not(feature = "kafka"))]
-fn start_consumer(args: &ServeArgs, _engine: &Arc<Engine>, _batch: usize) -> Result<Consumer> {
+fn start_consumer(
+    args: &ServeArgs,
+    _engine: &Arc<Engine>,
+    _batch: usize,
+    _decode: &asterism::alert::DecodeOptions,
+) -> Result<Consumer> {
     if args.kafka_brokers.is_some() {
         anyhow::bail!("this asterism was built without Kafka (cargo feature `kafka`)");
     }

@@ -3,7 +3,6 @@
 //! beside the server with `--kafka-brokers`.
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -15,7 +14,9 @@ use indicatif::ProgressBar;
 use asterism::engine::Engine;
 use asterism::stream::{self, ConsumeConfig, NightlyTopics, Progress};
 
-use super::args::{decode_options, ConsumeArgs, KafkaArgs, QuarantineArgs};
+use asterism::alert::DecodeOptions;
+
+use super::args::{ConsumeArgs, KafkaArgs, QuarantineArgs};
 use super::{open_existing, output};
 
 /// How long the consumer in `serve` waits before it reconnects after an error.
@@ -28,7 +29,7 @@ pub(super) fn consume(args: ConsumeArgs) -> Result<()> {
         &args.brokers,
         args.topics.clone(),
         &args.group,
-        args.schema.as_deref(),
+        args.schema.decode_options()?,
         &args.kafka,
     )?;
     config.batch_size = write.batch_size;
@@ -86,11 +87,11 @@ pub(super) fn consume_config(
     brokers: &str,
     topics: Vec<String>,
     group: &str,
-    schema: Option<&Path>,
+    decode: DecodeOptions,
     kafka: &KafkaArgs,
 ) -> Result<ConsumeConfig> {
     let mut config = ConsumeConfig::new(brokers, topics, group);
-    config.decode = decode_options(schema)?;
+    config.decode = decode;
     config.registry = kafka.schema_registry.clone();
     if !kafka.ztf_nightly.is_empty() {
         config.nightly = Some(NightlyTopics {

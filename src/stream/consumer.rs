@@ -69,15 +69,6 @@ pub fn consume(
         if stop.load(Ordering::Relaxed) {
             break Ok(());
         }
-        if config.nightly.is_some() {
-            let now = config.topics_now();
-            if now != topics {
-                // UTC midnight: tonight's topic joins, the night before yesterday's leaves.
-                consumer.context().flush(&consumer)?;
-                topics = now;
-                subscribe(&consumer, &topics)?;
-            }
-        }
         match consumer.poll(POLL) {
             Some(Ok(message)) => {
                 last_message = Instant::now();
@@ -113,6 +104,15 @@ pub fn consume(
         }
         if last_watermarks.elapsed() >= WATERMARK_EVERY {
             last_watermarks = Instant::now();
+            if config.nightly.is_some() {
+                let now = config.topics_now();
+                if now != topics {
+                    // UTC midnight: tonight's topic joins, the night before yesterday's leaves.
+                    consumer.context().flush(&consumer)?;
+                    topics = now;
+                    subscribe(&consumer, &topics)?;
+                }
+            }
             let lag = refresh_watermarks(&consumer);
             consumer.context().record_positions()?;
             on_progress(&consumer.context().state().progress());
@@ -155,10 +155,7 @@ pub fn consume(
     consumer.context().record_positions()?;
     consumer.unsubscribe();
     let state = std::mem::take(&mut *consumer.context().state());
-    let mut partitions = engine
-        .store()
-        .offsets()
-        .map_err(crate::engine::EngineError::from)?;
+    let mut partitions = engine.store().offsets()?;
     partitions.retain(|p| state.known.contains_key(&(p.topic.clone(), p.partition)));
     Ok(ConsumeReport {
         ingest: state.tally.finish(),
@@ -232,7 +229,8 @@ fn refresh_watermarks(consumer: &BaseConsumer<Context>) -> i64 {
     for (key, high) in highs {
         let next = state.known.get(&key).copied().unwrap_or(0);
         lag += (high - next).max(0);
-        state.high.insert(key, (high, now));
+        let old = state.high.insert(key, (high, now));
+        state.highs_changed |= old.is_none_or(|(h, _)| h != high);
     }
     state.lag = lag;
     lag
@@ -262,6 +260,8 @@ struct State {
     quarantined: u64,
     skipped: u64,
     lag: i64,
+    /// A high watermark moved since the positions were last written.
+    highs_changed: bool,
     /// When partitions were last assigned, until the loop reads it.
     assigned_at: Option<Instant>,
     /// An error raised inside a rebalance callback, for the loop to return.
@@ -316,10 +316,11 @@ impl Context {
     /// Writes the high watermarks last asked for beside the stored offsets (no message is
     /// pending then: `flush` came first), so that `stats` shows the lag.
     fn record_positions(&self) -> Result<()> {
-        let state = self.state();
-        if !state.pending.next.is_empty() || state.high.is_empty() {
+        let mut state = self.state();
+        if !state.pending.next.is_empty() || !state.highs_changed {
             return Ok(());
         }
+        state.highs_changed = false;
         let stored: BTreeMap<Partition, i64> = state
             .known
             .iter()
@@ -344,18 +345,13 @@ impl Context {
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
         for (topic, partition) in parts {
-            let stored = self
-                .engine
-                .store()
-                .offset(&topic, partition)
-                .map_err(crate::engine::EngineError::from)?;
-            if let Some(o) = stored {
-                tpl.set_partition_offset(&topic, partition, Offset::Offset(o.next))?;
-                state.known.insert((topic.clone(), partition), o.next);
+            let key = (topic.clone(), partition);
+            if let Some(next) = state.stored_next(&self.engine, key)? {
+                tpl.set_partition_offset(&topic, partition, Offset::Offset(next))?;
                 tracing::info!(
                     topic,
                     partition,
-                    offset = o.next,
+                    offset = next,
                     "resuming at the stored offset"
                 );
             }
@@ -375,18 +371,7 @@ impl State {
         offset: i64,
         payload: &[u8],
     ) -> Result<()> {
-        let next = match self.known.get(&key) {
-            Some(n) => *n,
-            None => {
-                let stored = engine
-                    .store()
-                    .offset(&key.0, key.1)
-                    .map_err(crate::engine::EngineError::from)?;
-                let n = stored.map_or(0, |o| o.next);
-                self.known.insert(key.clone(), n);
-                n
-            }
-        };
+        let next = self.stored_next(engine, key.clone())?.unwrap_or(0);
         if offset < next {
             self.skipped += 1;
             return Ok(());
@@ -418,6 +403,18 @@ impl State {
         self.pending.next.insert(key.clone(), offset + 1);
         self.known.insert(key, offset + 1);
         Ok(())
+    }
+
+    /// The next offset of a partition this consumer has read or the store holds (cached).
+    fn stored_next(&mut self, engine: &Engine, key: Partition) -> Result<Option<i64>> {
+        if let Some(next) = self.known.get(&key) {
+            return Ok(Some(*next));
+        }
+        let stored = engine.store().offset(&key.0, key.1)?.map(|o| o.next);
+        if let Some(next) = stored {
+            self.known.insert(key, next);
+        }
+        Ok(stored)
     }
 
     /// The rows for the `offsets` column family: each partition's next offset, with the last

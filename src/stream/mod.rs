@@ -45,6 +45,12 @@ pub enum StreamError {
     Stalled { seconds: u64, lag: i64 },
 }
 
+impl From<crate::store::StoreError> for StreamError {
+    fn from(e: crate::store::StoreError) -> Self {
+        StreamError::Engine(e.into())
+    }
+}
+
 impl From<rdkafka::error::KafkaError> for StreamError {
     fn from(e: rdkafka::error::KafkaError) -> Self {
         StreamError::Kafka(e.to_string())
