@@ -307,6 +307,8 @@ pub struct MergeOutcome {
     pub forced_added: u64,
     pub upper_limits_added: u64,
     pub annotations_changed: u64,
+    /// Measurements already held whose kept copy was replaced by a preferred one.
+    pub copies_replaced: u64,
 }
 
 impl MergeOutcome {
@@ -315,6 +317,7 @@ impl MergeOutcome {
             + self.forced_added
             + self.upper_limits_added
             + self.annotations_changed
+            + self.copies_replaced
             > 0
     }
 }
@@ -337,16 +340,20 @@ impl ObjectRecord {
     pub fn merge(&mut self, alert: &Alert) -> MergeOutcome {
         let mut out = MergeOutcome::default();
         for d in &alert.detections {
-            out.detections_added += u64::from(merge_epoch(&mut self.detections, d, preferred));
+            out.detections_added += merge_epoch(&mut self.detections, d, preferred).count(&mut out);
         }
         for d in &alert.forced {
-            out.forced_added += u64::from(merge_epoch(&mut self.forced, d, preferred));
+            out.forced_added += merge_epoch(&mut self.forced, d, preferred).count(&mut out);
         }
         for l in &alert.upper_limits {
-            out.upper_limits_added +=
-                u64::from(merge_epoch(&mut self.upper_limits, l, |new, old| {
-                    new.limit_mag > old.limit_mag
-                }));
+            out.upper_limits_added += merge_epoch(&mut self.upper_limits, l, |new, old| {
+                // The deeper limit, then the earlier time: a total order.
+                new.limit_mag
+                    .total_cmp(&old.limit_mag)
+                    .then(old.mjd.total_cmp(&new.mjd))
+                    .is_gt()
+            })
+            .count(&mut out);
         }
         for (name, value) in &alert.annotations {
             let candidate = Annotation {
@@ -413,13 +420,22 @@ fn same_epoch(a: f64, b: f64) -> bool {
 }
 
 /// Which of two copies of one measurement to keep: the one the survey gave an id, then the one
-/// with the smaller error, then the smaller value; a total order, so the choice is stable.
+/// with the smaller error, then the smaller value, then the smaller id (ZTF re-issues one epoch
+/// under several candids), time and position. A total order over every field that can differ,
+/// so the copy kept does not depend on which arrived first.
 fn preferred(new: &Detection, old: &Detection) -> bool {
-    let key = |d: &Detection| (d.source_id.is_none(), d.error, d.value);
-    let (a, b) = (key(new), key(old));
-    (a.0, a.1, a.2)
-        .partial_cmp(&(b.0, b.1, b.2))
-        .is_some_and(|o| o == std::cmp::Ordering::Less)
+    let position = |d: &Detection| (d.ra.unwrap_or(f64::NAN), d.dec.unwrap_or(f64::NAN));
+    let (pn, po) = (position(new), position(old));
+    new.source_id
+        .is_none()
+        .cmp(&old.source_id.is_none())
+        .then(new.error.total_cmp(&old.error))
+        .then(new.value.total_cmp(&old.value))
+        .then(new.source_id.cmp(&old.source_id))
+        .then(new.mjd.total_cmp(&old.mjd))
+        .then(pn.0.total_cmp(&po.0))
+        .then(pn.1.total_cmp(&po.1))
+        .is_lt()
 }
 
 /// A measurement at one epoch in one band, as kept in an object's sorted lists.
@@ -448,21 +464,48 @@ impl Epoch for UpperLimit {
 
 /// Inserts `item` into the sorted `list` unless the same band and epoch is there, in which case
 /// `prefer(new, old)` decides which copy stays; returns whether an entry was added.
-fn merge_epoch<T: Epoch>(list: &mut Vec<T>, item: &T, prefer: impl Fn(&T, &T) -> bool) -> bool {
+fn merge_epoch<T: Epoch>(
+    list: &mut Vec<T>,
+    item: &T,
+    prefer: impl Fn(&T, &T) -> bool,
+) -> EpochMerge {
     let t = item.mjd();
     let mut i = list.partition_point(|x| x.mjd() < t - SAME_EPOCH_TOLERANCE_DAYS);
     while i < list.len() && list[i].mjd() <= t + SAME_EPOCH_TOLERANCE_DAYS {
         if list[i].band() == item.band() && same_epoch(list[i].mjd(), t) {
             if prefer(item, &list[i]) {
                 list[i] = item.clone();
+                return EpochMerge::Replaced;
             }
-            return false;
+            return EpochMerge::Kept;
         }
         i += 1;
     }
     let at = list.partition_point(|x| (x.mjd(), x.band()) < (t, item.band()));
     list.insert(at, item.clone());
-    true
+    EpochMerge::Added
+}
+
+/// What [`merge_epoch`] did with one measurement.
+enum EpochMerge {
+    Added,
+    /// The measurement was held; this copy is preferred and took the old one's place.
+    Replaced,
+    Kept,
+}
+
+impl EpochMerge {
+    /// 1 if the measurement was new; a replaced copy is counted in `out.copies_replaced`.
+    fn count(self, out: &mut MergeOutcome) -> u64 {
+        match self {
+            EpochMerge::Added => 1,
+            EpochMerge::Replaced => {
+                out.copies_replaced += 1;
+                0
+            }
+            EpochMerge::Kept => 0,
+        }
+    }
 }
 
 #[cfg(test)]
