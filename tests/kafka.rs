@@ -469,6 +469,21 @@ fn registry(schema: String) -> (String, Arc<std::sync::Mutex<Vec<u32>>>) {
                         },
                     ),
                 )
+                .route(
+                    "/subjects/{subject}/versions",
+                    axum::routing::post(
+                        |State((_, asked)): State<(String, Arc<std::sync::Mutex<Vec<u32>>>)>,
+                         UrlPath(subject): UrlPath<String>,
+                         body: String| async move {
+                            // The registration of the published records' schema: id 7.
+                            let parsed: Value = serde_json::from_str(&body).unwrap();
+                            assert!(parsed["schema"].as_str().unwrap().contains("ObjectUpdate"));
+                            assert_eq!(subject, "updates-value");
+                            asked.lock().unwrap().push(7);
+                            Json(serde_json::json!({ "id": 7 }))
+                        },
+                    ),
+                )
                 .with_state(state);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
@@ -483,6 +498,7 @@ fn schemas_come_from_a_registry_once_per_id() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start();
     broker.create_topic(TOPIC, 1);
+    broker.create_topic("updates", 1);
     let mut messages = rubin_messages(&tree(dir.path()));
     let mut unknown = messages[0].1.clone();
     unknown[1..5].copy_from_slice(&1100u32.to_be_bytes());
@@ -498,6 +514,7 @@ fn schemas_come_from_a_registry_once_per_id() {
         .arg(dir.path().join("db"))
         .args(["--brokers", &broker.addr, "--topic", TOPIC, "--group", "g"])
         .args(["--schema-registry", &url, "--exit-when-idle", "4", "--json"])
+        .args(["--publish-topic", "updates"])
         .args(["--kafka-option", "session.timeout.ms=6000"])
         .output()
         .unwrap();
@@ -509,6 +526,110 @@ fn schemas_come_from_a_registry_once_per_id() {
         s["rejects"][0]["reason"].as_str().unwrap().contains("1100"),
         "{s}"
     );
-    // Each id asked for once: 1000 found and cached, 1100 not found.
-    assert_eq!(*asked.lock().unwrap(), [1000, 1100]);
+    // The update schema registered first (id 7); then each id asked for once: 1000 found and
+    // cached, 1100 not found.
+    assert_eq!(*asked.lock().unwrap(), [7, 1000, 1100]);
+    // With a registry, the updates are Confluent-framed datums under the registered id.
+    let published = s["published"].as_u64().unwrap() as usize;
+    assert!(published >= 5);
+    let updates = broker.read_all("updates", published);
+    assert_eq!(updates.len(), published);
+    let schema = apache_avro::Schema::parse_str(asterism::stream::OBJECT_UPDATE_SCHEMA).unwrap();
+    for (key, payload) in updates {
+        assert_eq!(payload[..5], [0, 0, 0, 0, 7]);
+        let reader = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+            .build()
+            .unwrap();
+        let value = reader.read_value(&mut &payload[5..]).unwrap();
+        assert_eq!(update_fields(value)["objectId"], key.as_str());
+    }
+}
+
+/// The fields of a published object update, as a downstream reader decodes them.
+fn update_fields(value: apache_avro::types::Value) -> std::collections::HashMap<String, Value> {
+    let json: Value = serde_json::to_value(apache_avro::from_value::<Value>(&value).unwrap())
+        .unwrap();
+    json.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[test]
+fn each_object_a_batch_changed_is_published_for_downstream_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, 3);
+    broker.create_topic("updates", 3);
+    let messages = all_messages(dir.path());
+    broker.produce(TOPIC, &messages);
+    let db = dir.path().join("db");
+    // Every message in one batch, so the published state is the final one.
+    let s = consume(
+        &broker,
+        &db,
+        "g",
+        &[
+            "--publish-topic",
+            "updates",
+            "--batch-size",
+            "100000",
+            "--max-batch-delay-ms",
+            "4000",
+        ],
+    );
+    let engine = Engine::open(&db, config()).unwrap();
+    let objects: u64 = engine.stats().unwrap().values().map(|c| c.objects).sum();
+    assert_eq!(s["published"], objects, "{s}");
+
+    let updates = broker.read_all("updates", objects as usize);
+    assert_eq!(updates.len() as u64, objects);
+    let schema = apache_avro::Schema::parse_str(asterism::stream::OBJECT_UPDATE_SCHEMA).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for (key, payload) in updates {
+        // A one-record Avro container, readable by any Avro library.
+        let mut reader = apache_avro::Reader::new(&payload[..]).unwrap();
+        assert_eq!(reader.writer_schema(), &schema);
+        let u = update_fields(reader.next().unwrap().unwrap());
+        assert!(reader.next().is_none());
+        assert_eq!(u["objectId"], key.as_str());
+        let record = engine.object(&key).unwrap();
+        assert_eq!(u["nDetections"], record.detections.len());
+        assert_eq!(u["survey"], record.survey.as_str());
+        let neighbours: Vec<(String, f64)> = engine
+            .neighbours(&key)
+            .unwrap()
+            .into_iter()
+            .map(|n| (n.object_id, f64::from(n.distance)))
+            .collect();
+        let published: Vec<(String, f64)> = u["neighbours"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                let n = n.as_object().unwrap();
+                (
+                    n["objectId"].as_str().unwrap().to_string(),
+                    n["distance"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(published, neighbours, "{key}");
+        match engine.classify(&key) {
+            Ok(c) => {
+                let pc = &u["classification"];
+                assert_eq!(pc["method"], c.method, "{key}");
+                assert_eq!(pc["class"], serde_json::json!(c.class), "{key}");
+            }
+            Err(_) => assert!(u["classification"].is_null(), "{key}"),
+        }
+        let version = engine.store().vector_versions(&key).unwrap();
+        assert_eq!(
+            u["embeddingVersion"],
+            serde_json::json!(version.last().map(|(seq, _)| *seq)),
+            "{key}"
+        );
+        assert!(seen.insert(key), "published twice");
+    }
 }

@@ -417,6 +417,11 @@ pub(super) struct KafkaArgs {
     /// yesterday's, UTC, rolling over at midnight). Repeatable.
     #[arg(long, value_name = "PROGRAMID")]
     pub(super) ztf_nightly: Vec<u32>,
+    /// After each stored batch, publish one Avro record per object it changed to this topic
+    /// (schema: proto/asterism/v1/object_update.avsc; Confluent-framed when
+    /// --schema-registry is given, a one-record container otherwise), keyed by object id.
+    #[arg(long, alias = "kafka-publish-topic", value_name = "TOPIC")]
+    pub(super) publish_topic: Option<String>,
     /// A librdkafka property, `KEY=VALUE` (TLS files, timeouts, ...). Repeatable.
     #[arg(long, value_name = "KEY=VALUE")]
     pub(super) kafka_option: Vec<String>,

@@ -425,6 +425,9 @@ pub(super) fn print_consume(report: &asterism::stream::ConsumeReport, json: bool
     say!("messages:          {}", report.messages);
     say!("quarantined:       {}", report.quarantined);
     say!("skipped (stored):  {}", report.skipped);
+    if report.published > 0 {
+        say!("updates published: {}", report.published);
+    }
     say!("busy seconds:      {:.2}", report.busy_seconds);
     print_partitions(&report.partitions)
 }

@@ -93,6 +93,7 @@ pub(super) fn consume_config(
     let mut config = ConsumeConfig::new(brokers, topics, group);
     config.decode = decode;
     config.registry = kafka.schema_registry.clone();
+    config.publish_topic = kafka.publish_topic.clone();
     if !kafka.ztf_nightly.is_empty() {
         config.nightly = Some(NightlyTopics {
             program_ids: kafka.ztf_nightly.clone(),

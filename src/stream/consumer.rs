@@ -16,6 +16,7 @@ use rdkafka::message::Message;
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use super::publish::Publisher;
 use super::registry::Schemas;
 use super::{ConsumeConfig, ConsumeReport, Progress, Result, StreamError, MAX_MESSAGE_BYTES};
 use crate::alert;
@@ -43,13 +44,19 @@ pub fn consume(
     stop: &AtomicBool,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<ConsumeReport> {
+    let client = client_config(config)?;
+    let publisher = config
+        .publish_topic
+        .as_deref()
+        .map(|topic| Publisher::new(&client, topic, config.registry.as_deref()))
+        .transpose()?;
     let context = Context {
         engine: Arc::clone(engine),
+        publisher,
         state: Mutex::new(State::default()),
     };
-    let consumer: BaseConsumer<Context> = client_config(config)?
-        .create_with_context(context)
-        .map_err(|e| match e {
+    let consumer: BaseConsumer<Context> =
+        client.create_with_context(context).map_err(|e| match e {
             KafkaError::ClientConfig(..) | KafkaError::ClientCreation(..) => {
                 StreamError::Config(e.to_string())
             }
@@ -162,6 +169,7 @@ pub fn consume(
         messages: state.messages,
         quarantined: state.quarantined,
         skipped: state.skipped,
+        published: state.published,
         busy_seconds: first_message.map_or(0.0, |f| {
             busy_until.saturating_duration_since(f).as_secs_f64()
         }),
@@ -245,6 +253,7 @@ fn unix_now() -> u64 {
 /// The consumer's context: the engine it writes and what it has read but not stored yet.
 struct Context {
     engine: Arc<Engine>,
+    publisher: Option<Publisher>,
     state: Mutex<State>,
 }
 
@@ -259,6 +268,7 @@ struct State {
     messages: u64,
     quarantined: u64,
     skipped: u64,
+    published: u64,
     lag: i64,
     /// A high watermark moved since the positions were last written.
     highs_changed: bool,
@@ -297,8 +307,16 @@ impl Context {
             quarantined: pending.quarantined,
         };
         let outcome = self.engine.apply_marked(&pending.alerts, marks)?;
+        let changed = match &self.publisher {
+            Some(_) => outcome.changed_objects.clone(),
+            None => Vec::new(),
+        };
         state.tally.add_batch(pending.alerts.len(), outcome);
         drop(state);
+        if let Some(publisher) = &self.publisher {
+            let n = publisher.publish(&self.engine, &changed)?;
+            self.state().published += n;
+        }
 
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), next) in &pending.next {

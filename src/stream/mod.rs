@@ -14,6 +14,7 @@
 
 mod consumer;
 pub mod nightly;
+mod publish;
 pub mod registry;
 
 use std::time::Duration;
@@ -22,6 +23,7 @@ use serde::Serialize;
 
 pub use consumer::consume;
 pub use nightly::NightlyTopics;
+pub use publish::OBJECT_UPDATE_SCHEMA;
 
 use crate::alert::DecodeOptions;
 use crate::engine::{EngineError, IngestReport};
@@ -83,6 +85,8 @@ pub struct ConsumeConfig {
     pub batch_size: usize,
     /// A batch is written at the latest this long after its first message.
     pub max_batch_delay: Duration,
+    /// Publish one record per object each stored batch changed to this topic ([`publish`]).
+    pub publish_topic: Option<String>,
     /// Stop with [`StreamError::Stalled`] when messages wait on the broker and none has been
     /// stored for this long.
     pub watchdog: Duration,
@@ -101,6 +105,7 @@ impl ConsumeConfig {
             exit_when_idle: None,
             batch_size: crate::engine::DEFAULT_BATCH_SIZE,
             max_batch_delay: Duration::from_millis(500),
+            publish_topic: None,
             watchdog: Duration::from_secs(300),
         }
     }
@@ -138,6 +143,8 @@ pub struct ConsumeReport {
     pub quarantined: u64,
     /// Messages below a stored offset, skipped (a replay after a restart or a rebalance).
     pub skipped: u64,
+    /// Object updates published (`publish_topic`).
+    pub published: u64,
     /// Seconds from the first message read to the last batch stored.
     pub busy_seconds: f64,
     /// Where each partition read stands, with its lag as of the last watermark.

@@ -37,11 +37,7 @@ impl Schemas {
     pub fn new(options: DecodeOptions, registry_url: Option<&str>) -> Schemas {
         let registry = registry_url.map(|url| Registry {
             base: url.trim_end_matches('/').to_string(),
-            agent: ureq::Agent::config_builder()
-                .timeout_global(Some(REGISTRY_TIMEOUT))
-                .http_status_as_error(false)
-                .build()
-                .new_agent(),
+            agent: agent(),
         });
         Schemas {
             options,
@@ -105,6 +101,47 @@ impl Registry {
             .map(Some)
             .map_err(|e| unreachable(format!("schema {id}: {e}")))
     }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(REGISTRY_TIMEOUT))
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+}
+
+/// The body of a registration's answer.
+#[derive(Deserialize)]
+struct Registered {
+    id: u32,
+}
+
+/// Registers `schema` under `subject` (`POST {url}/subjects/{subject}/versions`); returns the
+/// id the registry gives it (the same id when it already holds the schema).
+pub(super) fn register(url: &str, subject: &str, schema: &str) -> Result<u32> {
+    let url = format!("{}/subjects/{subject}/versions", url.trim_end_matches('/'));
+    let failed = |detail: String| StreamError::Registry {
+        url: url.clone(),
+        detail,
+    };
+    let body = serde_json::json!({ "schema": schema }).to_string();
+    let mut response = agent()
+        .post(&url)
+        .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        .send(body.as_bytes())
+        .map_err(|e| failed(e.to_string()))?;
+    let status = response.status().as_u16();
+    let answer = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| failed(e.to_string()))?;
+    if status != 200 {
+        return Err(failed(format!("HTTP {status}: {}", clip(&answer))));
+    }
+    serde_json::from_str::<Registered>(&answer)
+        .map(|r| r.id)
+        .map_err(|e| failed(format!("not a registration answer: {e}")))
 }
 
 fn clip(s: &str) -> &str {

@@ -122,6 +122,37 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// What a downstream service reads from `topic` with a plain Kafka client: every message
+    /// (key, payload) from the beginning, until none came for 5 s after `at_least` messages.
+    pub fn read_all(&self, topic: &str, at_least: usize) -> Vec<(String, Vec<u8>)> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::Message;
+        let consumer: BaseConsumer = self
+            .client()
+            .set("group.id", "downstream")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[topic]).unwrap();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut last = Instant::now();
+        while Instant::now() < deadline
+            && (out.len() < at_least || last.elapsed() < Duration::from_secs(5))
+        {
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                let m = m.unwrap();
+                let key = String::from_utf8(m.key().unwrap_or_default().to_vec()).unwrap();
+                out.push((key, m.payload().unwrap_or_default().to_vec()));
+                last = Instant::now();
+            }
+        }
+        out
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
