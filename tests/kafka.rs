@@ -632,3 +632,50 @@ fn each_object_a_batch_changed_is_published_for_downstream_readers() {
         assert!(seen.insert(key), "published twice");
     }
 }
+
+#[test]
+fn the_watchdog_ends_a_consumer_whose_broker_stops_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, 1);
+    broker.produce(TOPIC, &ztf_messages()[..5]);
+    let db = dir.path().join("db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_asterism"))
+        .args(["consume", "--db"])
+        .arg(&db)
+        .args(["--brokers", &broker.addr, "--topic", TOPIC, "--group", "g"])
+        .args([
+            "--watchdog",
+            "3",
+            "--kafka-option",
+            "session.timeout.ms=6000",
+        ])
+        .env("RUST_LOG", "asterism::stream=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    assert!(lines.any(|l| l.is_ok_and(|l| l.contains("assigned"))));
+    let rest = std::thread::spawn(move || lines.map_while(|l| l.ok()).collect::<Vec<_>>());
+    // Caught up, then the broker goes away.
+    std::thread::sleep(Duration::from_secs(3));
+    drop(broker);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the consumer did not give up on a dead broker");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(!status.success());
+    let log = rest.join().unwrap().join("\n");
+    assert!(log.contains("the broker does not answer"), "{log}");
+    // What it read before is stored.
+    let engine = Engine::open(&db, config()).unwrap();
+    assert_eq!(stored_offsets(&engine), [(0, 5)]);
+}

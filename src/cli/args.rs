@@ -438,8 +438,8 @@ pub(super) struct KafkaArgs {
     /// A batch is stored at the latest this many milliseconds after its first message.
     #[arg(long, default_value_t = 500, value_name = "MS")]
     pub(super) max_batch_delay_ms: u64,
-    /// Give up (exit status 1; `serve` reconnects) when messages wait on the broker and none
-    /// has been stored for this many seconds.
+    /// Give up (exit status 1; `serve` reconnects) when messages wait on the broker, or the
+    /// broker does not answer, and nothing has been stored for this many seconds.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub(super) watchdog: u64,
 }

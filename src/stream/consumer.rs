@@ -90,7 +90,8 @@ pub fn consume(
                     message.payload().unwrap_or_default(),
                 )?;
             }
-            Some(Err(e)) => note_error(&e),
+            Some(Err(e)) if note_error(&e) => consumer.context().state().broker_trouble = true,
+            Some(Err(_)) => {}
             None => {}
         }
         if let Some(e) = consumer.context().state().error.take() {
@@ -123,14 +124,22 @@ pub fn consume(
             let lag = refresh_watermarks(&consumer);
             consumer.context().record_positions()?;
             on_progress(&consumer.context().state().progress());
-            if lag > 0 && last_stored.elapsed() >= config.watchdog {
-                break Err(StreamError::Stalled {
-                    seconds: last_stored.elapsed().as_secs(),
-                    lag,
-                });
-            }
-            if lag == 0 {
-                last_stored = Instant::now();
+            // Caught up is progress; messages waiting, or a broker that does not answer, for
+            // longer than the watchdog allows while nothing is stored is not. (A lost broker
+            // also costs the assignment, so an empty one does not say "caught up" then.)
+            let trouble = consumer.context().state().broker_trouble;
+            match lag {
+                Some(0) if !trouble => last_stored = Instant::now(),
+                _ if last_stored.elapsed() >= config.watchdog => {
+                    break Err(StreamError::Stalled {
+                        seconds: last_stored.elapsed().as_secs(),
+                        waiting: match lag {
+                            Some(n) if n > 0 => format!("{n} messages wait on the broker"),
+                            _ => "the broker does not answer".to_string(),
+                        },
+                    });
+                }
+                _ => {}
             }
         }
         if let Some(idle) = config.exit_when_idle {
@@ -208,31 +217,47 @@ fn subscribe(consumer: &BaseConsumer<Context>, topics: &[String]) -> Result<()> 
     Ok(())
 }
 
-/// Errors a poll returns that do not stop the consumer: librdkafka retries by itself.
-fn note_error(e: &KafkaError) {
+/// Logs an error a poll returned (none stops the consumer: librdkafka retries by itself);
+/// returns whether it says the brokers cannot be reached.
+fn note_error(e: &KafkaError) -> bool {
     match e.rdkafka_error_code() {
         // A nightly topic that does not exist yet, or the end of a partition.
         Some(RDKafkaErrorCode::UnknownTopicOrPartition)
         | Some(RDKafkaErrorCode::UnknownTopic)
-        | Some(RDKafkaErrorCode::PartitionEOF) => tracing::debug!(error = %e, "poll"),
-        _ => tracing::warn!(error = %e, "Kafka"),
+        | Some(RDKafkaErrorCode::PartitionEOF) => {
+            tracing::debug!(error = %e, "poll");
+            false
+        }
+        code => {
+            tracing::warn!(error = %e, "Kafka");
+            matches!(
+                code,
+                Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown)
+            )
+        }
     }
 }
 
-/// Asks the broker for the assigned partitions' high watermarks; returns the total lag.
-fn refresh_watermarks(consumer: &BaseConsumer<Context>) -> i64 {
-    let Ok(assignment) = consumer.assignment() else {
-        return 0;
-    };
+/// Asks the broker for the assigned partitions' high watermarks; returns the total lag, or
+/// `None` when the broker did not answer.
+fn refresh_watermarks(consumer: &BaseConsumer<Context>) -> Option<i64> {
+    let assignment = consumer.assignment().ok()?;
     let now = unix_now();
     let mut highs = Vec::new();
     for e in assignment.elements() {
         match consumer.fetch_watermarks(e.topic(), e.partition(), WATERMARK_TIMEOUT) {
             Ok((_, high)) => highs.push(((e.topic().to_string(), e.partition()), high)),
-            Err(err) => tracing::debug!(error = %err, topic = e.topic(), "watermarks"),
+            Err(err) => {
+                // One unanswered request is enough: the others would wait as long.
+                tracing::warn!(error = %err, topic = e.topic(), "watermarks");
+                return None;
+            }
         }
     }
     let mut state = consumer.context().state();
+    if !highs.is_empty() {
+        state.broker_trouble = false;
+    }
     let mut lag = 0;
     for (key, high) in highs {
         let next = state.known.get(&key).copied().unwrap_or(0);
@@ -241,7 +266,7 @@ fn refresh_watermarks(consumer: &BaseConsumer<Context>) -> i64 {
         state.highs_changed |= old.is_none_or(|(h, _)| h != high);
     }
     state.lag = lag;
-    lag
+    Some(lag)
 }
 
 fn unix_now() -> u64 {
@@ -270,6 +295,8 @@ struct State {
     skipped: u64,
     published: u64,
     lag: i64,
+    /// The brokers could not be reached, and no message or assignment has come since.
+    broker_trouble: bool,
     /// A high watermark moved since the positions were last written.
     highs_changed: bool,
     /// When partitions were last assigned, until the loop reads it.
@@ -389,6 +416,7 @@ impl State {
         offset: i64,
         payload: &[u8],
     ) -> Result<()> {
+        self.broker_trouble = false;
         let next = self.stored_next(engine, key.clone())?.unwrap_or(0);
         if offset < next {
             self.skipped += 1;
@@ -479,7 +507,9 @@ impl ConsumerContext for Context {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.seek_to_stored(tpl).and_then(|()| {
                     tracing::info!(partitions = tpl.count(), "assigned");
-                    self.state().assigned_at = Some(Instant::now());
+                    let mut state = self.state();
+                    state.assigned_at = Some(Instant::now());
+                    state.broker_trouble = false;
                     if cooperative {
                         consumer.incremental_assign(tpl)?;
                     } else {

@@ -41,10 +41,10 @@ pub enum StreamError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(
-        "no progress for {seconds} s while {lag} messages wait on the broker: the consumer \
-         is stuck (broker unreachable, or a rebalance that never ends)"
+        "no progress for {seconds} s while {waiting}: the consumer is stuck (broker \
+         unreachable, or a rebalance that never ends)"
     )]
-    Stalled { seconds: u64, lag: i64 },
+    Stalled { seconds: u64, waiting: String },
 }
 
 impl From<crate::store::StoreError> for StreamError {
@@ -87,8 +87,8 @@ pub struct ConsumeConfig {
     pub max_batch_delay: Duration,
     /// Publish one record per object each stored batch changed to this topic ([`publish`]).
     pub publish_topic: Option<String>,
-    /// Stop with [`StreamError::Stalled`] when messages wait on the broker and none has been
-    /// stored for this long.
+    /// Stop with [`StreamError::Stalled`] when messages wait on the broker, or the broker does
+    /// not answer, and nothing has been stored for this long.
     pub watchdog: Duration,
 }
 
