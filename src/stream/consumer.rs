@@ -108,6 +108,8 @@ pub fn consume(
         if due && consumer.context().flush(&consumer)? {
             last_stored = Instant::now();
             busy_until = last_stored;
+            // Time spent storing (and publishing) is not idle time.
+            last_message = last_stored;
             on_progress(&consumer.context().state().progress());
         }
         if last_watermarks.elapsed() >= WATERMARK_EVERY {
