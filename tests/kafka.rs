@@ -679,3 +679,69 @@ fn the_watchdog_ends_a_consumer_whose_broker_stops_answering() {
     let engine = Engine::open(&db, config()).unwrap();
     assert_eq!(stored_offsets(&engine), [(0, 5)]);
 }
+
+#[test]
+fn replicas_and_consumer_threads_store_the_same_objects_and_answer_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, 3);
+    let messages = all_messages(dir.path());
+    broker.produce(TOPIC, &messages);
+    // Two replicas, a group each: one with one consumer thread, one with three threads
+    // sharing the partitions and the store.
+    let (db_a, db_b) = (dir.path().join("a"), dir.path().join("b"));
+    let a = consume(&broker, &db_a, "replica-a", &[]);
+    let b = consume(&broker, &db_b, "replica-b", &["--consumers", "3"]);
+    for s in [&a, &b] {
+        assert_eq!(s["messages"], messages.len() as u64, "{s}");
+        assert_eq!(s["partitions"].as_array().unwrap().len(), 3, "{s}");
+    }
+    assert_eq!(a["objects_new"], b["objects_new"]);
+    assert_eq!(a["alerts_read"], b["alerts_read"]);
+    let (ea, eb) = (
+        Engine::open(&db_a, config()).unwrap(),
+        Engine::open(&db_b, config()).unwrap(),
+    );
+    assert!(kept(&ea) == kept(&eb), "the replicas differ");
+    assert!(eb.check().unwrap().is_sound());
+    // The scaler is fitted when a store reaches its fitting sizes, on the objects it holds
+    // then, which depends on how the partitions interleaved; refitted on the same objects
+    // (`reindex`, or the automatic refit as the store doubles), the replicas answer alike:
+    // the same similarity answers (exact at this size) and classes.
+    ea.reindex().unwrap();
+    eb.reindex().unwrap();
+    assert_eq!(ea.spec().scaler, eb.spec().scaler);
+    let ids: Vec<String> = ea
+        .store()
+        .raw_entries()
+        .unwrap()
+        .into_iter()
+        .filter(|(cf, _, _)| *cf == "objects")
+        .map(|(_, k, _)| String::from_utf8(k).unwrap())
+        .collect();
+    assert!(ids.len() > 50);
+    let mut compared = 0;
+    for id in &ids {
+        let (Ok(na), Ok(nb)) = (ea.similar(id, 5, None), eb.similar(id, 5, None)) else {
+            continue;
+        };
+        // Equal distances, and equal neighbours but for ties in distance (two objects at the
+        // same distance may come in either order, or either may make the cut at k).
+        let answer = |v: &[asterism::model::Neighbour]| -> (Vec<String>, Vec<String>) {
+            let last = v.last().map(|n| format!("{:.5}", n.distance));
+            let distances: Vec<String> = v.iter().map(|n| format!("{:.5}", n.distance)).collect();
+            let mut inside: Vec<String> = v
+                .iter()
+                .filter(|n| Some(format!("{:.5}", n.distance)) != last)
+                .map(|n| format!("{:.5} {}", n.distance, n.object_id))
+                .collect();
+            inside.sort();
+            (distances, inside)
+        };
+        assert_eq!(answer(&na), answer(&nb), "{id}");
+        let (ca, cb) = (ea.classify(id).unwrap(), eb.classify(id).unwrap());
+        assert_eq!((ca.class, ca.method), (cb.class, cb.method), "{id}");
+        compared += 1;
+    }
+    assert!(compared > 50, "{compared}");
+}

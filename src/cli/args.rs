@@ -422,6 +422,11 @@ pub(super) struct KafkaArgs {
     /// --schema-registry is given, a one-record container otherwise), keyed by object id.
     #[arg(long, alias = "kafka-publish-topic", value_name = "TOPIC")]
     pub(super) publish_topic: Option<String>,
+    /// Group members on as many threads of this process, sharing the partitions and the store
+    /// (decoding in parallel; the writes still take turns).
+    #[arg(long, alias = "kafka-consumers", default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(super) consumers: u16,
     /// A librdkafka property, `KEY=VALUE` (TLS files, timeouts, ...). Repeatable.
     #[arg(long, value_name = "KEY=VALUE")]
     pub(super) kafka_option: Vec<String>,

@@ -94,6 +94,7 @@ pub(super) fn consume_config(
     config.decode = decode;
     config.registry = kafka.schema_registry.clone();
     config.publish_topic = kafka.publish_topic.clone();
+    config.consumers = usize::from(kafka.consumers);
     if !kafka.ztf_nightly.is_empty() {
         config.nightly = Some(NightlyTopics {
             program_ids: kafka.ztf_nightly.clone(),

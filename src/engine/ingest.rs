@@ -304,6 +304,20 @@ pub struct IngestTally {
     changed: HashSet<String>,
 }
 impl IngestTally {
+    /// Adds the totals of another tally of the same store (another consumer thread): an object
+    /// new in either counts once, as new.
+    pub fn merge(&mut self, other: IngestTally) {
+        let (a, b) = (&mut self.report, other.report);
+        a.alerts_read += b.alerts_read;
+        a.alerts_rejected += b.alerts_rejected;
+        a.alerts_duplicate += b.alerts_duplicate;
+        a.detections_added += b.detections_added;
+        let room = MAX_LISTED_REJECTS.saturating_sub(a.rejects.len());
+        a.rejects.extend(b.rejects.into_iter().take(room));
+        self.new_objects.extend(other.new_objects);
+        self.changed.extend(other.changed);
+    }
+
     /// Counts rejects; the first [`MAX_LISTED_REJECTS`] are listed in the report.
     pub fn add_rejects(&mut self, rejects: Vec<crate::alert::Reject>) {
         self.report.alerts_rejected += rejects.len() as u64;

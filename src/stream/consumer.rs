@@ -37,13 +37,106 @@ type Partition = (String, i32);
 
 /// Reads the configured topics into `engine` until `stop` is set, the stream has been idle
 /// for `exit_when_idle`, or an error; the last batch is stored with its offsets before it
-/// returns. `on_progress` is called after each stored batch and watermark refresh.
+/// returns. With `config.consumers` above 1, that many group members on as many threads
+/// share the partitions and the engine. `on_progress` is called after each stored batch and
+/// watermark refresh of the first member.
 pub fn consume(
     engine: &Arc<Engine>,
     config: &ConsumeConfig,
     stop: &AtomicBool,
-    mut on_progress: impl FnMut(&Progress),
+    on_progress: impl FnMut(&Progress),
 ) -> Result<ConsumeReport> {
+    let abort = AtomicBool::new(false);
+    let halt = Halt {
+        stop,
+        abort: &abort,
+    };
+    let members =
+        std::thread::scope(|scope| {
+            let others: Vec<_> = (1..config.consumers.max(1))
+                .map(|_| scope.spawn(|| halt.on_error(run_member(engine, config, halt, |_| {}))))
+                .collect();
+            let first = halt.on_error(run_member(engine, config, halt, on_progress));
+            let mut all = vec![first];
+            for t in others {
+                all.push(t.join().unwrap_or_else(|_| {
+                    Err(StreamError::Kafka("a consumer thread panicked".into()))
+                }));
+            }
+            all
+        });
+    let mut merged = Member::default();
+    for m in members {
+        merged.merge(m?);
+    }
+    let state = merged.state;
+    let mut partitions = engine.store().offsets()?;
+    partitions.retain(|p| state.known.contains_key(&(p.topic.clone(), p.partition)));
+    Ok(ConsumeReport {
+        ingest: state.tally.finish(),
+        messages: state.messages,
+        quarantined: state.quarantined,
+        skipped: state.skipped,
+        published: state.published,
+        busy_seconds: merged.busy.map_or(0.0, |(first, last)| {
+            last.saturating_duration_since(first).as_secs_f64()
+        }),
+        partitions,
+    })
+}
+
+/// When the members stop: the caller's flag, or another member's error.
+#[derive(Clone, Copy)]
+struct Halt<'a> {
+    stop: &'a AtomicBool,
+    abort: &'a AtomicBool,
+}
+
+impl Halt<'_> {
+    fn is_set(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.abort.load(Ordering::Relaxed)
+    }
+
+    /// Passes `result` on; an error stops the other members.
+    fn on_error<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.abort.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+/// What one group member did.
+#[derive(Default)]
+struct Member {
+    state: State,
+    /// From its first message read to its last batch stored.
+    busy: Option<(Instant, Instant)>,
+}
+
+impl Member {
+    fn merge(&mut self, other: Member) {
+        let (a, b) = (&mut self.state, other.state);
+        a.tally.merge(b.tally);
+        a.known.extend(b.known);
+        a.messages += b.messages;
+        a.quarantined += b.quarantined;
+        a.skipped += b.skipped;
+        a.published += b.published;
+        self.busy = match (self.busy, other.busy) {
+            (Some(x), Some(y)) => Some((x.0.min(y.0), x.1.max(y.1))),
+            (x, y) => x.or(y),
+        };
+    }
+}
+
+/// One group member: its own client, on the calling thread.
+fn run_member(
+    engine: &Arc<Engine>,
+    config: &ConsumeConfig,
+    halt: Halt<'_>,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<Member> {
     let client = client_config(config)?;
     let publisher = config
         .publish_topic
@@ -73,7 +166,7 @@ pub fn consume(
     let mut busy_until = Instant::now();
     let mut last_watermarks = Instant::now();
     let outcome = loop {
-        if stop.load(Ordering::Relaxed) {
+        if halt.is_set() {
             break Ok(());
         }
         match consumer.poll(POLL) {
@@ -173,18 +266,9 @@ pub fn consume(
     consumer.context().record_positions()?;
     consumer.unsubscribe();
     let state = std::mem::take(&mut *consumer.context().state());
-    let mut partitions = engine.store().offsets()?;
-    partitions.retain(|p| state.known.contains_key(&(p.topic.clone(), p.partition)));
-    Ok(ConsumeReport {
-        ingest: state.tally.finish(),
-        messages: state.messages,
-        quarantined: state.quarantined,
-        skipped: state.skipped,
-        published: state.published,
-        busy_seconds: first_message.map_or(0.0, |f| {
-            busy_until.saturating_duration_since(f).as_secs_f64()
-        }),
-        partitions,
+    Ok(Member {
+        state,
+        busy: first_message.map(|f| (f, busy_until)),
     })
 }
 

@@ -85,6 +85,8 @@ pub struct ConsumeConfig {
     pub batch_size: usize,
     /// A batch is written at the latest this long after its first message.
     pub max_batch_delay: Duration,
+    /// Group members on as many threads, sharing the partitions and the engine.
+    pub consumers: usize,
     /// Publish one record per object each stored batch changed to this topic ([`publish`]).
     pub publish_topic: Option<String>,
     /// Stop with [`StreamError::Stalled`] when messages wait on the broker, or the broker does
@@ -106,6 +108,7 @@ impl ConsumeConfig {
             batch_size: crate::engine::DEFAULT_BATCH_SIZE,
             max_batch_delay: Duration::from_millis(500),
             publish_topic: None,
+            consumers: 1,
             watchdog: Duration::from_secs(300),
         }
     }
