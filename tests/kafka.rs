@@ -745,3 +745,45 @@ fn replicas_and_consumer_threads_store_the_same_objects_and_answer_alike() {
     }
     assert!(compared > 50, "{compared}");
 }
+
+#[test]
+fn sigterm_ends_consume_with_its_last_batch_stored_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, 3);
+    let messages = ztf_messages();
+    let db = dir.path().join("db");
+    // No idle exit: it runs until told to stop; a long batch delay keeps a batch pending.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_asterism"))
+        .args(["consume", "--db"])
+        .arg(&db)
+        .args(["--brokers", &broker.addr, "--topic", TOPIC, "--group", "g"])
+        .arg("--json")
+        .args(["--max-batch-delay-ms", "600000", "--batch-size", "100000"])
+        .args(["--kafka-option", "session.timeout.ms=6000"])
+        .env("RUST_LOG", "asterism::stream=info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    assert!(lines.any(|l| l.is_ok_and(|l| l.contains("assigned"))));
+    std::thread::spawn(move || lines.for_each(drop));
+    broker.produce(TOPIC, &messages);
+    std::thread::sleep(Duration::from_secs(3));
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let out = child.wait_with_output().unwrap();
+    let s = summary(&out);
+    assert_eq!(s["messages"], messages.len() as u64, "{s}");
+    let engine = Engine::open(&db, config()).unwrap();
+    let total: i64 = stored_offsets(&engine).iter().map(|(_, n)| n).sum();
+    assert_eq!(
+        total,
+        messages.len() as i64,
+        "the pending batch was stored on SIGTERM"
+    );
+}
