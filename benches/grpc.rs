@@ -6,10 +6,13 @@
 //!   Recommend, TopAnomalies; the store has no labels, Classify's costliest case);
 //! - the same while a second client streams new packets in (W4 of BENCHMARKS.md);
 //! - ingest throughput over gRPC, and ingest-to-queryable latency (one-packet Ingest calls:
-//!   a write is queryable when it is acknowledged).
+//!   a write is queryable when it is acknowledged);
+//! - load: N concurrent clients (N in --clients, default 1,8,64; one connection each) mixing
+//!   FindSimilar, GetObject and Classify for --load-seconds each while a writer streams new
+//!   packets in; throughput, latency and errors (which must be 0).
 //!
 //! Usage: cargo bench --bench grpc -- [--objects N] [--queries Q] [--load-objects M]
-//!        [--rpc-queries R]
+//!        [--rpc-queries R] [--clients 1,8,64] [--load-seconds S]
 //! Prints a table on stderr and one JSON document on stdout.
 
 mod support;
@@ -30,6 +33,14 @@ fn main() {
     let rpc_queries = arg("--rpc-queries", 300);
     let load_objects = arg("--load-objects", 5_000);
     let seed = arg("--seed", 1) as u64;
+    let load_seconds = arg("--load-seconds", 10) as f64;
+    let client_counts: Vec<usize> = std::env::args()
+        .skip_while(|a| a != "--clients")
+        .nth(1)
+        .unwrap_or_else(|| "1,8,64".into())
+        .split(',')
+        .map(|n| n.trim().parse().expect("--clients N,N,..."))
+        .collect();
 
     eprintln!("generating packets from the real lightcurves of data/ ...");
     let bases = real_records(&["lightcurves", "ztf", "fink"]);
@@ -140,6 +151,17 @@ fn main() {
             .is_ok();
         assert!(visible, "an acknowledged packet is queryable");
 
+        let ids = Arc::new(ids);
+        let mut under_load = Vec::new();
+        let mut next_object = objects + load_objects + 200;
+        for &n in &client_counts {
+            eprintln!("{n} clients mixing FindSimilar, GetObject, Classify under ingest ...");
+            let (stream, _) = packets(&bases, next_object, load_objects, seed, Survey::Ztf);
+            next_object += load_objects;
+            let figures = mixed_load(addr, Arc::clone(&ids), n, load_seconds, stream).await;
+            under_load.push(figures);
+        }
+
         serde_json::json!({
             "machine_threads": std::thread::available_parallelism().map_or(0, |n| n.get()),
             "objects": r.objects_new,
@@ -159,6 +181,7 @@ fn main() {
                 "alerts_per_s": n_load as f64 / load_s,
             },
             "ingest_to_queryable": latency(to_queryable),
+            "clients_under_ingest": under_load,
         })
     });
     let _ = stop.send(());
@@ -244,10 +267,127 @@ fn main() {
     ] {
         eprintln!("{name:<44} {:>12.2}", get(path));
     }
+    if let Some(load) = report["clients_under_ingest"].as_array() {
+        eprintln!(
+            "\n{:>7} {:>9} {:>8} {:>8} {:>8} {:>7} {:>12}",
+            "clients", "calls/s", "p50 ms", "p99 ms", "max ms", "errors", "ingest a/s"
+        );
+        for f in load {
+            let v = |k: &str| f[k].as_f64().unwrap_or(f64::NAN);
+            eprintln!(
+                "{:>7} {:>9.0} {:>8.2} {:>8.2} {:>8.1} {:>7} {:>12.0}",
+                f["clients"].as_u64().unwrap_or(0),
+                v("calls_per_s"),
+                f["latency"]["p50_ms"].as_f64().unwrap_or(f64::NAN),
+                f["latency"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+                f["latency"]["max_ms"].as_f64().unwrap_or(f64::NAN),
+                v("errors"),
+                v("ingest_alerts_per_s"),
+            );
+        }
+    }
     println!(
         "{}",
         serde_json::to_string_pretty(&report).unwrap_or_default()
     );
+}
+
+/// `clients` concurrent clients, one connection each, calling FindSimilar, GetObject and
+/// Classify in turn on objects spread through `ids` for `seconds`, while one more client
+/// streams `stream` in over Ingest (in calls of 50 packets, until the time is up).
+async fn mixed_load(
+    addr: std::net::SocketAddr,
+    ids: Arc<Vec<String>>,
+    clients: usize,
+    seconds: f64,
+    stream: Vec<pb::IngestRequest>,
+) -> serde_json::Value {
+    let until = Instant::now() + std::time::Duration::from_secs_f64(seconds);
+    let writer = tokio::spawn(async move {
+        let mut w = client(addr).await;
+        let mut alerts = 0u64;
+        let t = Instant::now();
+        for chunk in stream.chunks(50) {
+            if Instant::now() >= until {
+                break;
+            }
+            let r = w
+                .ingest(authed(tokio_stream::iter(chunk.to_vec())))
+                .await
+                .expect("ingest under load")
+                .into_inner();
+            alerts += r.alerts_read;
+        }
+        (alerts, t.elapsed().as_secs_f64())
+    });
+    let tasks: Vec<_> = (0..clients)
+        .map(|k| {
+            let ids = Arc::clone(&ids);
+            tokio::spawn(async move {
+                let mut c = client(addr).await;
+                let (mut times, mut per_op, mut errors) =
+                    (Vec::new(), [Vec::new(), Vec::new(), Vec::new()], 0u64);
+                let mut i = k * 1009;
+                while Instant::now() < until {
+                    let id = ids[(i * 7919) % ids.len()].clone();
+                    let op = i % 3;
+                    let t = Instant::now();
+                    let ok = match op {
+                        0 => c
+                            .find_similar(pb::FindSimilarRequest {
+                                query: Some(pb::find_similar_request::Query::ObjectId(id)),
+                                k: 10,
+                                ..Default::default()
+                            })
+                            .await
+                            .is_ok(),
+                        1 => c
+                            .get_object(pb::GetObjectRequest {
+                                object_id: id,
+                                without_lightcurve: false,
+                            })
+                            .await
+                            .is_ok(),
+                        _ => c
+                            .classify(pb::ClassifyRequest { object_id: id })
+                            .await
+                            .is_ok(),
+                    };
+                    let took = t.elapsed();
+                    times.push(took);
+                    per_op[op].push(took);
+                    errors += u64::from(!ok);
+                    i += 1;
+                }
+                (times, per_op, errors)
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let (mut all, mut ops, mut errors) = (Vec::new(), [Vec::new(), Vec::new(), Vec::new()], 0);
+    for t in tasks {
+        let (times, per_op, e) = t.await.expect("client task");
+        all.extend(times);
+        for (acc, v) in ops.iter_mut().zip(per_op) {
+            acc.extend(v);
+        }
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (alerts, ingest_s) = writer.await.expect("writer task");
+    let [similar, object, classify] = ops;
+    serde_json::json!({
+        "clients": clients,
+        "calls": all.len(),
+        "calls_per_s": all.len() as f64 / elapsed,
+        "errors": errors,
+        "latency": latency(all),
+        "FindSimilar": latency(similar),
+        "GetObject": latency(object),
+        "Classify": latency(classify),
+        "ingest_alerts": alerts,
+        "ingest_alerts_per_s": alerts as f64 / ingest_s,
+    })
 }
 
 /// Latency of each read RPC other than FindSimilar, `n` calls each over objects spread

@@ -105,13 +105,28 @@ impl Engine {
     /// The anomaly scores, computed at most once per generation and, while commits keep
     /// coming, at most once per [`ANOMALY_MAX_AGE`]: they cost a pass over every object, too
     /// much to repeat after each batch of a running ingest.
+    ///
+    /// One caller at a time computes them: while stale scores exist, the others answer from
+    /// those meanwhile (a burst of concurrent GetObject calls once cost one full pass each);
+    /// before any exist, they wait for the one computation.
     pub(super) fn anomaly_base(&self) -> Result<Arc<AnomalyBase>> {
         let generation = self.generation();
-        if let Some((g, at, b)) = lock(&self.anomaly_cache).as_ref() {
-            if *g == generation || at.elapsed() < ANOMALY_MAX_AGE {
-                return Ok(Arc::clone(b));
+        let cached = lock(&self.anomaly_cache).clone();
+        let _computing = match cached {
+            Some((g, at, b)) if g == generation || at.elapsed() < ANOMALY_MAX_AGE => return Ok(b),
+            Some((_, _, stale)) => match self.anomaly_refresh.try_lock() {
+                Ok(guard) => guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(stale),
+            },
+            None => {
+                let guard = lock(&self.anomaly_refresh);
+                if let Some((_, _, b)) = lock(&self.anomaly_cache).as_ref() {
+                    return Ok(Arc::clone(b));
+                }
+                guard
             }
-        }
+        };
         let started = std::time::Instant::now();
         let lists = self.graph_lists()?;
         let (ids, vectors) = self.vectors();

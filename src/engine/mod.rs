@@ -19,8 +19,10 @@
 //!
 //! Locks, in the order they may be taken (never the reverse): `writer` (one write at a time),
 //! `refit` (a refit beside the engine), the reverse graph (`listed_by`), then `live` (the index,
-//! read for queries, written only for a short commit or swap). `observers`, `anomaly_cache` and
-//! `rebuild_thread` are taken alone, never while waiting for another.
+//! read for queries, written only for a short commit or swap). `anomaly_refresh` (held while
+//! the anomaly scores are computed, which reads `live`) is taken while holding no other lock.
+//! `observers`, `anomaly_cache` and `rebuild_thread` are taken alone, never while waiting for
+//! another.
 //!
 //! Imports `model`, `alert`, `embed`, `store`, `index`, `graph`, `science`.
 
@@ -132,6 +134,8 @@ pub struct Engine {
     observers: RwLock<Vec<Observer>>,
     /// Anomaly scores before personalisation, the generation they were computed at and when.
     anomaly_cache: Mutex<Option<(u64, std::time::Instant, Arc<AnomalyBase>)>>,
+    /// Held by the one caller computing the anomaly scores.
+    anomaly_refresh: Mutex<()>,
 }
 
 /// What one committed write changed; given to every observer (see [`Engine::observe`]).
@@ -209,6 +213,7 @@ impl Engine {
             generation: AtomicU64::new(0),
             observers: RwLock::new(Vec::new()),
             anomaly_cache: Mutex::new(None),
+            anomaly_refresh: Mutex::new(()),
         })
     }
 
