@@ -17,6 +17,7 @@
 
 mod container;
 mod lsst;
+mod pages;
 mod table;
 pub mod value;
 pub mod write;
@@ -439,7 +440,8 @@ fn unneeded_column(name: &str) -> bool {
 /// negative column offset in the footer, a zero-width byte-array page, a data page whose
 /// dictionary is missing, a validity bitmap shorter than its column: all found by
 /// `benches/fuzz.rs`); such a file is rejected whole with the reader's message instead of
-/// taking the ingest (or the server's worker) down with it.
+/// taking the ingest (or the server's worker) down with it. Page headers the reader would trust
+/// with gigabytes or minutes are checked first ([`pages::check`]).
 fn parquet_file(name: &str, bytes: &[u8], out: &mut Decoded) {
     let read = std::panic::catch_unwind(|| {
         let mut one = Decoded::default();
@@ -479,6 +481,15 @@ fn parquet_rows(name: &str, bytes: &[u8], out: &mut Decoded) {
                 return;
             }
         };
+    if let Err(detail) = pages::check(bytes, builder.metadata()) {
+        out.reject(
+            name,
+            DecodeError::Parquet {
+                detail: format!("malformed file: {detail}"),
+            },
+        );
+        return;
+    }
     let columns: Vec<String> = builder
         .schema()
         .fields()
