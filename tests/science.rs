@@ -349,3 +349,122 @@ fn classify_spreads_labels_over_the_neighbourhood_when_no_neighbour_is_labelled(
     }
     assert!(propagated > 0, "no object was classified by spreading");
 }
+
+/// Votes and label spreading read each neighbour's labels from the `record_labels` column (a
+/// few bytes), not its record. A store written before the column existed fills it once at
+/// open, and then votes with the labels the records carry; `check` compares the column with
+/// the records and names a value that disagrees.
+#[test]
+fn record_labels_column_is_filled_for_older_stores_and_checked() {
+    let (dir, engine) = engine();
+    ingest(&engine, &["ztf", "fink", "lightcurves/SNIa"]);
+    let (ids, _) = engine.vectors();
+    assert!(ids.len() > 50, "{}", ids.len());
+    // Every voter's class and source, which must be its record's most trusted label (the
+    // voters themselves may differ after a reopen: the rebuilt HNSW graph is approximate).
+    let voters_of = |engine: &Engine| -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for id in &ids {
+            for v in engine.classify(id).unwrap().voters {
+                let label = engine.labels(&v.object_id).unwrap().remove(0);
+                assert_eq!((&v.class, &v.source), (&label.class, &label.source));
+                out.push((v.object_id, v.class, v.source));
+            }
+        }
+        out
+    };
+    let before = voters_of(&engine);
+    let mut carried = 0;
+    engine
+        .store()
+        .for_each_record_labels(|_, labels| {
+            assert!(!labels.is_empty());
+            carried += 1;
+        })
+        .unwrap();
+    assert!(
+        carried >= 5,
+        "objects whose annotations carry a class: {carried}"
+    );
+    assert!(before.len() >= 100, "voters: {}", before.len());
+    assert!(engine.check().unwrap().is_sound());
+    drop(engine);
+
+    // As a store written before the column: no entry, no completeness mark.
+    let path = dir.path().join("db");
+    {
+        use asterism::store::cf;
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, cf::ALL).unwrap();
+        let column = db.cf_handle(cf::RECORD_LABELS).unwrap();
+        let keys: Vec<Box<[u8]>> = db
+            .iterator_cf(column, rocksdb::IteratorMode::Start)
+            .map(|kv| kv.unwrap().0)
+            .collect();
+        assert_eq!(keys.len(), carried);
+        for k in keys {
+            db.delete_cf(column, k).unwrap();
+        }
+        let meta = db.cf_handle(cf::META).unwrap();
+        db.delete_cf(meta, b"record_labels_complete").unwrap();
+    }
+    let engine = Engine::open(&path, common::config()).unwrap();
+    assert!(engine.store().record_labels_complete().unwrap());
+    let after = voters_of(&engine);
+    assert!(
+        after.len() * 10 >= before.len() * 9,
+        "{} voters before, {} after",
+        before.len(),
+        after.len()
+    );
+    assert!(engine.check().unwrap().is_sound());
+
+    // A value that disagrees with its record is named by `check`.
+    let batch = asterism::store::Batch {
+        record_labels: vec![(
+            ids[0].clone(),
+            vec![asterism::model::Label {
+                class: "SN Ia".into(),
+                source: "TNS".into(),
+                raw: "SN Ia".into(),
+            }],
+        )],
+        ..Default::default()
+    };
+    engine.store().write(&batch).unwrap();
+    let report = engine.check().unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(
+        report.problems[0].starts_with(&format!("record labels of {}:", ids[0])),
+        "{:?}",
+        report.problems
+    );
+}
+
+/// TopAnomalies walks the objects by unpersonalised score and stops once no object further
+/// down can enter the top: for a user with up- and down-votes, with and without `since`, every
+/// short ranking is the head of the full one (which walks every object).
+#[test]
+fn top_anomalies_stop_early_and_equal_the_head_of_the_full_ranking() {
+    let (_dir, engine) = labelled_engine();
+    let (ids, _) = engine.vectors();
+    engine.vote("carol", &ids[3], Vote::Up).unwrap();
+    engine.vote("carol", &ids[40], Vote::Up).unwrap();
+    engine.vote("carol", &ids[17], Vote::Down).unwrap();
+    for user in [None, Some("carol".to_string())] {
+        for since in [None, Some(58_000.0)] {
+            let query = |top| AnomalyQuery {
+                top,
+                since,
+                user: user.clone(),
+            };
+            let full = engine.anomalies(&query(ids.len())).unwrap();
+            assert!(full.len() > 20, "{}", full.len());
+            for pair in full.windows(2) {
+                assert!(pair[0].score >= pair[1].score);
+            }
+            for top in [1, 3, 10] {
+                assert_eq!(engine.anomalies(&query(top)).unwrap(), full[..top]);
+            }
+        }
+    }
+}

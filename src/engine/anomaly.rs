@@ -1,15 +1,22 @@
 //! Anomaly scores: LOF over the kNN graph and an isolation forest over the embeddings,
-//! computed once per generation and cached, then personalised per user by their votes. The
+//! computed by a background worker after commits and cached, then personalised per user by
+//! their votes. The
 //! formulas are in `src/science/anomaly.rs`. Imports `science`, `model`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
 
 use serde::Serialize;
 
+use super::query::{graph_lists, vectors_of};
 use super::{check_count, lock, matrix_of, read, Engine, EngineError, Result};
+use crate::index::live::LiveIndex;
 use crate::model::Vote;
 use crate::science::{self, IsolationForest};
+use crate::store::Store;
 
 impl Engine {
     /// Objects ranked by anomaly score (see [`science`]), most anomalous first. With `user`,
@@ -17,8 +24,13 @@ impl Engine {
     /// λ·mean over votes of ±exp(−d²/2σ²) (+ for up, − for down; d its distance to the voted
     /// object, σ the median neighbour distance, λ = 0.5), so objects like what the user found
     /// interesting rise and objects like what they dismissed sink; voted objects are left out.
-    /// The scores are recomputed after a commit, but at most every [`ANOMALY_MAX_AGE`] while
-    /// commits keep coming: an object ingested meanwhile may be missing for that long.
+    ///
+    /// The scores are computed in the background after commits (at most every
+    /// [`ANOMALY_MAX_AGE`] while they keep coming), so a call never waits for that pass once
+    /// scores exist: an object ingested meanwhile may be missing for that long. A call walks
+    /// the objects in the order of their unpersonalised score and stops once no object further
+    /// down can enter the top even with the largest lift the user's up-votes allow: O(top)
+    /// without votes or `since`.
     pub fn anomalies(&self, query: &AnomalyQuery) -> Result<Vec<AnomalyScore>> {
         if self.spec_outdated {
             return Err(EngineError::SpecOutdated);
@@ -45,45 +57,59 @@ impl Engine {
                     .map(|c| (c.vector.clone(), sign))
             })
             .collect();
-        let mut out: Vec<AnomalyScore> = b
-            .ids
-            .iter()
-            .enumerate()
-            .filter(|(_, id)| !votes.contains_key(*id))
-            .filter(|(i, _)| {
-                query
+        // The largest lift a user's votes can give: every up-vote's kernel at 1.
+        let ups = voted.iter().filter(|(_, sign)| *sign > 0.0).count();
+        let max_lift = if voted.is_empty() {
+            0.0
+        } else {
+            PERSONAL_WEIGHT * ups as f64 / voted.len() as f64
+        };
+        let personal = |i: usize| -> f64 {
+            if voted.is_empty() {
+                return 0.0;
+            }
+            let row = b.vector(i);
+            PERSONAL_WEIGHT
+                * voted
+                    .iter()
+                    .map(|(v, sign)| {
+                        let d = f64::from(crate::embed::l2(row, v));
+                        sign * (-(d * d) / (2.0 * sigma * sigma)).exp()
+                    })
+                    .sum::<f64>()
+                / voted.len() as f64
+        };
+        let mut out: Vec<AnomalyScore> = Vec::with_capacity(query.top + 1);
+        // The score of the last of the `top` kept so far, once `top` are kept.
+        let mut floor = f64::NEG_INFINITY;
+        for &i in &b.order {
+            let i = i as usize;
+            if out.len() == query.top && b.base[i] + max_lift < floor {
+                break;
+            }
+            let id = &b.ids[i];
+            if votes.contains_key(id.as_str())
+                || query
                     .since
-                    .is_none_or(|t| b.last_mjd[*i].is_some_and(|l| l >= t))
-            })
-            .map(|(i, id)| {
-                let row = &b.vectors[i];
-                let personal = if voted.is_empty() {
-                    0.0
-                } else {
-                    PERSONAL_WEIGHT
-                        * voted
-                            .iter()
-                            .map(|(v, sign)| {
-                                let d = f64::from(crate::embed::l2(row, v));
-                                sign * (-(d * d) / (2.0 * sigma * sigma)).exp()
-                            })
-                            .sum::<f64>()
-                        / voted.len() as f64
-                };
-                AnomalyScore {
-                    object_id: id.clone(),
-                    score: b.base[i] + personal,
-                    lof: b.lof[i],
-                    isolation: b.isolation[i],
+                    .is_some_and(|t| b.last_mjd[i].is_none_or(|l| l < t))
+            {
+                continue;
+            }
+            let score = AnomalyScore {
+                object_id: id.clone(),
+                score: b.base[i] + personal(i),
+                lof: b.lof[i],
+                isolation: b.isolation[i],
+            };
+            let at = out.partition_point(|o| ranked_before(o, &score));
+            if at < query.top {
+                out.insert(at, score);
+                out.truncate(query.top);
+                if out.len() == query.top {
+                    floor = out[query.top - 1].score;
                 }
-            })
-            .collect();
-        out.sort_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
-                .then(a.object_id.cmp(&b.object_id))
-        });
-        out.truncate(query.top);
+            }
+        }
         Ok(out)
     }
 
@@ -102,35 +128,150 @@ impl Engine {
             }))
     }
 
-    /// The anomaly scores, computed at most once per generation and, while commits keep
-    /// coming, at most once per [`ANOMALY_MAX_AGE`]: they cost a pass over every object, too
-    /// much to repeat after each batch of a running ingest.
-    ///
-    /// One caller at a time computes them: while stale scores exist, the others answer from
-    /// those meanwhile (a burst of concurrent GetObject calls once cost one full pass each);
-    /// before any exist, they wait for the one computation.
+    /// The anomaly scores. They cost a pass over every object, too much for a request: once
+    /// any exist, a caller that finds them stale (a commit since, and older than
+    /// [`ANOMALY_MAX_AGE`]) asks the background worker to recompute them and answers from
+    /// the stale ones. Only before any exist does a caller compute them (one caller; the
+    /// others wait for it).
     pub(super) fn anomaly_base(&self) -> Result<Arc<AnomalyBase>> {
         let generation = self.generation();
-        let cached = lock(&self.anomaly_cache).clone();
-        let _computing = match cached {
-            Some((g, at, b)) if g == generation || at.elapsed() < ANOMALY_MAX_AGE => return Ok(b),
-            Some((_, _, stale)) => match self.anomaly_refresh.try_lock() {
-                Ok(guard) => guard,
-                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => return Ok(stale),
-            },
-            None => {
-                let guard = lock(&self.anomaly_refresh);
-                if let Some((_, _, b)) = lock(&self.anomaly_cache).as_ref() {
-                    return Ok(Arc::clone(b));
-                }
-                guard
+        let cached = lock(&self.anomalies.cache).clone();
+        match cached {
+            Some((g, at, b)) if g == generation || at.elapsed() < ANOMALY_MAX_AGE => Ok(b),
+            Some((_, _, stale)) => {
+                self.anomalies.request(generation);
+                Ok(stale)
             }
-        };
-        let started = std::time::Instant::now();
-        let lists = self.graph_lists()?;
-        let (ids, vectors) = self.vectors();
-        let rows = matrix_of(vectors.iter(), self.embedder.dim());
+            None => self.anomalies.refresh(generation, &self.store, &self.live),
+        }
+    }
+
+    /// Asks the background worker to compute the anomaly scores now (a server does it when it
+    /// starts, so that the first TopAnomalies does not wait for them).
+    pub fn warm_anomalies(&self) {
+        self.anomalies.request(self.generation());
+    }
+}
+
+/// Whether `a` ranks before `b`: higher score first, then object id.
+fn ranked_before(a: &AnomalyScore, b: &AnomalyScore) -> bool {
+    b.score
+        .total_cmp(&a.score)
+        .then(a.object_id.cmp(&b.object_id))
+        .is_lt()
+}
+
+/// The cached anomaly scores and the background worker that recomputes them.
+pub(super) struct Anomalies {
+    /// Scores before personalisation, the generation they were computed at and when.
+    cache: Mutex<Option<(u64, Instant, Arc<AnomalyBase>)>>,
+    /// Held by the one computation running.
+    refresh: Mutex<()>,
+    /// Requests to the worker (a generation); `None` once the engine drops.
+    requests: Mutex<Option<SyncSender<u64>>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Anomalies {
+    /// Starts the worker thread, which computes the scores when asked, from `store` and `live`.
+    pub(super) fn start(store: Arc<Store>, live: Arc<RwLock<LiveIndex>>) -> Arc<Anomalies> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<u64>(1);
+        let anomalies = Arc::new(Anomalies {
+            cache: Mutex::new(None),
+            refresh: Mutex::new(()),
+            requests: Mutex::new(Some(tx)),
+            worker: Mutex::new(None),
+        });
+        let state = Arc::clone(&anomalies);
+        let spawned = std::thread::Builder::new()
+            .name("anomaly-scores".into())
+            .spawn(move || {
+                while let Ok(generation) = rx.recv() {
+                    if let Err(e) = state.refresh(generation, &store, &live) {
+                        tracing::warn!("anomaly scores not recomputed: {e}");
+                    }
+                }
+            });
+        match spawned {
+            Ok(handle) => *lock(&anomalies.worker) = Some(handle),
+            // Without the worker, stale scores stay until a restart; the engine still works.
+            Err(e) => tracing::warn!("no anomaly worker thread: {e}"),
+        }
+        anomalies
+    }
+
+    /// Asks the worker for scores at least as new as `generation`, unless a request waits.
+    fn request(&self, generation: u64) {
+        if let Some(tx) = lock(&self.requests).as_ref() {
+            let _ = tx.try_send(generation);
+        }
+    }
+
+    /// Computes the scores unless scores of `generation` (or newer) exist by the time this
+    /// caller holds the refresh lock; returns the newest.
+    fn refresh(
+        &self,
+        generation: u64,
+        store: &Store,
+        live: &RwLock<LiveIndex>,
+    ) -> Result<Arc<AnomalyBase>> {
+        let _computing = lock(&self.refresh);
+        if let Some((g, _, b)) = lock(&self.cache).as_ref() {
+            if *g >= generation {
+                return Ok(Arc::clone(b));
+            }
+        }
+        let started = Instant::now();
+        let b = Arc::new(AnomalyBase::compute(store, live)?);
+        tracing::debug!(
+            objects = b.ids.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "anomaly scores computed"
+        );
+        *lock(&self.cache) = Some((generation, started, Arc::clone(&b)));
+        Ok(b)
+    }
+
+    /// Ends the worker (after the computation it is in, if any).
+    pub(super) fn stop(&self) {
+        lock(&self.requests).take();
+        if let Some(handle) = lock(&self.worker).take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The unpersonalised anomaly scores of every embedded object.
+pub(super) struct AnomalyBase {
+    /// Object ids, in id order.
+    ids: Vec<String>,
+    /// Current scaled vectors, `dim` values per id, in one allocation.
+    vectors: Vec<f32>,
+    dim: usize,
+    lof: Vec<f64>,
+    isolation: Vec<f64>,
+    /// Mean of the LOF and isolation percentile ranks.
+    base: Vec<f64>,
+    /// Indices into `ids`, highest `base` first (then id order).
+    order: Vec<u32>,
+    last_mjd: Vec<Option<f64>>,
+    /// Median nearest-neighbour distance: the kernel width of personalisation.
+    sigma: f64,
+}
+
+impl AnomalyBase {
+    fn vector(&self, i: usize) -> &[f32] {
+        &self.vectors[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// One pass over every object: LOF over the stored lists, an isolation forest over the
+    /// current vectors, and each object's last detection time.
+    fn compute(store: &Store, live: &RwLock<LiveIndex>) -> Result<AnomalyBase> {
+        let lists = graph_lists(store)?;
+        let (ids, rows_f32) = vectors_of(&read(live));
+        let dim = rows_f32.first().map_or(0, Vec::len);
+        let rows = matrix_of(rows_f32.iter(), dim);
+        let vectors: Vec<f32> = rows_f32.into_iter().flatten().collect();
         let lof_scores = science::local_outlier_factor(&lists);
         let lof: Vec<f64> = ids
             .iter()
@@ -149,11 +290,18 @@ impl Engine {
             science::percentile_ranks(&lof),
             science::percentile_ranks(&isolation),
         );
-        let base = lof_rank
+        let base: Vec<f64> = lof_rank
             .iter()
             .zip(&iso_rank)
             .map(|(a, b)| 0.5 * (a + b))
             .collect();
+        // `ids` is in id order, so among equal scores the lower index is the lower id.
+        let mut order: Vec<u32> = (0..ids.len() as u32).collect();
+        order.sort_by(|&a, &b| {
+            base[b as usize]
+                .total_cmp(&base[a as usize])
+                .then(a.cmp(&b))
+        });
         let mut nearest: Vec<f32> = lists
             .values()
             .filter_map(|l| l.first())
@@ -161,39 +309,28 @@ impl Engine {
             .collect();
         nearest.sort_by(f32::total_cmp);
         let sigma = f64::from(nearest.get(nearest.len() / 2).copied().unwrap_or(1.0)).max(1e-3);
-        let records = self
-            .store
-            .get_objects(&ids.iter().map(String::as_str).collect::<Vec<_>>())?;
-        let last_mjd = records
-            .iter()
-            .map(|r| r.as_ref().and_then(|r| r.meta.last_mjd))
-            .collect();
-        let b = Arc::new(AnomalyBase {
+        let mut last_mjd = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(4096) {
+            let keys: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            last_mjd.extend(
+                store
+                    .get_objects(&keys)?
+                    .iter()
+                    .map(|r| r.as_ref().and_then(|r| r.meta.last_mjd)),
+            );
+        }
+        Ok(AnomalyBase {
             ids,
             vectors,
+            dim,
             lof,
             isolation,
             base,
+            order,
             last_mjd,
             sigma,
-        });
-        *lock(&self.anomaly_cache) = Some((generation, started, Arc::clone(&b)));
-        Ok(b)
+        })
     }
-}
-
-/// The unpersonalised anomaly scores of every embedded object.
-pub(super) struct AnomalyBase {
-    ids: Vec<String>,
-    /// Current scaled vectors, one per id.
-    vectors: Vec<Vec<f32>>,
-    lof: Vec<f64>,
-    isolation: Vec<f64>,
-    /// Mean of the LOF and isolation percentile ranks.
-    base: Vec<f64>,
-    last_mjd: Vec<Option<f64>>,
-    /// Median nearest-neighbour distance: the kernel width of personalisation.
-    sigma: f64,
 }
 /// Weight of a user's votes in their anomaly ranking.
 pub const PERSONAL_WEIGHT: f64 = 0.5;

@@ -14,10 +14,53 @@ use crate::science::taxonomy::{self, primary};
 use crate::science::{self, snia_score, Evaluation};
 
 impl Engine {
-    /// The most trusted label of each object (imported or from its annotations).
+    /// The most trusted label of each object (imported or from its annotations), from the
+    /// two label columns: a few bytes per object, not its record.
     pub(super) fn primary_labels(&self, ids: &[&str]) -> Result<Vec<Option<Label>>> {
-        let records = self.store.get_objects(ids)?;
-        self.primary_labels_of(ids, records.iter().map(Option::as_ref))
+        let imported = self.store.labels_of(ids)?;
+        let own = self.store.record_labels_of(ids)?;
+        Ok(imported
+            .iter()
+            .zip(own)
+            .map(|(imp, own)| primary(&taxonomy::merge(imp, own)).cloned())
+            .collect())
+    }
+
+    /// Fills the `record_labels` column of a store written before it existed: one pass over
+    /// the records, at open. Idempotent; a store created with the column skips it.
+    pub(super) fn fill_record_labels(store: &crate::store::Store) -> Result<()> {
+        if store.record_labels_complete()? {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let mut batch = crate::store::Batch::default();
+        let mut objects = 0usize;
+        let mut failed = None;
+        store.for_each_object(|record| {
+            objects += 1;
+            let labels = taxonomy::record_labels(&record);
+            if !labels.is_empty() {
+                batch.record_labels.push((record.object_id, labels));
+            }
+            if batch.record_labels.len() >= 10_000 {
+                if let Err(e) = store.write(&std::mem::take(&mut batch)) {
+                    failed = Some(e);
+                    return false;
+                }
+            }
+            true
+        })?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        batch.record_labels_complete = true;
+        store.write(&batch)?;
+        tracing::info!(
+            objects,
+            seconds = started.elapsed().as_secs_f64(),
+            "record labels column filled"
+        );
+        Ok(())
     }
 
     /// [`Self::primary_labels`] for records already read.
@@ -136,7 +179,14 @@ impl Engine {
             method,
             voters,
             packet_snia_score,
-            labels: self.labels(object_id)?,
+            labels: taxonomy::labels_of(
+                &record,
+                &self
+                    .store
+                    .labels_of(&[object_id])?
+                    .pop()
+                    .unwrap_or_default(),
+            ),
         })
     }
 

@@ -13,6 +13,7 @@ use crate::alert::Decoded;
 use crate::graph::{lists, Lists, Replaced};
 use crate::index::live::Entry;
 use crate::model::{Alert, Neighbour, ObjectRecord, Survey, VectorVersion};
+use crate::science::taxonomy;
 use crate::store::{Batch, NewAlert, NewVersion, PartitionOffset, Quarantined};
 
 impl Engine {
@@ -131,6 +132,10 @@ impl Engine {
             return Err(EngineError::SpecOutdated);
         }
         let replaced = self.embed_and_link(&changed_records, total_objects, &mut batch)?;
+        batch.record_labels = changed_records
+            .iter()
+            .map(|r| (r.object_id.clone(), taxonomy::record_labels(r)))
+            .collect();
         batch.objects = changed_records;
         batch.offsets = marks.offsets;
         batch.quarantined = marks.quarantined;

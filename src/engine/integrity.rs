@@ -5,16 +5,19 @@
 //! [`Engine::check`] reads everything back and verifies the parts against each other: every
 //! record decodes, every object has its vector versions in order, every version names a known
 //! object and a point below the watermark, every stored neighbour list names known objects at
-//! the distance of their current vectors, labels name known objects, and the live index holds
-//! each object's latest version, scaled by the stored spec. Imports `store`, `graph`, `embed`.
+//! the distance of their current vectors, labels name known objects, the `record_labels` column
+//! holds what each record's annotations carry, and the live index holds each object's latest
+//! version, scaled by the stored spec. Imports `store`, `graph`, `embed`, `science`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use serde::Serialize;
 
 use super::{index_dir, lock, read, Engine, Result};
 use crate::graph::STORED_K;
+use crate::model::Label;
+use crate::science::taxonomy;
 
 /// Problems listed in a [`CheckReport`]; the count goes on past it.
 pub const MAX_LISTED_PROBLEMS: usize = 100;
@@ -127,7 +130,13 @@ impl Engine {
     pub fn check(&self) -> Result<CheckReport> {
         let mut report = CheckReport::default();
         let mut objects: HashSet<String> = HashSet::new();
+        // The labels each record's annotations carry, to check the `record_labels` column.
+        let mut own_labels: HashMap<String, Vec<Label>> = HashMap::new();
         let scanned = self.store.for_each_object(|r| {
+            let labels = taxonomy::record_labels(&r);
+            if !labels.is_empty() {
+                own_labels.insert(r.object_id.clone(), labels);
+            }
             objects.insert(r.object_id);
             true
         });
@@ -272,6 +281,25 @@ impl Engine {
         });
         if let Err(e) = scanned {
             report.problem(format!("labels: {e}"));
+        }
+        let scanned = self
+            .store
+            .for_each_record_labels(|id, labels| match own_labels.remove(id) {
+                Some(own) if own == labels => {}
+                Some(own) => label_problems.push(format!(
+                    "record labels of {id}: {labels:?}, its record carries {own:?}"
+                )),
+                None => label_problems.push(format!(
+                    "record labels of {id}: {labels:?}, its record carries none"
+                )),
+            });
+        if let Err(e) = scanned {
+            report.problem(format!("record labels: {e}"));
+        }
+        for (id, own) in own_labels {
+            label_problems.push(format!(
+                "record labels of {id}: missing, its record carries {own:?}"
+            ));
         }
         for p in label_problems {
             report.problem(p);

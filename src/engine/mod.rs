@@ -19,9 +19,9 @@
 //!
 //! Locks, in the order they may be taken (never the reverse): `writer` (one write at a time),
 //! `refit` (a refit beside the engine), the reverse graph (`listed_by`), then `live` (the index,
-//! read for queries, written only for a short commit or swap). `anomaly_refresh` (held while
-//! the anomaly scores are computed, which reads `live`) is taken while holding no other lock.
-//! `observers`, `anomaly_cache` and `rebuild_thread` are taken alone, never while waiting for
+//! read for queries, written only for a short commit or swap). The anomaly scores' refresh lock
+//! (held while they are computed, which reads `live`) is taken while holding no other lock.
+//! `observers`, the anomaly cache and `rebuild_thread` are taken alone, never while waiting for
 //! another.
 //!
 //! Imports `model`, `alert`, `embed`, `store`, `index`, `graph`, `science`.
@@ -55,7 +55,7 @@ mod similar;
 #[cfg(test)]
 mod tests;
 
-use anomaly::AnomalyBase;
+use anomaly::Anomalies;
 use refit::PendingRefit;
 
 pub use anomaly::{AnomalyQuery, AnomalyScore, ANOMALY_MAX_AGE, PERSONAL_WEIGHT};
@@ -132,10 +132,14 @@ pub struct Engine {
     /// Bumped by every committed change of vectors or labels.
     generation: AtomicU64,
     observers: RwLock<Vec<Observer>>,
-    /// Anomaly scores before personalisation, the generation they were computed at and when.
-    anomaly_cache: Mutex<Option<(u64, std::time::Instant, Arc<AnomalyBase>)>>,
-    /// Held by the one caller computing the anomaly scores.
-    anomaly_refresh: Mutex<()>,
+    /// Anomaly scores before personalisation, and the worker that recomputes them.
+    anomalies: Arc<Anomalies>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.anomalies.stop();
+    }
 }
 
 /// What one committed write changed; given to every observer (see [`Engine::observe`]).
@@ -172,6 +176,7 @@ impl Engine {
     pub fn open(path: &Path, config: EngineConfig) -> Result<Engine> {
         config.validate()?;
         let store = Store::open(path, config.store.clone())?;
+        Engine::fill_record_labels(&store)?;
         let index = index_config(&store, &config)?;
         let embedder = Embedder::new();
         let spec = store
@@ -198,13 +203,15 @@ impl Engine {
         };
         tracing::info!(?origin, backend = %live.config().backend, vectors = live.len(), "index ready");
         let store = Arc::new(store);
+        let live = Arc::new(RwLock::new(live));
+        let anomalies = Anomalies::start(Arc::clone(&store), Arc::clone(&live));
         Ok(Engine {
             listed_by: LazyReverse::load_in_background(Arc::clone(&store)),
             store,
             writer: Mutex::new(()),
             config,
             embedder,
-            live: Arc::new(RwLock::new(live)),
+            live,
             origin,
             spec_outdated,
             rebuilding: Arc::new(AtomicBool::new(false)),
@@ -212,8 +219,7 @@ impl Engine {
             refit: Mutex::new(None),
             generation: AtomicU64::new(0),
             observers: RwLock::new(Vec::new()),
-            anomaly_cache: Mutex::new(None),
-            anomaly_refresh: Mutex::new(()),
+            anomalies,
         })
     }
 

@@ -10,7 +10,9 @@ use serde::Serialize;
 
 use super::{matrix_of, read, Engine, EngineError, Result, SimilarQuery, Target};
 use crate::graph::{self, GRAPH_K};
+use crate::index::live::LiveIndex;
 use crate::model::Neighbour;
+use crate::store::Store;
 
 impl Engine {
     /// The `k` objects most similar to `object_id`, nearest first, the object itself excluded;
@@ -58,24 +60,12 @@ impl Engine {
 
     /// Every object's [`GRAPH_K`] nearest neighbours: the kNN graph the analytics use.
     pub(super) fn graph_lists(&self) -> Result<BTreeMap<String, Vec<Neighbour>>> {
-        let mut lists = BTreeMap::new();
-        self.store.for_each_neighbours(|id, mut list| {
-            list.truncate(GRAPH_K);
-            lists.insert(id.to_string(), list);
-            true
-        })?;
-        Ok(lists)
+        graph_lists(&self.store)
     }
 
     /// Every current scaled vector, in object-id order.
     pub fn vectors(&self) -> (Vec<String>, Vec<Vec<f32>>) {
-        let live = read(&self.live);
-        let mut rows: Vec<(&Arc<str>, &Vec<f32>)> =
-            live.objects().map(|(id, c)| (id, &c.vector)).collect();
-        rows.sort_by(|a, b| a.0.cmp(b.0));
-        rows.into_iter()
-            .map(|(id, v)| (id.to_string(), v.clone()))
-            .unzip()
+        vectors_of(&read(&self.live))
     }
 
     /// Every current vector, in object-id order: ids and an n × dim matrix.
@@ -130,4 +120,25 @@ pub struct ClusterReport {
     pub component_sizes: Vec<usize>,
     pub k: usize,
     pub clusters: Vec<graph::Cluster>,
+}
+
+/// Every stored neighbour list, cut to [`GRAPH_K`].
+pub(super) fn graph_lists(store: &Store) -> Result<BTreeMap<String, Vec<Neighbour>>> {
+    let mut lists = BTreeMap::new();
+    store.for_each_neighbours(|id, mut list| {
+        list.truncate(GRAPH_K);
+        lists.insert(id.to_string(), list);
+        true
+    })?;
+    Ok(lists)
+}
+
+/// Every current scaled vector of `live`, in object-id order.
+pub(super) fn vectors_of(live: &LiveIndex) -> (Vec<String>, Vec<Vec<f32>>) {
+    let mut rows: Vec<(&Arc<str>, &Vec<f32>)> =
+        live.objects().map(|(id, c)| (id, &c.vector)).collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    rows.into_iter()
+        .map(|(id, v)| (id.to_string(), v.clone()))
+        .unzip()
 }

@@ -179,7 +179,21 @@ pub const LABEL_FIELDS: &[(&str, &str)] = &[
 /// Every label an object carries: imported ones and those in its annotations, most trusted
 /// first.
 pub fn labels_of(record: &ObjectRecord, imported: &[Label]) -> Vec<Label> {
+    merge(imported, record_labels(record))
+}
+
+/// Imported labels and a record's own ([`record_labels`]), most trusted first (imported first
+/// among equals).
+pub fn merge(imported: &[Label], record: Vec<Label>) -> Vec<Label> {
     let mut out: Vec<Label> = imported.to_vec();
+    out.extend(record);
+    out.sort_by_key(|l| rank(&l.source));
+    out
+}
+
+/// The labels a record's annotations carry (broker classes, cross-matches), in field order.
+pub fn record_labels(record: &ObjectRecord) -> Vec<Label> {
+    let mut out = Vec::new();
     for (field, source) in LABEL_FIELDS {
         if let Some(a) = record.annotations.get(*field) {
             if let AnnotationValue::Text(raw) = &a.value {
@@ -199,7 +213,6 @@ pub fn labels_of(record: &ObjectRecord, imported: &[Label]) -> Vec<Label> {
             }
         }
     }
-    out.sort_by_key(|l| rank(&l.source));
     out
 }
 

@@ -5,7 +5,10 @@
 //! - `alerts`: (survey, alert id) -> object id, one entry per distinct alert packet ingested;
 //! - `vectors`: (object id, version) -> [`VectorVersion`], every embedding an object has had;
 //! - `neighbours`: object id -> its k nearest neighbours ([`Neighbour`]s), the kNN graph;
-//! - `labels`: object id -> imported [`Label`]s (labels in the annotations are read from there);
+//! - `labels`: object id -> imported [`Label`]s;
+//! - `record_labels`: object id -> the [`Label`]s its record's annotations carry (broker and
+//!   cross-match classes), written with the record, so that a vote or a label spreading reads a
+//!   few bytes per neighbour instead of its whole record (absent where there are none);
 //! - `votes`: (user, object id) -> [`Vote`];
 //! - `offsets`: (topic, partition) -> the next Kafka offset to read ([`PartitionOffset`]), written
 //!   in the same batch as the alerts the messages before it carried;
@@ -44,8 +47,18 @@ pub mod cf {
     pub const VOTES: &str = "votes";
     pub const OFFSETS: &str = "offsets";
     pub const QUARANTINE: &str = "quarantine";
-    pub const ALL: [&str; 9] = [
-        OBJECTS, ALERTS, META, VECTORS, NEIGHBOURS, LABELS, VOTES, OFFSETS, QUARANTINE,
+    pub const RECORD_LABELS: &str = "record_labels";
+    pub const ALL: [&str; 10] = [
+        OBJECTS,
+        ALERTS,
+        META,
+        VECTORS,
+        NEIGHBOURS,
+        LABELS,
+        VOTES,
+        OFFSETS,
+        QUARANTINE,
+        RECORD_LABELS,
     ];
 }
 
@@ -123,6 +136,11 @@ pub struct Batch {
     pub offsets: Vec<PartitionOffset>,
     /// Messages of those partitions that could not be decoded.
     pub quarantined: Vec<Quarantined>,
+    /// The labels in the annotations of `objects` (and of objects whose records are not
+    /// rewritten, when the column is first filled): the `record_labels` column.
+    pub record_labels: Vec<(String, Vec<Label>)>,
+    /// Marks the `record_labels` column complete (the last batch of its first filling).
+    pub record_labels_complete: bool,
 }
 
 /// An alert id seen for the first time, and the object it belongs to.
@@ -418,6 +436,18 @@ impl Store {
         if let Some(next) = batch.next_point {
             wb.put_cf(meta, keys::NEXT_POINT_KEY, next.to_be_bytes());
         }
+        let record_labels = self.handle(cf::RECORD_LABELS)?;
+        for (id, labels) in &batch.record_labels {
+            let key = keys::object_key(id);
+            if labels.is_empty() {
+                wb.delete_cf(record_labels, key);
+            } else {
+                wb.put_cf(record_labels, key, encode(cf::RECORD_LABELS, labels)?);
+            }
+        }
+        if batch.record_labels_complete {
+            wb.put_cf(meta, keys::RECORD_LABELS_KEY, [1u8]);
+        }
         self.write_stream_marks(&mut wb, batch)?;
         let mut wo = WriteOptions::default();
         wo.set_sync(self.config.sync_writes);
@@ -555,11 +585,43 @@ impl Store {
 
     /// Imported labels of several objects (empty where none).
     pub fn labels_of(&self, ids: &[&str]) -> Result<Vec<Vec<Label>>> {
+        self.label_lists(cf::LABELS, ids)
+    }
+
+    /// The labels in several objects' annotations, as their records were last written (empty
+    /// where none).
+    pub fn record_labels_of(&self, ids: &[&str]) -> Result<Vec<Vec<Label>>> {
+        self.label_lists(cf::RECORD_LABELS, ids)
+    }
+
+    fn label_lists(&self, cf: &'static str, ids: &[&str]) -> Result<Vec<Vec<Label>>> {
         Ok(self
-            .multi_get(cf::LABELS, ids)?
+            .multi_get(cf, ids)?
             .into_iter()
             .map(Option::unwrap_or_default)
             .collect())
+    }
+
+    /// Whether the `record_labels` column covers every object (stores written before it
+    /// existed fill it once, at open).
+    pub fn record_labels_complete(&self) -> Result<bool> {
+        let meta = self.handle(cf::META)?;
+        Ok(self
+            .db
+            .get_pinned_cf(meta, keys::RECORD_LABELS_KEY)?
+            .is_some())
+    }
+
+    /// Calls `f` on every object's record labels.
+    pub fn for_each_record_labels(&self, f: impl FnMut(&str, Vec<Label>)) -> Result<()> {
+        self.each_label_list(cf::RECORD_LABELS, f)
+    }
+
+    fn each_label_list(&self, cf: &'static str, mut f: impl FnMut(&str, Vec<Label>)) -> Result<()> {
+        self.scan(cf, &[], |k, v| {
+            f(&String::from_utf8_lossy(k), v);
+            true
+        })
     }
 
     /// Replaces the imported labels of objects, atomically.
@@ -573,11 +635,8 @@ impl Store {
     }
 
     /// Calls `f` on every object's imported labels.
-    pub fn for_each_labels(&self, mut f: impl FnMut(&str, Vec<Label>)) -> Result<()> {
-        self.scan(cf::LABELS, &[], |k, v| {
-            f(&String::from_utf8_lossy(k), v);
-            true
-        })
+    pub fn for_each_labels(&self, f: impl FnMut(&str, Vec<Label>)) -> Result<()> {
+        self.each_label_list(cf::LABELS, f)
     }
 
     pub fn put_vote(&self, user: &str, object_id: &str, vote: Vote) -> Result<()> {
