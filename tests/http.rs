@@ -469,3 +469,52 @@ fn the_openapi_document_lists_every_path_and_each_answers() {
     assert!(panel["classification"]["probabilities"].is_object());
     assert!(panel["anomaly"]["score"].is_number());
 }
+
+/// With `--tls-cert`/`--tls-key` the HTTP listener speaks TLS with the gRPC certificate: a
+/// client trusting the test CA (data/tls) gets the API and the panel; a plaintext request gets
+/// no HTTP answer; a client that does not finish its handshake holds up nobody.
+#[test]
+fn http_is_served_over_tls_with_the_grpc_certificate() {
+    let dir = labelled_store(&[]);
+    let identity = asterism::server::TlsIdentity {
+        cert_pem: std::fs::read(data("tls/localhost.crt")).unwrap(),
+        key_pem: std::fs::read(data("tls/localhost.key")).unwrap(),
+    };
+    let mut served = common::served::start_with(
+        &dir.path().join("db"),
+        asterism::server::ServerConfig {
+            access: access(),
+            tls: Some(identity),
+            ..Default::default()
+        },
+        HttpConfig::default(),
+    );
+    let ca = std::fs::read(data("tls/ca.crt")).unwrap();
+    // A silent client: connected, never says hello.
+    let _silent = std::net::TcpStream::connect(served.http).unwrap();
+
+    let stats = common::http::https_get(served.http, &ca, "localhost", "/api/v1/stats");
+    assert_eq!(stats.status, 200, "{}", stats.text());
+    assert_eq!(stats.json()["objects"], 60);
+    let panel = common::http::https_get(served.http, &ca, "127.0.0.1", "/panel/1013184");
+    assert_eq!(panel.status, 200);
+    assert!(panel.text().contains("1013184"));
+
+    // Plaintext HTTP to the TLS port: the server answers with a TLS alert, not HTTP.
+    let mut plain = std::net::TcpStream::connect(served.http).unwrap();
+    plain
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    use std::io::{Read, Write};
+    plain
+        .write_all(b"GET /api/v1/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    served.shutdown();
+}

@@ -313,7 +313,7 @@ pub(super) struct ServeArgs {
     /// stands for the object id (default: this server's panel of the neighbour).
     #[arg(long, value_name = "URL", requires = "http")]
     pub(super) http_object_url: Option<String>,
-    /// Serve gRPC over TLS with this certificate chain (PEM); needs --tls-key.
+    /// Serve gRPC (and --http) over TLS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     pub(super) tls_cert: Option<PathBuf>,
     /// The private key (PEM) of --tls-cert.

@@ -54,7 +54,7 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Decoding options for ingested packets (the writer schema of Confluent-framed datums).
     pub decode: DecodeOptions,
-    /// With a certificate and its key, gRPC is served over TLS only.
+    /// With a certificate and its key, gRPC (and HTTP, when served) is served over TLS only.
     pub tls: Option<TlsIdentity>,
 }
 
@@ -118,7 +118,12 @@ pub async fn serve_with_http(
     let (closing_tx, closing) = watch::channel(false);
     let http_server = http.map(|(http_listener, http_config)| {
         let app = http::router(Arc::clone(&engine), config.access.clone(), http_config);
-        tokio::spawn(http::run(http_listener, app, closing.clone()))
+        tokio::spawn(http::run(
+            http_listener,
+            config.tls.clone(),
+            app,
+            closing.clone(),
+        ))
     });
     let service = service::Service {
         engine: Arc::clone(&engine),

@@ -46,10 +46,50 @@ pub fn request(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Answer {
-    let mut stream = TcpStream::connect(addr).expect("connect");
+    let mut stream = connect(addr);
+    exchange(&mut stream, addr, method, path, headers, body)
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(120)))
         .expect("timeout");
+    stream
+}
+
+/// A GET over TLS, trusting only the certificate authority `ca_pem`, the server named
+/// `server_name` (as its certificate must say).
+pub fn https_get(addr: SocketAddr, ca_pem: &[u8], server_name: &str, path: &str) -> Answer {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(server_name.to_string()).expect("server name");
+    let connection =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("TLS client");
+    let mut stream = rustls::StreamOwned::new(connection, connect(addr));
+    exchange(&mut stream, addr, "GET", path, &[], None)
+}
+
+/// Writes one request on `stream` and reads its answer.
+fn exchange(
+    stream: &mut (impl Read + Write),
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Answer {
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));

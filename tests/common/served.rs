@@ -20,6 +20,18 @@ pub struct Served {
 }
 
 pub fn start(db: &Path, access: Access, http: HttpConfig) -> Served {
+    start_with(
+        db,
+        ServerConfig {
+            access,
+            ..ServerConfig::default()
+        },
+        http,
+    )
+}
+
+/// [`start`] with any server configuration (TLS, message limits).
+pub fn start_with(db: &Path, server: ServerConfig, http: HttpConfig) -> Served {
     let engine = Arc::new(Engine::open(db, config()).expect("open store"));
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -36,11 +48,7 @@ pub fn start(db: &Path, access: Access, http: HttpConfig) -> Served {
             addr_tx
                 .send((grpc.local_addr()?, web.local_addr()?))
                 .expect("send addresses");
-            let config = ServerConfig {
-                access,
-                ..ServerConfig::default()
-            };
-            serve_with_http(served, config, grpc, Some((web, http)), async {
+            serve_with_http(served, server, grpc, Some((web, http)), async {
                 let _ = stopped.await;
             })
             .await

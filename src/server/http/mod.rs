@@ -23,6 +23,9 @@ use crate::engine::{Cone, Engine, Filters};
 mod api;
 pub mod openapi;
 mod panel;
+mod tls;
+
+pub use tls::HANDSHAKE_TIMEOUT;
 
 /// How the HTTP side runs.
 #[derive(Debug, Clone, Default)]
@@ -60,19 +63,38 @@ pub fn router(engine: Arc<Engine>, access: Access, config: HttpConfig) -> Router
         .with_state(shared)
 }
 
-/// Serves `app` on `listener` until `closing` turns true, then lets requests in flight finish.
+/// Serves `app` on `listener` (over TLS with `tls`) until `closing` turns true, then lets
+/// requests in flight finish.
 pub(super) async fn run(
     listener: TcpListener,
+    tls: Option<super::TlsIdentity>,
     app: Router,
-    mut closing: watch::Receiver<bool>,
+    closing: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
     use axum::serve::ListenerExt as _;
-    // As on the gRPC side: small answers must not wait for Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY not set on a connection: {e}");
+    match tls {
+        Some(identity) => serve_on(tls::TlsListener::new(listener, &identity)?, app, closing).await,
+        None => {
+            // As on the gRPC side: small answers must not wait for Nagle's algorithm.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!("TCP_NODELAY not set on a connection: {e}");
+                }
+            });
+            serve_on(listener, app, closing).await
         }
-    });
+    }
+}
+
+async fn serve_on<L>(
+    listener: L,
+    app: Router,
+    mut closing: watch::Receiver<bool>,
+) -> Result<(), ServerError>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             // A dropped sender also ends the wait: the gRPC side is gone.
