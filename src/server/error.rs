@@ -33,6 +33,9 @@ pub enum ServerError {
     NotFound(String),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The caller went away (cancelled, or past its deadline) before its work started.
+    #[error("the request was cancelled before its work started")]
+    Cancelled,
     #[error("a worker task failed: {0}")]
     Worker(String),
     #[error("transport: {0}")]
@@ -123,6 +126,7 @@ fn mapped(e: ServerError) -> Mapped {
         ServerError::PermissionDenied(_) => (Code::PermissionDenied, None, message),
         ServerError::NotFound(_) => (Code::NotFound, None, message),
         ServerError::ShuttingDown => (Code::Unavailable, None, message),
+        ServerError::Cancelled => (Code::Cancelled, None, message),
         ServerError::Worker(_) | ServerError::Transport(_) | ServerError::Io(_) => {
             (Code::Internal, None, message)
         }

@@ -43,6 +43,36 @@ pub mod proto {
 
 use watch_neighbours as watching;
 
+/// Runs `f` on the blocking pool (engine calls are CPU-bound and must not hold the executor),
+/// unless the caller is gone by the time a thread takes it: a request cancelled by its client,
+/// or dropped by tonic past its `grpc-timeout` deadline, while it waits for a thread never
+/// starts its work, so a burst of abandoned calls does not keep the pool busy after them. Work
+/// already started runs to its end (every read is bounded: O(k log n)).
+pub(crate) async fn run_blocking<T, F>(f: F) -> Result<T, ServerError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ServerError> + Send + 'static,
+{
+    /// Clears the flag when the caller's future is dropped (or completes).
+    struct Wanted(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Wanted {
+        fn drop(&mut self) {
+            self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let wanted = Wanted(Arc::new(std::sync::atomic::AtomicBool::new(true)));
+    let flag = Arc::clone(&wanted.0);
+    let answer = tokio::task::spawn_blocking(move || {
+        if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ServerError::Cancelled);
+        }
+        f()
+    })
+    .await?;
+    drop(wanted);
+    answer
+}
+
 /// Largest message accepted or sent, by default.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
 
@@ -181,4 +211,48 @@ pub async fn serve_with_http(
     tokio::task::spawn_blocking(move || engine.checkpoint()).await??;
     tracing::info!("index written; stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{run_blocking, ServerError};
+
+    /// A call abandoned while it waits for a blocking thread never runs; one still wanted does.
+    #[test]
+    fn abandoned_calls_do_not_start_their_work() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        let ran = Arc::new(AtomicBool::new(false));
+        rt.block_on(async {
+            // The one blocking thread is busy for a while.
+            let busy = tokio::spawn(run_blocking(|| {
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(())
+            }));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let flag = Arc::clone(&ran);
+            let abandoned = tokio::time::timeout(
+                Duration::from_millis(20),
+                run_blocking(move || {
+                    flag.store(true, Ordering::SeqCst);
+                    Ok(())
+                }),
+            )
+            .await;
+            assert!(abandoned.is_err(), "the call should still be waiting");
+            busy.await.unwrap().unwrap();
+            // A later call runs: the pool went past the abandoned one.
+            assert_eq!(run_blocking(|| Ok(7)).await.unwrap(), 7);
+        });
+        assert!(!ran.load(Ordering::SeqCst), "abandoned work ran");
+        let cancelled: tonic::Status = ServerError::Cancelled.into();
+        assert_eq!(cancelled.code(), tonic::Code::Cancelled);
+    }
 }

@@ -34,16 +34,13 @@ pub(super) struct Service {
     pub closing: watch::Receiver<bool>,
 }
 
-/// Runs `f` on the blocking pool: engine calls are CPU-bound and must not hold the executor.
+/// [`super::run_blocking`], answering a gRPC `Status`.
 async fn blocking<T, F>(f: F) -> Result<T, Status>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, ServerError> + Send + 'static,
 {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(Status::from),
-        Err(e) => Err(ServerError::from(e).into()),
-    }
+    super::run_blocking(f).await.map_err(Status::from)
 }
 
 fn bounded(field: &'static str, n: u32) -> Result<usize, ServerError> {

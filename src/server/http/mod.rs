@@ -109,14 +109,7 @@ fn metadata(headers: &HeaderMap) -> MetadataMap {
     MetadataMap::from_headers(headers.clone())
 }
 
-/// Runs `f` on the blocking pool: engine calls are CPU-bound and must not hold the executor.
-async fn blocking<T, F>(f: F) -> Result<T, ServerError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T, ServerError> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f).await?
-}
+use super::run_blocking as blocking;
 
 /// A query string's parameters, decoded, in order. Names not listed as accepted are refused,
 /// so a misspelt filter is a 400, not a silently wider answer.
