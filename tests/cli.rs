@@ -321,3 +321,121 @@ fn the_index_backend_is_chosen_at_creation() {
         asterism::index::IndexBackend::Usearch
     );
 }
+
+/// A full disk, simulated with a file size limit (`ulimit -f`, SIGXFSZ ignored: the write
+/// fails with EFBIG as it would with ENOSPC): `ingest` stops with an error naming the store and
+/// saying the batch was not stored; the store passes `check`; run again with room, it ends
+/// equal to a store that never ran out.
+#[test]
+fn a_full_disk_stops_ingest_with_a_clear_error_and_no_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_arg(dir.path());
+    let inputs: Vec<String> = ["ztf", "fink", "lightcurves"]
+        .iter()
+        .map(|d| data(d).to_string_lossy().into_owned())
+        .collect();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"ulimit -f 500; trap '' XFSZ; exec "$@""#)
+        .arg("bash")
+        .arg(env!("CARGO_BIN_EXE_asterism"))
+        .args(["ingest", "--db", &db, "--batch-size", "50"])
+        .args(&inputs)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "ingest succeeded past the limit");
+    assert!(
+        err.contains(&format!("cannot write to the database at {db}"))
+            && err.contains("File too large")
+            && err.contains("the batch being written was not stored"),
+        "{err}"
+    );
+    let (ok, report, err) = asterism(&["check", "--db", &db, "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(report["problem_count"], 0, "{report}");
+    let partial = report["objects"].as_u64().unwrap();
+    assert!(
+        partial > 0,
+        "some batches were stored before the disk filled"
+    );
+
+    let mut again = vec!["ingest", "--db", &db];
+    again.extend(inputs.iter().map(String::as_str));
+    let (ok, _, err) = asterism(&again);
+    assert!(ok, "{err}");
+    let clean = db_arg(&dir.path().join("clean"));
+    let mut fresh = vec!["ingest", "--db", &clean];
+    fresh.extend(inputs.iter().map(String::as_str));
+    let (ok, _, err) = asterism(&fresh);
+    assert!(ok, "{err}");
+    let (_, resumed, _) = asterism(&["stats", "--db", &db, "--json"]);
+    let (_, expected, _) = asterism(&["stats", "--db", &clean, "--json"]);
+    assert_eq!(resumed, expected);
+    assert!(resumed["objects"].as_u64().unwrap() > partial);
+    let (ok, report, _) = asterism(&["check", "--db", &db, "--json"]);
+    assert!(ok && report["problem_count"] == 0, "{report}");
+}
+
+/// A store whose directory the user cannot write: commands fail at open with an error that
+/// says so, and nothing in it changes. (As root, the command runs as `nobody` via setpriv:
+/// root writes through permission bits.)
+#[test]
+fn a_read_only_store_gives_a_clear_error_and_stays_unchanged() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_arg(dir.path());
+    let ztf = data("ztf").to_string_lossy().into_owned();
+    let (ok, _, err) = asterism(&["ingest", "--db", &db, &ztf]);
+    assert!(ok, "{err}");
+    let listing = |path: &Path| -> Vec<(String, u64)> {
+        let mut files: Vec<(String, u64)> = std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.metadata().unwrap().len(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = listing(Path::new(&db));
+    let set_mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    set_mode(dir.path(), 0o755);
+    set_mode(Path::new(&db), 0o555);
+    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    let run = |args: &[&str]| {
+        let mut command = if root {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(env!("CARGO_BIN_EXE_asterism"));
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_asterism"))
+        };
+        command.args(args).output().unwrap()
+    };
+    for args in [
+        vec!["stats", "--db", &db],
+        vec!["ingest", "--db", &db, &ztf],
+    ] {
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            err.contains(&format!("cannot open the database at {db}"))
+                && err.contains("not writable by this user"),
+            "{args:?}: {err}"
+        );
+    }
+    set_mode(Path::new(&db), 0o755);
+    assert_eq!(listing(Path::new(&db)), before);
+    let (ok, report, err) = asterism(&["check", "--db", &db, "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(report["problem_count"], 0, "{report}");
+}

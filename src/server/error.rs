@@ -116,6 +116,11 @@ fn mapped(e: ServerError) -> Mapped {
             | EngineError::Graph(GraphError::Store(
                 StoreError::Corrupt { .. } | StoreError::FormatVersion { .. },
             )) => (Code::DataLoss, None, message),
+            // Disk full, a size limit, a read-only file system: RESOURCE_EXHAUSTED, as gRPC
+            // names "the entire file system is out of space".
+            EngineError::Store(StoreError::WriteFailed { .. }) => {
+                (Code::ResourceExhausted, None, message)
+            }
             EngineError::Store(_)
             | EngineError::Index(_)
             | EngineError::Graph(_)

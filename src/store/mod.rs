@@ -77,6 +77,13 @@ pub enum StoreError {
     },
     #[error("RocksDB: {detail}")]
     Rocks { detail: String },
+    /// A write the file system refused (disk full, a file size limit, a directory turned
+    /// read-only): nothing of that write was stored.
+    #[error(
+        "cannot write to the database at {path}: {detail}; the batch being written was not \
+         stored (everything stored before it is intact: free space and run again)"
+    )]
+    WriteFailed { path: PathBuf, detail: String },
     #[error("cannot encode a value for `{cf}`: {detail}")]
     Encode { cf: &'static str, detail: String },
     #[error("corrupt value under key {key:?} in `{cf}`: {detail}")]
@@ -270,8 +277,17 @@ impl Store {
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             ColumnFamilyDescriptor::new(*name, o)
         });
-        let db =
-            DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| open_err(e.into_string()))?;
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
+            let detail = e.into_string();
+            if detail.contains("Permission denied") || detail.contains("Read-only file system") {
+                open_err(format!(
+                    "the directory is not writable by this user, and RocksDB writes its lock \
+                     file and log even to read ({detail})"
+                ))
+            } else {
+                open_err(detail)
+            }
+        })?;
         let store = Store {
             db,
             path: path.to_path_buf(),
@@ -449,10 +465,7 @@ impl Store {
             wb.put_cf(meta, keys::RECORD_LABELS_KEY, [1u8]);
         }
         self.write_stream_marks(&mut wb, batch)?;
-        let mut wo = WriteOptions::default();
-        wo.set_sync(self.config.sync_writes);
-        self.db.write_opt(wb, &wo)?;
-        Ok(())
+        self.write_batch(wb)
     }
 
     fn meta_value<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
@@ -661,11 +674,23 @@ impl Store {
         Ok(out)
     }
 
+    /// Writes `wb` atomically (fsync'd unless configured otherwise). A write the file system
+    /// refuses is a [`StoreError::WriteFailed`]; RocksDB then refuses further writes until the
+    /// store is reopened, and what it had stored before stays readable.
     fn write_batch(&self, wb: WriteBatch) -> Result<()> {
         let mut wo = WriteOptions::default();
         wo.set_sync(self.config.sync_writes);
-        self.db.write_opt(wb, &wo)?;
-        Ok(())
+        self.db.write_opt(wb, &wo).map_err(|e| {
+            let detail = e.into_string();
+            if detail.starts_with("IO error") {
+                StoreError::WriteFailed {
+                    path: self.path.clone(),
+                    detail,
+                }
+            } else {
+                StoreError::Rocks { detail }
+            }
+        })
     }
 
     /// Calls `f` on every object, in id order, until it returns `false`.
