@@ -439,3 +439,24 @@ fn a_read_only_store_gives_a_clear_error_and_stays_unchanged() {
     assert!(ok, "{err}");
     assert_eq!(report["problem_count"], 0, "{report}");
 }
+
+/// `ingest --bulk` seeds an empty store (its JSON adds what the second pass did), and refuses
+/// a store that already holds embeddings, saying what to run instead.
+#[test]
+fn ingest_bulk_seeds_an_empty_store_and_refuses_a_filled_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_arg(dir.path());
+    let ztf = data("ztf").to_string_lossy().into_owned();
+    let curves = data("lightcurves").to_string_lossy().into_owned();
+    let (ok, report, err) = asterism(&["ingest", "--bulk", "--db", &db, &ztf, &curves, "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(report["seed"]["objects"], report["objects_new"]);
+    assert!(
+        report["seed"]["links"].as_u64().unwrap() >= 10 * report["objects_new"].as_u64().unwrap()
+    );
+    let (ok, check, _) = asterism(&["check", "--db", &db, "--json"]);
+    assert!(ok && check["problem_count"] == 0, "{check}");
+    let (ok, _, err) = asterism(&["ingest", "--bulk", "--db", &db, &ztf]);
+    assert!(!ok);
+    assert!(err.contains("ingest without --bulk"), "{err}");
+}

@@ -368,6 +368,12 @@ pub(super) struct IngestArgs {
     pub(super) schema: SchemaArg,
     #[command(flatten)]
     pub(super) write: WriteArgs,
+    /// Seed a store that has no embedding yet, from an archive: store every object first, then
+    /// embed them all in parallel, fit the scaler once, build the index in one parallel pass
+    /// and compute every neighbour list (instead of an index insertion and relink per batch).
+    /// Rerun it on a store whose seed was interrupted to finish it.
+    #[arg(long)]
+    pub(super) bulk: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub(super) json: bool,

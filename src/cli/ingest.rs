@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use asterism::alert::write::PacketWriter;
 use asterism::alert::{DecodeError, DecodeOptions, Decoded, Reject};
-use asterism::engine::{Engine, IngestReport};
+use asterism::engine::{Engine, IngestReport, IngestSession, Seed};
 use asterism::model::{Alert, Survey};
 use asterism::{source, synth};
 
@@ -27,14 +27,50 @@ pub(super) fn ingest(args: IngestArgs) -> Result<()> {
     let engine = Engine::open(&args.db.db, args.write.engine_config()?)?;
     engine.skip_index_teardown();
     let opts = args.schema.decode_options()?;
-    let report = ingest_paths(&engine, &args.paths, &opts)?;
+    if args.bulk {
+        let mut seed = Sink::Seed(engine.seed()?);
+        ingest_paths(&mut seed, &args.paths, &opts)?;
+        let Sink::Seed(seed) = seed else {
+            unreachable!("a seed stays a seed");
+        };
+        let (report, seeded) = seed.finish()?;
+        return output::print_ingest_seeded(&report, Some(&seeded), args.json);
+    }
+    let mut session = Sink::Session(engine.session());
+    ingest_paths(&mut session, &args.paths, &opts)?;
+    let Sink::Session(session) = session else {
+        unreachable!("a session stays a session");
+    };
+    let report = session.finish();
     engine.checkpoint()?;
     output::print_ingest(&report, args.json)
 }
 
-fn ingest_paths(engine: &Engine, paths: &[PathBuf], opts: &DecodeOptions) -> Result<IngestReport> {
+/// Where `ingest` puts decoded inputs: an incremental session, or pass one of a bulk seed.
+enum Sink<'e> {
+    Session(IngestSession<'e>),
+    Seed(Seed<'e>),
+}
+
+impl Sink<'_> {
+    fn add(&mut self, decoded: Decoded) -> Result<()> {
+        match self {
+            Sink::Session(s) => s.add(decoded)?,
+            Sink::Seed(s) => s.add(decoded)?,
+        }
+        Ok(())
+    }
+
+    fn report(&self) -> &IngestReport {
+        match self {
+            Sink::Session(s) => s.report(),
+            Sink::Seed(s) => s.report(),
+        }
+    }
+}
+
+fn ingest_paths(session: &mut Sink<'_>, paths: &[PathBuf], opts: &DecodeOptions) -> Result<()> {
     let (files, unreadable) = source::expand(paths);
-    let mut session = engine.session();
     session.add(Decoded {
         alerts: Vec::new(),
         rejects: unreadable
@@ -75,7 +111,7 @@ fn ingest_paths(engine: &Engine, paths: &[PathBuf], opts: &DecodeOptions) -> Res
         ));
     }
     bar.finish_and_clear();
-    Ok(session.finish())
+    Ok(())
 }
 
 /// `asterism reindex`: re-embeds every object, then checkpoints.

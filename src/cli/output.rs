@@ -74,8 +74,31 @@ pub(super) fn print_check(r: &CheckReport, json: bool) -> Result<()> {
 }
 
 pub(super) fn print_ingest(report: &IngestReport, json: bool) -> Result<()> {
+    print_ingest_seeded(report, None, json)
+}
+
+/// [`print_ingest`], with what the second pass of `ingest --bulk` did (JSON key `seed`).
+pub(super) fn print_ingest_seeded(
+    report: &IngestReport,
+    seeded: Option<&asterism::engine::SeedReport>,
+    json: bool,
+) -> Result<()> {
     if json {
-        return print_json(report);
+        let mut doc = serde_json::to_value(report)?;
+        if let Some(s) = seeded {
+            doc["seed"] = serde_json::to_value(s)?;
+        }
+        return print_json(&doc);
+    }
+    if let Some(s) = seeded {
+        say!(
+            "seeded:            {} objects embedded in {:.1} s, indexed in {:.1} s, {} links in {:.1} s",
+            s.objects,
+            s.embed_seconds,
+            s.index_seconds,
+            s.links,
+            s.link_seconds
+        );
     }
     say!("alerts read:       {}", report.alerts_read);
     say!("alerts rejected:   {}", report.alerts_rejected);

@@ -54,9 +54,46 @@ impl Engine {
     pub fn apply_marked(&self, alerts: &[Alert], marks: StreamMarks) -> Result<BatchOutcome> {
         // A poisoned lock only means another writer panicked; the store itself is consistent.
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if self.seeding.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(EngineError::SeedUnfinished);
+        }
         self.install_refit(false)?;
         let mut outcome = BatchOutcome::default();
+        let Merged {
+            records: changed_records,
+            mut batch,
+            total_objects,
+        } = self.merge(alerts, &mut outcome)?;
+        if self.spec_outdated && !changed_records.is_empty() {
+            return Err(EngineError::SpecOutdated);
+        }
+        let replaced = self.embed_and_link(&changed_records, total_objects, &mut batch)?;
+        batch.objects = changed_records;
+        batch.offsets = marks.offsets;
+        batch.quarantined = marks.quarantined;
+        self.store.write(&batch)?;
+        self.note_lists(replaced, &batch.neighbours)?;
+        if self.refit_due(total_objects) == Some(true) && lock(&self.refit).is_none() {
+            self.start_refit()?;
+        }
+        self.notify(ChangeEvent {
+            changed_objects: outcome.changed_objects.clone(),
+            relisted: batch.neighbours.iter().map(|(id, _)| id.clone()).collect(),
+            ..ChangeEvent::default()
+        });
+        tracing::debug!(
+            alerts = alerts.len(),
+            objects = batch.objects.len(),
+            "committed batch"
+        );
+        self.maybe_rebuild_in_background();
+        Ok(outcome)
+    }
 
+    /// Merges `alerts` into their stored objects: the records they changed (in id order, their
+    /// record labels in the batch), and a batch holding the alerts not seen before and the new
+    /// totals of the surveys they touched. Writes nothing; the caller holds the writer lock.
+    pub(super) fn merge(&self, alerts: &[Alert], outcome: &mut BatchOutcome) -> Result<Merged> {
         let mut ids: Vec<&str> = alerts.iter().map(|a| a.object_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -128,34 +165,15 @@ impl Engine {
             .into_iter()
             .filter(|(s, _)| touched.contains(s))
             .collect();
-        if self.spec_outdated && !changed_records.is_empty() {
-            return Err(EngineError::SpecOutdated);
-        }
-        let replaced = self.embed_and_link(&changed_records, total_objects, &mut batch)?;
         batch.record_labels = changed_records
             .iter()
             .map(|r| (r.object_id.clone(), taxonomy::record_labels(r)))
             .collect();
-        batch.objects = changed_records;
-        batch.offsets = marks.offsets;
-        batch.quarantined = marks.quarantined;
-        self.store.write(&batch)?;
-        self.note_lists(replaced, &batch.neighbours)?;
-        if self.refit_due(total_objects) == Some(true) && lock(&self.refit).is_none() {
-            self.start_refit()?;
-        }
-        self.notify(ChangeEvent {
-            changed_objects: outcome.changed_objects.clone(),
-            relisted: batch.neighbours.iter().map(|(id, _)| id.clone()).collect(),
-            ..ChangeEvent::default()
-        });
-        tracing::debug!(
-            alerts = alerts.len(),
-            objects = batch.objects.len(),
-            "committed batch"
-        );
-        self.maybe_rebuild_in_background();
-        Ok(outcome)
+        Ok(Merged {
+            records: changed_records,
+            batch,
+            total_objects,
+        })
     }
 
     /// Embeds the changed objects, updates the live index (refitting the scaler when the store
@@ -288,6 +306,14 @@ pub struct IngestReport {
     #[serde(skip)]
     pub changed_objects: Vec<String>,
 }
+/// Alerts merged into their objects, not yet written; see [`Engine::merge`].
+pub(super) struct Merged {
+    pub records: Vec<ObjectRecord>,
+    pub batch: Batch,
+    /// Objects in the store once the batch is written.
+    pub total_objects: u64,
+}
+
 /// What one atomic batch did.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct BatchOutcome {

@@ -81,6 +81,11 @@ impl Engine {
         let _guard = lock(&self.writer);
         self.install_refit(true)?;
         self.wait_for_rebuild();
+        self.dump_index()
+    }
+
+    /// Writes the index dump and records it; the caller holds the writer lock.
+    pub(super) fn dump_index(&self) -> Result<()> {
         if read(&self.live).is_empty() {
             // Nothing to dump (hnsw_rs cannot write an empty graph); open builds it in no time.
             return Ok(());

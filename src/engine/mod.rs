@@ -10,6 +10,7 @@
 //! - `ingest.rs`: [`Engine::apply`] and ingest sessions (merge, embed, index, link, write);
 //! - `refit.rs`: scaler refits, in the batch or beside the engine;
 //! - `maintenance.rs`: tombstone rebuilds, checkpoints, `reindex`;
+//! - `seed.rs`: bulk seeding of an empty store from an archive;
 //! - `integrity.rs`: backups while serving, and the check of every part against the others;
 //! - `query.rs` and `similar.rs`: neighbours, vectors, clusters, similarity search;
 //! - `classify.rs`: labels, the neighbour vote, its evaluation;
@@ -51,6 +52,7 @@ mod maintenance;
 mod query;
 mod recommend;
 mod refit;
+mod seed;
 mod similar;
 #[cfg(test)]
 mod tests;
@@ -71,6 +73,7 @@ pub use integrity::{BackupReport, CheckReport, MAX_LISTED_PROBLEMS};
 pub use maintenance::ReindexReport;
 pub use query::ClusterReport;
 pub use recommend::{RecommendQuery, Recommendation};
+pub use seed::{Seed, SeedReport};
 pub use similar::{lightcurve_record, separation, Cone, Filters, SimilarHit, SimilarQuery, Target};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -102,6 +105,16 @@ pub enum EngineError {
     UnknownUser { user: String },
     #[error("no positive examples: give object ids, or a user who voted objects up")]
     NoPositiveExamples,
+    #[error(
+        "a bulk seed of this store did not finish: run `asterism ingest --bulk` on it again \
+         (with the same inputs or none) before other writes"
+    )]
+    SeedUnfinished,
+    #[error(
+        "--bulk seeds a store that has no embedding yet; this one has {embedded} embedded \
+         objects: ingest without --bulk"
+    )]
+    NotEmpty { embedded: usize },
 }
 
 pub type Result<T> = std::result::Result<T, EngineError>;
@@ -134,6 +147,8 @@ pub struct Engine {
     observers: RwLock<Vec<Observer>>,
     /// Anomaly scores before personalisation, and the worker that recomputes them.
     anomalies: Arc<Anomalies>,
+    /// A bulk seed is in progress or was interrupted: other writes wait for it to finish.
+    seeding: AtomicBool,
 }
 
 impl Drop for Engine {
@@ -177,6 +192,7 @@ impl Engine {
         config.validate()?;
         let store = Store::open(path, config.store.clone())?;
         Engine::fill_record_labels(&store)?;
+        let seeding = store.seeding()?;
         let index = index_config(&store, &config)?;
         let embedder = Embedder::new();
         let spec = store
@@ -220,6 +236,7 @@ impl Engine {
             generation: AtomicU64::new(0),
             observers: RwLock::new(Vec::new()),
             anomalies,
+            seeding: AtomicBool::new(seeding),
         })
     }
 

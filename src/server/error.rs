@@ -107,9 +107,10 @@ fn mapped(e: ServerError) -> Mapped {
                 Some("positive".to_string()),
                 format!("positive: {message}"),
             ),
-            EngineError::NoEmbedding { .. } | EngineError::SpecOutdated => {
-                (Code::FailedPrecondition, None, message)
-            }
+            EngineError::NoEmbedding { .. }
+            | EngineError::SpecOutdated
+            | EngineError::SeedUnfinished
+            | EngineError::NotEmpty { .. } => (Code::FailedPrecondition, None, message),
             // A stored value that does not decode, or a store of another format: the
             // data is damaged or unreadable by this build, not a passing fault.
             EngineError::Store(StoreError::Corrupt { .. } | StoreError::FormatVersion { .. })

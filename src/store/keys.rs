@@ -40,6 +40,8 @@ pub const INDEX_DUMP_KEY: &[u8] = b"index_dump";
 pub const INDEX_SETTINGS_KEY: &[u8] = b"index_settings";
 /// Present once the `record_labels` column covers every object.
 pub const RECORD_LABELS_KEY: &[u8] = b"record_labels_complete";
+/// Present while a bulk seed is in progress (or was interrupted).
+pub const SEEDING_KEY: &[u8] = b"seeding";
 
 /// Key of one embedding version in the `vectors` column family: the object id, a 0 byte (ids
 /// hold no NUL), then the version number, so an object's versions are adjacent and in order.

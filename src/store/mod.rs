@@ -148,6 +148,8 @@ pub struct Batch {
     pub record_labels: Vec<(String, Vec<Label>)>,
     /// Marks the `record_labels` column complete (the last batch of its first filling).
     pub record_labels_complete: bool,
+    /// Sets (`Some(true)`) or clears the mark of a bulk seed in progress.
+    pub seeding: Option<bool>,
 }
 
 /// An alert id seen for the first time, and the object it belongs to.
@@ -464,6 +466,11 @@ impl Store {
         if batch.record_labels_complete {
             wb.put_cf(meta, keys::RECORD_LABELS_KEY, [1u8]);
         }
+        match batch.seeding {
+            Some(true) => wb.put_cf(meta, keys::SEEDING_KEY, [1u8]),
+            Some(false) => wb.delete_cf(meta, keys::SEEDING_KEY),
+            None => {}
+        }
         self.write_stream_marks(&mut wb, batch)?;
         self.write_batch(wb)
     }
@@ -623,6 +630,13 @@ impl Store {
             .db
             .get_pinned_cf(meta, keys::RECORD_LABELS_KEY)?
             .is_some())
+    }
+
+    /// Whether a bulk seed began and has not finished (its objects are stored, not all of them
+    /// embedded and linked).
+    pub fn seeding(&self) -> Result<bool> {
+        let meta = self.handle(cf::META)?;
+        Ok(self.db.get_pinned_cf(meta, keys::SEEDING_KEY)?.is_some())
     }
 
     /// Calls `f` on every object's record labels.
