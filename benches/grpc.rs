@@ -12,7 +12,10 @@
 //!   packets in; throughput, latency and errors (which must be 0).
 //!
 //! Usage: cargo bench --bench grpc -- [--objects N] [--queries Q] [--load-objects M]
-//!        [--rpc-queries R] [--clients 1,8,64] [--load-seconds S]
+//!        [--rpc-queries R] [--clients 1,8,64] [--load-seconds S] [--db DIR]
+//! With `--db DIR` the store at DIR is served instead of a fresh one filled over gRPC (for a
+//! store seeded by `ingest --bulk` from `generate --backfill --objects N`: pass the same N as
+//! `--objects`, so that the new objects streamed in are new); it is written to.
 //! Prints a table on stderr and one JSON document on stdout.
 
 mod support;
@@ -42,18 +45,28 @@ fn main() {
         .map(|n| n.trim().parse().expect("--clients N,N,..."))
         .collect();
 
+    // An existing store (for example one seeded with `asterism ingest --bulk` from
+    // `asterism generate --backfill --objects N`): no fill; new objects start at --objects.
+    let existing: Option<std::path::PathBuf> = std::env::args()
+        .skip_while(|a| a != "--db")
+        .nth(1)
+        .map(Into::into);
+
     eprintln!("generating packets from the real lightcurves of data/ ...");
     let bases = real_records(&["lightcurves", "ztf", "fink"]);
-    let (fill, mut ids) = packets(&bases, 0, objects, seed, Survey::Ztf);
-    ids.sort();
-    ids.dedup();
+    let (fill, mut ids) = if existing.is_some() {
+        (Vec::new(), Vec::new())
+    } else {
+        packets(&bases, 0, objects, seed, Survey::Ztf)
+    };
     let (load, _) = packets(&bases, objects, load_objects, seed, Survey::Ztf);
     let fill_bytes: usize = fill.iter().map(|p| p.packet.len()).sum();
 
     let dir = tempfile::tempdir().expect("tempdir");
+    let opened = Instant::now();
     let engine = Arc::new(
         Engine::open(
-            &dir.path().join("db"),
+            &existing.unwrap_or_else(|| dir.path().join("db")),
             EngineConfig {
                 store: StoreConfig { sync_writes: true },
                 ..EngineConfig::default()
@@ -61,6 +74,12 @@ fn main() {
         )
         .expect("open"),
     );
+    let open_s = opened.elapsed().as_secs_f64();
+    if ids.is_empty() {
+        ids = engine.vectors().0;
+    }
+    ids.sort();
+    ids.dedup();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -90,13 +109,16 @@ fn main() {
         );
         let n_fill = fill.len();
         let t = Instant::now();
-        let r = c
-            .ingest(authed(tokio_stream::iter(fill)))
-            .await
-            .expect("ingest")
-            .into_inner();
+        if n_fill > 0 {
+            let r = c
+                .ingest(authed(tokio_stream::iter(fill)))
+                .await
+                .expect("ingest")
+                .into_inner();
+            assert_eq!(r.alerts_rejected, 0, "{:?}", r.rejects.first());
+        }
         let fill_s = t.elapsed().as_secs_f64();
-        assert_eq!(r.alerts_rejected, 0, "{:?}", r.rejects.first());
+        let stored = ids.len();
 
         eprintln!("FindSimilar, idle ...");
         let mut idle = Vec::with_capacity(queries);
@@ -164,7 +186,8 @@ fn main() {
 
         serde_json::json!({
             "machine_threads": std::thread::available_parallelism().map_or(0, |n| n.get()),
-            "objects": r.objects_new,
+            "objects": stored,
+            "open_seconds": open_s,
             "fill": {
                 "packets": n_fill,
                 "seconds": fill_s,

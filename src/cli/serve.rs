@@ -21,8 +21,6 @@ pub(super) fn serve(args: ServeArgs) -> Result<()> {
     let config = args.write.engine_config().with_context(opening)?;
     let batch_size = config.batch_size;
     let engine = Arc::new(Engine::open(&args.db.db, config).with_context(opening)?);
-    // The anomaly scores are a pass over every object: computed beside the first requests.
-    engine.warm_anomalies();
     let http_config = args.http_config();
     let users = match &args.user_tokens {
         Some(path) => Access::read_user_tokens(path).map_err(|e| anyhow::anyhow!(e))?,

@@ -137,6 +137,8 @@ pub async fn serve_with_http(
     http: Option<(TcpListener, HttpConfig)>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    // The anomaly scores are a pass over every object: computed beside the first requests.
+    engine.warm_anomalies();
     let (events, _) = broadcast::channel(1024);
     {
         let events = events.clone();

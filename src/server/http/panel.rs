@@ -1,8 +1,10 @@
 //! The panel pages: `/panel/{id}` (objects like this one), `/embed/{id}` (the same for an
 //! `<iframe>`, which posts its height to the host page) and `/panel/anomalies` (a signed-in
 //! expert's top anomalies, re-ranked by their votes). The HTML, JavaScript and CSS are built
-//! into the binary (`include_str!`, no CDN, no Node at build time); the page's script draws
-//! the lightcurves on `<canvas>` by hand and reads everything from the JSON API. Each page is
+//! into the binary (`include_str!`, no CDN, no Node at build time), with uPlot 1.6.32 (MIT,
+//! vendored from npm under `assets/vendor/uplot/` with its licence); the page's script lays out
+//! each plot with uPlot, draws the photometry on its canvas and reads everything from the JSON
+//! API. Each page is
 //! sent with a Content-Security-Policy: scripts, styles and requests from this origin only,
 //! and `frame-ancestors` the server's own origin plus, for `/embed`, the configured ones.
 
@@ -17,6 +19,9 @@ use super::Shared;
 const PAGE: &str = include_str!("assets/panel.html");
 const SCRIPT: &str = include_str!("assets/panel.js");
 const STYLE: &str = include_str!("assets/panel.css");
+const UPLOT_SCRIPT: &str = include_str!("assets/vendor/uplot/uPlot.iife.min.js");
+const UPLOT_STYLE: &str = include_str!("assets/vendor/uplot/uPlot.min.css");
+const UPLOT_LICENSE: &str = include_str!("assets/vendor/uplot/LICENSE");
 
 pub(super) fn routes() -> Router<Shared> {
     Router::new()
@@ -25,6 +30,9 @@ pub(super) fn routes() -> Router<Shared> {
         .route("/embed/{id}", get(embed_page))
         .route("/assets/panel.js", get(script))
         .route("/assets/panel.css", get(style))
+        .route("/assets/uplot/uPlot.iife.min.js", get(uplot_script))
+        .route("/assets/uplot/uPlot.min.css", get(uplot_style))
+        .route("/assets/uplot/LICENSE", get(uplot_license))
 }
 
 /// Escapes text for an HTML attribute value or element content.
@@ -114,6 +122,18 @@ async fn script() -> Response {
 
 async fn style() -> Response {
     asset("text/css; charset=utf-8", STYLE)
+}
+
+async fn uplot_script() -> Response {
+    asset("text/javascript; charset=utf-8", UPLOT_SCRIPT)
+}
+
+async fn uplot_style() -> Response {
+    asset("text/css; charset=utf-8", UPLOT_STYLE)
+}
+
+async fn uplot_license() -> Response {
+    asset("text/plain; charset=utf-8", UPLOT_LICENSE)
 }
 
 #[cfg(test)]

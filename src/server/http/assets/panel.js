@@ -1,9 +1,10 @@
 // Asterism panel: "objects like this one", drawn from the JSON API of the server that serves
-// this file. Plain JavaScript, no library: lightcurves are drawn on <canvas> by hand (per-band
-// colours and symbols, error bars, reversed magnitude axis or signed flux with its unit, upper
-// limits as open down-triangles that the "upper limits" box hides). After drawing, each canvas
-// carries data-points, data-limits and data-inked (non-blank pixels), and <body> data-state
-// ("ready" or "error"), so a browser test can read what was drawn.
+// this file. Plain JavaScript and uPlot (vendored from npm, MIT: /assets/uplot/): uPlot lays
+// out each plot's scales, axes and grid, and this file draws the astronomy on its canvas
+// (per-band colours and symbols, error bars, reversed magnitude axis or signed flux with its
+// unit, upper limits as open down-triangles that the "upper limits" box hides). After drawing,
+// each plot carries data-points, data-limits and data-inked (non-blank pixels), and <body>
+// data-state ("ready" or "error"), so a browser test can read what was drawn.
 "use strict";
 
 (function () {
@@ -127,20 +128,6 @@
     };
   }
 
-  function niceTicks(lo, hi, n) {
-    const span = hi - lo;
-    if (!(span > 0)) return [lo];
-    const raw = span / n;
-    const mag = Math.pow(10, Math.floor(Math.log10(raw)));
-    const f = raw / mag;
-    const step = (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * mag;
-    const out = [];
-    for (let v = Math.ceil(lo / step) * step; v <= hi + 1e-9 * span; v += step) {
-      out.push(Number(v.toPrecision(12)));
-    }
-    return out;
-  }
-
   function marker(ctx, shape, x, y, r, filled) {
     ctx.beginPath();
     switch (shape) {
@@ -174,17 +161,17 @@
     else ctx.stroke();
   }
 
-  /// Draws `lc` on `canvas`. opts: time(mjd) -> x value, xRange ([lo, hi] or null: the data's),
-  /// xLabel, small (thumbnail: fewer labels).
-  function draw(canvas, lc, opts) {
-    const ratio = window.devicePixelRatio || 1;
-    const cssW = canvas.clientWidth || 600;
-    const cssH = canvas.clientHeight || 200;
-    canvas.width = Math.round(cssW * ratio);
-    canvas.height = Math.round(cssH * ratio);
-    const ctx = canvas.getContext("2d");
-    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-    ctx.clearRect(0, 0, cssW, cssH);
+  /// Draws `lc` in `box` (a <div>) with uPlot (vendored, /assets/uplot/): uPlot lays out the
+  /// scales, axes, ticks and grid (magnitudes on a reversed axis, brighter up; fluxes with
+  /// their unit and a dashed zero line), and its draw hook puts the band symbols, error bars
+  /// and open down-triangle limits on its canvas. opts: time(mjd) -> x value, xRange ([lo, hi]
+  /// or null: the data's), xLabel, small (thumbnail). The box and the canvas get data-points,
+  /// data-limits, data-unit and data-inked (non-blank pixels) for tests.
+  function draw(box, lc, opts) {
+    if (box.plot) {
+      box.plot.destroy();
+      box.plot = null;
+    }
     const what = drawable(lc);
     const points = [];
     const limits = [];
@@ -197,9 +184,6 @@
       }
     }
     const shownLimits = state.showLimits ? limits : [];
-    const pad = opts.small ? { l: 30, r: 6, t: 6, b: 16 } : { l: 60, r: 14, t: 10, b: 36 };
-    const w = cssW - pad.l - pad.r;
-    const h = cssH - pad.t - pad.b;
     const xs = points.concat(shownLimits).map((p) => p.x);
     let [x0, x1] = opts.xRange || (xs.length ? [Math.min(...xs), Math.max(...xs)] : [0, 1]);
     if (!(x1 > x0)) { x0 -= 1; x1 += 1; }
@@ -216,84 +200,90 @@
     if (!(y1 > y0)) { y0 -= 0.5; y1 += 0.5; }
     const yPad = 0.06 * (y1 - y0);
     y0 -= yPad; y1 += yPad;
-    const px = (x) => pad.l + ((x - x0) / (x1 - x0)) * w;
-    // Magnitudes: brighter (smaller) up. Fluxes: larger up.
-    const py = what.magnitude
-      ? (y) => pad.t + ((y - y0) / (y1 - y0)) * h
-      : (y) => pad.t + ((y1 - y) / (y1 - y0)) * h;
 
-    // Frame, ticks, labels.
-    ctx.strokeStyle = "#9aa5b1";
-    ctx.lineWidth = 1;
-    ctx.strokeRect(pad.l, pad.t, w, h);
-    ctx.fillStyle = "#5f6b7a";
-    ctx.font = (opts.small ? 9 : 11) + "px system-ui, sans-serif";
-    ctx.textAlign = "center";
-    ctx.textBaseline = "top";
-    for (const t of niceTicks(x0, x1, opts.small ? 3 : 7)) {
-      const x = px(t);
-      ctx.beginPath(); ctx.moveTo(x, pad.t + h); ctx.lineTo(x, pad.t + h + 3); ctx.stroke();
-      ctx.fillText(String(t), x, pad.t + h + 4);
-    }
-    ctx.textAlign = "right";
-    ctx.textBaseline = "middle";
-    for (const t of niceTicks(y0, y1, opts.small ? 3 : 6)) {
-      const y = py(t);
-      ctx.beginPath(); ctx.moveTo(pad.l - 3, y); ctx.lineTo(pad.l, y); ctx.stroke();
-      ctx.fillText(String(t), pad.l - 5, y);
-    }
-    if (!what.magnitude && y0 < 0 && y1 > 0) {
-      ctx.setLineDash([4, 3]);
-      ctx.beginPath(); ctx.moveTo(pad.l, py(0)); ctx.lineTo(pad.l + w, py(0)); ctx.stroke();
-      ctx.setLineDash([]);
-    }
-    if (!opts.small) {
-      ctx.textAlign = "center";
-      ctx.textBaseline = "bottom";
-      ctx.fillText(opts.xLabel, pad.l + w / 2, cssH - 2);
-      ctx.save();
-      ctx.translate(12, pad.t + h / 2);
-      ctx.rotate(-Math.PI / 2);
-      ctx.textBaseline = "middle";
-      ctx.fillText(UNITS[what.unit] || what.unit || "", 0, 0);
-      ctx.restore();
-    }
-
-    // Data, clipped to the frame.
-    ctx.save();
-    ctx.beginPath(); ctx.rect(pad.l, pad.t, w, h); ctx.clip();
-    const r = opts.small ? 2 : 3.2;
+    const font = (opts.small ? 9 : 11) + "px system-ui, sans-serif";
+    const axis = {
+      stroke: "#5f6b7a",
+      font: font,
+      labelFont: font,
+      grid: { stroke: "#eef1f5", width: 1 },
+      ticks: { stroke: "#9aa5b1", width: 1, size: 3 },
+    };
     let drawn = 0;
     let drawnLimits = 0;
-    for (const p of shownLimits) {
-      const b = band(p.band);
-      ctx.strokeStyle = b.color;
-      ctx.lineWidth = 1.2;
-      marker(ctx, "down", px(p.x), py(p.y), r + 1, false);
-      drawnLimits += 1;
-    }
-    for (const p of points) {
-      const b = band(p.band);
-      const x = px(p.x);
-      ctx.strokeStyle = b.color;
-      ctx.fillStyle = b.color;
-      ctx.lineWidth = 1;
-      if (p.e > 0) {
-        ctx.beginPath(); ctx.moveTo(x, py(p.y - p.e)); ctx.lineTo(x, py(p.y + p.e)); ctx.stroke();
+    const paint = function (u) {
+      const ctx = u.ctx;
+      const ratio = uPlot.pxRatio;
+      const b = u.bbox;
+      const px = (x) => u.valToPos(x, "x", true);
+      const py = (y) => u.valToPos(y, "y", true);
+      ctx.save();
+      ctx.beginPath(); ctx.rect(b.left, b.top, b.width, b.height); ctx.clip();
+      if (!what.magnitude && y0 < 0 && y1 > 0) {
+        ctx.strokeStyle = "#9aa5b1";
+        ctx.lineWidth = ratio;
+        ctx.setLineDash([4 * ratio, 3 * ratio]);
+        ctx.beginPath(); ctx.moveTo(b.left, py(0)); ctx.lineTo(b.left + b.width, py(0)); ctx.stroke();
+        ctx.setLineDash([]);
       }
-      ctx.lineWidth = 1.6;
-      marker(ctx, b.shape, x, py(p.y), r, true);
-      drawn += 1;
-    }
-    ctx.restore();
-
-    canvas.dataset.points = String(drawn);
-    canvas.dataset.limits = String(drawnLimits);
-    canvas.dataset.unit = what.unit || "";
-    const pixels = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
-    let inked = 0;
-    for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) inked += 1;
-    canvas.dataset.inked = String(inked);
+      const r = (opts.small ? 2 : 3.2) * ratio;
+      drawn = 0;
+      drawnLimits = 0;
+      for (const p of shownLimits) {
+        ctx.strokeStyle = band(p.band).color;
+        ctx.lineWidth = 1.2 * ratio;
+        marker(ctx, "down", px(p.x), py(p.y), r + ratio, false);
+        drawnLimits += 1;
+      }
+      for (const p of points) {
+        const s = band(p.band);
+        const x = px(p.x);
+        ctx.strokeStyle = s.color;
+        ctx.fillStyle = s.color;
+        ctx.lineWidth = ratio;
+        if (p.e > 0) {
+          ctx.beginPath(); ctx.moveTo(x, py(p.y - p.e)); ctx.lineTo(x, py(p.y + p.e)); ctx.stroke();
+        }
+        ctx.lineWidth = 1.6 * ratio;
+        marker(ctx, s.shape, x, py(p.y), r, true);
+        drawn += 1;
+      }
+      ctx.restore();
+      ctx.strokeStyle = "#9aa5b1";
+      ctx.lineWidth = ratio;
+      ctx.strokeRect(b.left, b.top, b.width, b.height);
+      const canvas = ctx.canvas;
+      const pixels = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+      let inked = 0;
+      for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) inked += 1;
+      for (const target of [box, canvas]) {
+        target.dataset.points = String(drawn);
+        target.dataset.limits = String(drawnLimits);
+        target.dataset.unit = what.unit || "";
+        target.dataset.inked = String(inked);
+      }
+    };
+    const plot = new uPlot({
+      width: Math.max(box.clientWidth || 600, 120),
+      height: opts.small ? 110 : 300,
+      legend: { show: false },
+      cursor: { show: false },
+      select: { show: false },
+      scales: {
+        x: { time: false, range: () => [x0, x1] },
+        y: { range: () => [y0, y1], dir: what.magnitude ? -1 : 1 },
+      },
+      axes: [
+        Object.assign({ size: opts.small ? 18 : 30, space: opts.small ? 50 : 70,
+          label: opts.small ? null : opts.xLabel, labelSize: opts.small ? 0 : 16 }, axis),
+        Object.assign({ size: opts.small ? 30 : 44, space: opts.small ? 24 : 34,
+          label: opts.small ? null : UNITS[what.unit] || what.unit || "", labelSize: opts.small ? 0 : 18 }, axis),
+      ],
+      // One invisible series: uPlot draws the frame; the points are the draw hook's.
+      series: [{}, { show: true, paths: () => null, points: { show: false } }],
+      hooks: { draw: [paint] },
+    }, [[x0, x1], [null, null]], box);
+    box.plot = plot;
     return { bands: [...new Set(points.concat(shownLimits).map((p) => p.band))], limits: limits.length };
   }
 
@@ -336,18 +326,18 @@
   function redraw() {
     const p = state.panel;
     if (p) {
-      const canvas = document.getElementById("lightcurve");
-      const drawn = draw(canvas, p.lightcurve, { time: (m) => m, xRange: null, xLabel: "MJD", small: false });
+      const plot = document.getElementById("lightcurve");
+      const drawn = draw(plot, p.lightcurve, { time: (m) => m, xRange: null, xLabel: "MJD", small: false });
       legend(drawn.bands, drawn.limits > 0);
       const range = sharedRange(p.neighbours.map((n) => n.lightcurve));
       for (const n of p.neighbours) {
-        const c = main.querySelector('article.neighbour[data-object-id="' + CSS.escape(n.object_id) + '"] canvas');
+        const c = main.querySelector('article.neighbour[data-object-id="' + CSS.escape(n.object_id) + '"] .thumb');
         if (c) draw(c, n.lightcurve, { time: sinceFirst(n.lightcurve), xRange: range, small: true });
       }
     }
     const range = sharedRange(state.anomalies.map((a) => a.lightcurve));
     for (const a of state.anomalies) {
-      const c = main.querySelector('article.anomaly[data-object-id="' + CSS.escape(a.object_id) + '"] canvas');
+      const c = main.querySelector('article.anomaly[data-object-id="' + CSS.escape(a.object_id) + '"] .thumb');
       if (c) draw(c, a.lightcurve, { time: sinceFirst(a.lightcurve), xRange: range, small: true });
     }
   }
@@ -447,7 +437,7 @@
         el("a", { href: linkTo(n.object_id), target: mode === "embed" ? "_blank" : null, rel: "noopener", text: n.object_id }),
         el("span", { class: "distance", title: "distance in the embedding", text: "d " + fmt(s.distance, 3) }),
       ]),
-      el("canvas", { class: "thumb", "aria-label": "lightcurve of " + n.object_id }),
+      el("div", { class: "thumb", role: "img", "aria-label": "lightcurve of " + n.object_id }),
       el("p", { class: "meta", text: label + " \u00B7 " + s.detections + " detections" }),
       why ? el("p", { class: "why", text: "alike in " + why }) : null,
       voteButtons(n.object_id),
@@ -511,7 +501,7 @@
           el("a", { href: "/panel/" + encodeURIComponent(a.object_id), text: a.object_id }),
           el("span", { class: "distance", text: "score " + fmt(a.score, 3) }),
         ]),
-        el("canvas", { class: "thumb" }),
+        el("div", { class: "thumb", role: "img", "aria-label": "lightcurve of " + a.object_id }),
         el("p", { class: "meta", text: a.lightcurve.survey.toUpperCase() + " \u00B7 " + a.lightcurve.n_detections + " detections \u00B7 LOF " + fmt(a.lof, 2) + ", isolation " + fmt(a.isolation, 3) }),
         voteButtons(a.object_id),
       ]));
