@@ -70,7 +70,8 @@ use asterism::synth::{AlertStream, StreamSpec};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 use support::{
-    arg, authed, client, dir_bytes, find_similar, latency, packets, real_records, rss_bytes, TOKEN,
+    arg, authed, client, dir_bytes, encode_chunk, find_similar, latency, packets, real_records,
+    rss_bytes, TOKEN,
 };
 
 const PACKETS_PER_FILE: usize = 5_000;
@@ -80,24 +81,6 @@ const PACKETS_PER_CHUNK: usize = 20_000;
 
 /// Alerts per engine batch, as `asterism ingest` and the server commit them.
 const BATCH: usize = 1000;
-
-/// The next `n` packets of `stream`, encoded by `writer`, each with its file name.
-fn encode_chunk(
-    stream: &mut AlertStream<'_>,
-    writer: &PacketWriter,
-    n: usize,
-) -> Vec<(String, Vec<u8>)> {
-    let chunk: Vec<_> = stream.by_ref().take(n).collect();
-    chunk
-        .par_iter()
-        .map(|p| {
-            (
-                format!("{}.avro", p.candid),
-                writer.write(p).expect("encode"),
-            )
-        })
-        .collect()
-}
 
 /// Writes the stream as tar files of `.avro` packets; returns the files and the packet count.
 fn write_stream(

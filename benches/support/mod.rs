@@ -76,6 +76,24 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+/// The next `n` packets of `stream`, encoded in parallel: (file name, Avro container bytes).
+pub fn encode_chunk(
+    stream: &mut AlertStream<'_>,
+    writer: &PacketWriter,
+    n: usize,
+) -> Vec<(String, Vec<u8>)> {
+    let chunk: Vec<_> = stream.by_ref().take(n).collect();
+    chunk
+        .par_iter()
+        .map(|p| {
+            (
+                format!("{}.avro", p.candid),
+                writer.write(p).expect("encode"),
+            )
+        })
+        .collect()
+}
+
 /// Encoded `survey` packets of objects `first..first + objects`, in stream order, and each
 /// one's object.
 pub fn packets(
