@@ -11,6 +11,10 @@ pub fn spread_labels(
     seeds: &[(usize, usize)],
     n_classes: usize,
 ) -> Vec<Vec<f64>> {
+    if seeds.is_empty() || n_classes == 0 {
+        // Nothing to spread: every score stays zero.
+        return vec![vec![0.0; n_classes]; n];
+    }
     let mut lengths: Vec<f32> = edges.iter().map(|e| e.2).collect();
     lengths.sort_by(f32::total_cmp);
     let sigma = f64::from(lengths.get(lengths.len() / 2).copied().unwrap_or(1.0)).max(1e-6);
@@ -24,19 +28,24 @@ pub fn spread_labels(
         .iter()
         .map(|a| a.iter().map(|(_, w)| w).sum::<f64>().max(1e-12))
         .collect();
+    // Each edge's symmetric normalisation α·w/√(d_i d_j), once rather than per iteration.
+    let alpha = 0.9;
+    for (i, a) in adj.iter_mut().enumerate() {
+        for (j, w) in a.iter_mut() {
+            *w *= alpha / (degree[i] * degree[*j]).sqrt();
+        }
+    }
     let mut y = vec![vec![0.0; n_classes]; n];
     for &(i, c) in seeds {
         y[i][c] = 1.0;
     }
-    let alpha = 0.9;
     let mut f = y.clone();
     for _ in 0..30 {
         let mut next = vec![vec![0.0; n_classes]; n];
         for i in 0..n {
-            for &(j, w) in &adj[i] {
-                let s = w / (degree[i] * degree[j]).sqrt();
+            for &(j, s) in &adj[i] {
                 for c in 0..n_classes {
-                    next[i][c] += alpha * s * f[j][c];
+                    next[i][c] += s * f[j][c];
                 }
             }
             for c in 0..n_classes {
