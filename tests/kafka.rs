@@ -323,7 +323,11 @@ fn two_consumers_of_one_group_split_the_partitions_and_store_every_alert_once() 
         .flat_map(|r| r.partitions.iter().map(|p| p.partition))
         .collect();
     partitions.sort_unstable();
-    assert_eq!(partitions, [0, 1, 2], "each partition read by one consumer");
+    // Usually each partition is read by one member; on a loaded machine a member can miss its
+    // session and a rebalance hand one of its partitions to the other mid-run (each then
+    // reports it). Every partition is read, and the sum above says no message was read twice.
+    partitions.dedup();
+    assert_eq!(partitions, [0, 1, 2], "every partition read");
     let (reference, _) = reference(dir.path(), &messages);
     assert!(kept(&reference) == kept(&engine));
 }
