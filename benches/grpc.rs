@@ -62,6 +62,7 @@ fn main() {
     let (load, _) = packets(&bases, objects, load_objects, seed, Survey::Ztf);
     let fill_bytes: usize = fill.iter().map(|p| p.packet.len()).sum();
 
+    let kept = existing.is_some();
     let dir = tempfile::tempdir().expect("tempdir");
     let opened = Instant::now();
     let engine = Arc::new(
@@ -81,7 +82,7 @@ fn main() {
     // A kept store: its anomaly scores (a pass over every object, once per start) are timed
     // apart, before the RPCs that read them.
     let warm = Instant::now();
-    if !ids.is_empty() {
+    if kept {
         engine
             .anomalies(&asterism::engine::AnomalyQuery {
                 top: 1,
