@@ -473,6 +473,15 @@ fn parquet_rows(name: &str, bytes: &[u8], out: &mut Decoded) {
     let perr = |e: &dyn std::fmt::Display| DecodeError::Parquet {
         detail: e.to_string(),
     };
+    if let Err(detail) = pages::check_footer(bytes) {
+        out.reject(
+            name,
+            DecodeError::Parquet {
+                detail: format!("malformed file: {detail}"),
+            },
+        );
+        return;
+    }
     let builder =
         match ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(bytes)) {
             Ok(b) => b,
