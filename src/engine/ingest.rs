@@ -99,8 +99,15 @@ impl Engine {
         ids.dedup();
         let existing = self.store.get_objects(&ids)?;
         let mut records: HashMap<&str, (ObjectRecord, bool)> = HashMap::new();
+        // Objects whose stored records carry labels: only their entries of `record_labels` can
+        // need deleting (writing a delete for every unlabelled object would fill the column
+        // with tombstones that every label lookup then reads through).
+        let mut had_labels: HashSet<&str> = HashSet::new();
         for (id, rec) in ids.iter().zip(existing) {
             if let Some(rec) = rec {
+                if !taxonomy::record_labels(&rec).is_empty() {
+                    had_labels.insert(id);
+                }
                 records.insert(id, (rec, false));
             }
         }
@@ -168,6 +175,7 @@ impl Engine {
         batch.record_labels = changed_records
             .iter()
             .map(|r| (r.object_id.clone(), taxonomy::record_labels(r)))
+            .filter(|(id, labels)| !labels.is_empty() || had_labels.contains(id.as_str()))
             .collect();
         Ok(Merged {
             records: changed_records,
