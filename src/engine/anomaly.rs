@@ -137,19 +137,26 @@ impl Engine {
         let generation = self.generation();
         let cached = lock(&self.anomalies.cache).clone();
         match cached {
-            Some((g, at, b)) if g == generation || at.elapsed() < ANOMALY_MAX_AGE => Ok(b),
-            Some((_, _, stale)) => {
+            Some((g, at, b))
+                if g == generation || (at.elapsed() < ANOMALY_MAX_AGE && !b.ids.is_empty()) =>
+            {
+                Ok(b)
+            }
+            Some((_, _, stale)) if !stale.ids.is_empty() => {
                 self.anomalies.request(generation);
                 Ok(stale)
             }
-            None => self.anomalies.refresh(generation, &self.store, &self.live),
+            // None yet, or only those of an empty store: nothing to answer from meanwhile.
+            _ => self.anomalies.refresh(generation, &self.store, &self.live),
         }
     }
 
-    /// Asks the background worker to compute the anomaly scores now (a server does it when it
-    /// starts, so that the first TopAnomalies does not wait for them).
+    /// Asks the background worker to compute the anomaly scores now, if there are objects (a
+    /// server does it when it starts, so that the first TopAnomalies does not wait for them).
     pub fn warm_anomalies(&self) {
-        self.anomalies.request(self.generation());
+        if self.indexed() > 0 {
+            self.anomalies.request(self.generation());
+        }
     }
 }
 
