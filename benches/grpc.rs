@@ -81,16 +81,11 @@ fn main() {
     }
     // A kept store: its anomaly scores (a pass over every object, once per start) are timed
     // apart, before the RPCs that read them.
-    let warm = Instant::now();
-    if kept {
-        engine
-            .anomalies(&asterism::engine::AnomalyQuery {
-                top: 1,
-                ..Default::default()
-            })
-            .expect("anomaly scores");
-    }
-    let anomaly_warmup_s = warm.elapsed().as_secs_f64();
+    let anomaly_warmup_s = if kept {
+        support::anomaly_first_pass(&engine)
+    } else {
+        0.0
+    };
     ids.sort();
     ids.dedup();
     let rt = tokio::runtime::Builder::new_multi_thread()

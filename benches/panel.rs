@@ -37,14 +37,7 @@ fn main() {
     assert!(!ids.is_empty(), "the store has no embedded object");
     // The anomaly scores (a pass over every object) are computed once after a start; the
     // panel shows them, so that pass is timed apart, before the panels.
-    let warm = Instant::now();
-    engine
-        .anomalies(&asterism::engine::AnomalyQuery {
-            top: 1,
-            ..Default::default()
-        })
-        .expect("anomaly scores");
-    let anomaly_warmup_s = warm.elapsed().as_secs_f64();
+    let anomaly_warmup_s = support::anomaly_first_pass(&engine);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

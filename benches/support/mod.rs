@@ -76,6 +76,19 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+/// Seconds the anomaly scores' first pass takes on `engine` (a pass over every object, once per
+/// start): benches on a kept store time it apart, before the calls that read the scores.
+pub fn anomaly_first_pass(engine: &asterism::engine::Engine) -> f64 {
+    let t = Instant::now();
+    engine
+        .anomalies(&asterism::engine::AnomalyQuery {
+            top: 1,
+            ..Default::default()
+        })
+        .expect("anomaly scores");
+    t.elapsed().as_secs_f64()
+}
+
 /// The next `n` packets of `stream`, encoded in parallel: (file name, Avro container bytes).
 pub fn encode_chunk(
     stream: &mut AlertStream<'_>,
