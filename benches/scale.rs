@@ -17,10 +17,8 @@
 
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
-use support::{arg, arg_text, dir_bytes, real_records, rss_bytes};
+use support::{arg, arg_text, dir_bytes, heap, real_records, rss_bytes, Counting};
 
 use rayon::prelude::*;
 use serde_json::json;
@@ -34,46 +32,8 @@ use asterism::index::{
 use asterism::model::ObjectRecord;
 use asterism::synth::{augment, truncate, Augment};
 
-/// Counts live heap bytes, so the index's own memory can be told from the rest.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every method forwards to the system allocator with the caller's own arguments, and
-// only adds bookkeeping of the sizes; the contracts of GlobalAlloc are those of `System`.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same layout as given to us; the caller upholds `alloc`'s contract.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` (through `alloc`/`realloc`) with `layout`.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: `ptr`/`layout` come from this allocator; the caller upholds `realloc`'s rules.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE.fetch_add(new_size, Ordering::Relaxed);
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-}
-
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-fn heap() -> usize {
-    LIVE.load(Ordering::Relaxed)
-}
 
 /// The whole engine: ingest `n` synthetic objects (one alert each) into a fresh store.
 fn engine_phase(

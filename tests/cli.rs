@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use asterism::engine::Engine;
+use asterism::index::IndexBackend;
 use common::{config, data};
 use serde_json::Value;
 
@@ -316,10 +317,50 @@ fn the_index_backend_is_chosen_at_creation() {
     let (ok, _, err) = asterism(&["ingest", "--db", &db, &curves, "--index", "faiss"]);
     assert!(!ok && err.contains("hnsw_rs"), "{err}");
     let engine = Engine::open(&dir.path().join("db"), config()).unwrap();
-    assert_eq!(
-        engine.index_backend(),
-        asterism::index::IndexBackend::Usearch
+    assert_eq!(engine.index_backend(), IndexBackend::Usearch);
+}
+
+/// A new store's backend without `--index`: USearch (the measured winner), or the one
+/// `ASTERISM_INDEX` names; a name that is no backend is refused before anything is written.
+#[test]
+fn the_default_index_is_usearch_unless_the_environment_names_another() {
+    let curves = data("lightcurves").to_string_lossy().into_owned();
+    for (env, expected) in [
+        (None, IndexBackend::Usearch),
+        (Some("hnsw_rs"), IndexBackend::HnswRs),
+        (Some("usearch"), IndexBackend::Usearch),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db_arg(dir.path());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_asterism"));
+        cmd.args(["ingest", "--db", &db, &curves]);
+        match env {
+            Some(name) => cmd.env("ASTERISM_INDEX", name),
+            None => cmd.env_remove("ASTERISM_INDEX"),
+        };
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let engine = Engine::open(&dir.path().join("db"), config()).unwrap();
+        assert_eq!(engine.index_backend(), expected, "ASTERISM_INDEX={env:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_arg(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_asterism"))
+        .args(["ingest", "--db", &db, &curves])
+        .env("ASTERISM_INDEX", "faiss")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("ASTERISM_INDEX=faiss is not an index backend"),
+        "{err}"
     );
+    assert!(!dir.path().join("db").exists(), "nothing written");
 }
 
 /// A full disk, simulated with a file size limit (`ulimit -f`, SIGXFSZ ignored: the write

@@ -466,7 +466,8 @@ fn a_store_without_a_recorded_backend_is_hnsw_rs() {
     let path = dir.path().join("db");
     let alerts = synthetic(100, 4);
     {
-        let engine = Engine::open(&path, config()).unwrap();
+        // Stores from before backends were recorded were all hnsw_rs.
+        let engine = Engine::open(&path, config_for(IndexBackend::HnswRs)).unwrap();
         assert_eq!(engine.index_backend(), IndexBackend::HnswRs);
         engine.apply(&alerts).unwrap();
     }

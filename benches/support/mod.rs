@@ -1,6 +1,10 @@
 //! Helpers shared by the benches (each bench uses some of them).
 #![allow(dead_code)]
 
+mod alloc;
+#[allow(unused_imports)] // only the benches that count the heap use them
+pub use alloc::{heap, Counting};
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};

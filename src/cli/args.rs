@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use asterism::alert::DecodeOptions;
-use asterism::engine::{Cone, EngineConfig, Filters, DEFAULT_BATCH_SIZE};
+use asterism::engine::{index_from_env, Cone, EngineConfig, Filters, DEFAULT_BATCH_SIZE};
 use asterism::index::IndexBackend;
 use asterism::model::{Survey, Vote};
 use asterism::server;
@@ -116,8 +116,9 @@ pub(super) struct WriteArgs {
     /// Do not fsync each batch (a killed process still loses nothing; a power cut may).
     #[arg(long)]
     no_sync: bool,
-    /// The ANN index of a new store, recorded in it [default: hnsw_rs]. An existing store
-    /// keeps the one it was created with; naming another is an error.
+    /// The ANN index of a new store, recorded in it [default: usearch, or the backend the
+    /// environment variable ASTERISM_INDEX names]. An existing store keeps the one it was
+    /// created with; naming another is an error.
     #[arg(long, value_enum, value_name = "BACKEND")]
     index: Option<IndexChoice>,
 }
@@ -150,6 +151,7 @@ impl WriteArgs {
             },
             batch_size: self.batch_size,
             index: self.index.map(IndexBackend::from),
+            new_store_index: index_from_env()?.unwrap_or_default(),
             ..EngineConfig::default()
         };
         config.validate()?;

@@ -11,11 +11,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::query::{graph_lists, vectors_of};
-use super::{check_count, lock, matrix_of, read, Engine, EngineError, Result};
+use rayon::prelude::*;
+
+use super::{check_count, lock, read, Engine, EngineError, Result};
+use crate::graph::GRAPH_K;
 use crate::index::live::LiveIndex;
 use crate::model::Vote;
-use crate::science::{self, IsolationForest};
+use crate::science::{self, IndexedLists, IsolationForest};
 use crate::store::Store;
 
 impl Engine {
@@ -68,12 +70,14 @@ impl Engine {
             if voted.is_empty() {
                 return 0.0;
             }
-            let row = b.vector(i);
+            let Some(row) = read(&self.live).current(&b.ids[i]).map(|c| c.vector) else {
+                return 0.0;
+            };
             PERSONAL_WEIGHT
                 * voted
                     .iter()
                     .map(|(v, sign)| {
-                        let d = f64::from(crate::embed::l2(row, v));
+                        let d = f64::from(crate::embed::l2(&row, v));
                         sign * (-(d * d) / (2.0 * sigma * sigma)).exp()
                     })
                     .sum::<f64>()
@@ -88,15 +92,15 @@ impl Engine {
                 break;
             }
             let id = &b.ids[i];
-            if votes.contains_key(id.as_str())
+            if votes.contains_key(&**id)
                 || query
                     .since
-                    .is_some_and(|t| b.last_mjd[i].is_none_or(|l| l < t))
+                    .is_some_and(|t| b.last_mjd[i].is_nan() || b.last_mjd[i] < t)
             {
                 continue;
             }
             let score = AnomalyScore {
-                object_id: id.clone(),
+                object_id: id.to_string(),
                 score: b.base[i] + personal(i),
                 lof: b.lof[i],
                 isolation: b.isolation[i],
@@ -117,15 +121,12 @@ impl Engine {
     pub fn anomaly_of(&self, object_id: &str) -> Result<Option<AnomalyScore>> {
         self.object(object_id)?;
         let b = self.anomaly_base()?;
-        Ok(b.ids
-            .binary_search_by(|id| id.as_str().cmp(object_id))
-            .ok()
-            .map(|i| AnomalyScore {
-                object_id: object_id.to_string(),
-                score: b.base[i],
-                lof: b.lof[i],
-                isolation: b.isolation[i],
-            }))
+        Ok(b.index_of(object_id).map(|i| AnomalyScore {
+            object_id: object_id.to_string(),
+            score: b.base[i],
+            lof: b.lof[i],
+            isolation: b.isolation[i],
+        }))
     }
 
     /// The anomaly scores. They cost a pass over every object, too much for a request: once
@@ -230,6 +231,7 @@ impl Anomalies {
         }
         let started = Instant::now();
         let b = Arc::new(AnomalyBase::compute(store, live)?);
+        crate::memory::release_free_memory();
         tracing::debug!(
             objects = b.ids.len(),
             seconds = started.elapsed().as_secs_f64(),
@@ -248,51 +250,86 @@ impl Anomalies {
     }
 }
 
-/// The unpersonalised anomaly scores of every embedded object.
+/// The unpersonalised anomaly scores of every embedded object: ~60 bytes per object (the ids
+/// are the live index's own, shared; vectors are read from the live index when a ranking is
+/// personalised).
 pub(super) struct AnomalyBase {
     /// Object ids, in id order.
-    ids: Vec<String>,
-    /// Current scaled vectors, `dim` values per id, in one allocation.
-    vectors: Vec<f32>,
-    dim: usize,
+    ids: Vec<Arc<str>>,
     lof: Vec<f64>,
     isolation: Vec<f64>,
     /// Mean of the LOF and isolation percentile ranks.
     base: Vec<f64>,
     /// Indices into `ids`, highest `base` first (then id order).
     order: Vec<u32>,
-    last_mjd: Vec<Option<f64>>,
+    /// Last detection time (MJD); NaN for none.
+    last_mjd: Vec<f64>,
     /// Median nearest-neighbour distance: the kernel width of personalisation.
     sigma: f64,
 }
 
 impl AnomalyBase {
-    fn vector(&self, i: usize) -> &[f32] {
-        &self.vectors[i * self.dim..(i + 1) * self.dim]
+    fn index_of(&self, object_id: &str) -> Option<usize> {
+        self.ids.binary_search_by(|id| (**id).cmp(object_id)).ok()
     }
 
     /// One pass over every object: LOF over the stored lists, an isolation forest over the
-    /// current vectors, and each object's last detection time.
+    /// current vectors, and each object's last detection time. Its transient memory is a flat
+    /// copy of the vectors (taken under the live index's read lock, which is not held for the
+    /// pass) and the lists as numbers: one allocation each, handed back whole when it ends.
     fn compute(store: &Store, live: &RwLock<LiveIndex>) -> Result<AnomalyBase> {
-        let lists = graph_lists(store)?;
-        let (ids, rows_f32) = vectors_of(&read(live));
-        let dim = rows_f32.first().map_or(0, Vec::len);
-        let rows = matrix_of(rows_f32.iter(), dim);
-        let vectors: Vec<f32> = rows_f32.into_iter().flatten().collect();
-        let lof_scores = science::local_outlier_factor(&lists);
-        let lof: Vec<f64> = ids
+        let (ids, vectors, dim) = {
+            let live = read(live);
+            let mut all: Vec<&Arc<str>> = live.ids().collect();
+            all.sort_unstable();
+            let mut ids = Vec::with_capacity(all.len());
+            let mut flat = Vec::new();
+            let mut dim = 0;
+            for id in all {
+                if let Some(c) = live.current(id) {
+                    if ids.is_empty() {
+                        dim = c.vector.len();
+                        flat.reserve_exact(live.len() * dim);
+                    }
+                    flat.extend_from_slice(&c.vector);
+                    ids.push(Arc::clone(id));
+                }
+            }
+            (ids, flat, dim)
+        };
+        let numbers: foldhash::HashMap<&str, u32> = ids
             .iter()
-            .map(|id| lof_scores.get(id).copied().unwrap_or(1.0))
+            .enumerate()
+            .map(|(i, id)| (&**id, i as u32))
             .collect();
+        let mut lists = IndexedLists::new(ids.len());
+        // Lists come in id order, as `ids` are; those of objects without a vector are skipped.
+        store.for_each_neighbours(|id, list| {
+            if let Some(&i) = numbers.get(id) {
+                lists.set(
+                    i as usize,
+                    list.iter().take(GRAPH_K).map(|n| {
+                        let j = numbers.get(n.object_id.as_str());
+                        (j.copied().unwrap_or(IndexedLists::OUTSIDE), n.distance)
+                    }),
+                );
+            }
+            true
+        })?;
+        drop(numbers);
+        let lof = science::local_outlier_factor(&lists);
+        let row = |i: usize| &vectors[i * dim..(i + 1) * dim];
         let isolation: Vec<f64> = if ids.is_empty() {
             Vec::new()
         } else {
-            let forest = IsolationForest::fit(&rows, 100, 256, ANOMALY_SEED);
-            rows.rows()
-                .into_iter()
-                .map(|r| forest.score(r.as_slice().unwrap_or(&[])))
+            let value = |r: usize, f: usize| f64::from(vectors[r * dim + f]);
+            let forest = IsolationForest::fit_with(ids.len(), dim, &value, 100, 256, ANOMALY_SEED);
+            (0..ids.len())
+                .into_par_iter()
+                .map(|i| forest.score(row(i)))
                 .collect()
         };
+        drop(vectors);
         let (lof_rank, iso_rank) = (
             science::percentile_ranks(&lof),
             science::percentile_ranks(&isolation),
@@ -309,27 +346,22 @@ impl AnomalyBase {
                 .total_cmp(&base[a as usize])
                 .then(a.cmp(&b))
         });
-        let mut nearest: Vec<f32> = lists
-            .values()
-            .filter_map(|l| l.first())
-            .map(|n| n.distance)
-            .collect();
+        let mut nearest = lists.nearest_distances();
+        drop(lists);
         nearest.sort_by(f32::total_cmp);
         let sigma = f64::from(nearest.get(nearest.len() / 2).copied().unwrap_or(1.0)).max(1e-3);
         let mut last_mjd = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(4096) {
-            let keys: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let keys: Vec<&str> = chunk.iter().map(|id| &**id).collect();
             last_mjd.extend(
                 store
                     .get_objects(&keys)?
                     .iter()
-                    .map(|r| r.as_ref().and_then(|r| r.meta.last_mjd)),
+                    .map(|r| r.as_ref().and_then(|r| r.meta.last_mjd).unwrap_or(f64::NAN)),
             );
         }
         Ok(AnomalyBase {
             ids,
-            vectors,
-            dim,
             lof,
             isolation,
             base,

@@ -11,10 +11,13 @@ pub struct EngineConfig {
     /// Alerts per atomic write.
     pub batch_size: usize,
     /// The index backend of a store this opens: `None` takes the one the store recorded
-    /// (hnsw_rs for a new store); `Some` for a new store records it, and on a store recorded
-    /// with another backend is an error. The parameters below are those a new store records;
-    /// an existing store's recorded ones win.
+    /// ([`EngineConfig::new_store_index`] for a new store); `Some` for a new store records it,
+    /// and on a store recorded with another backend is an error. The parameters below are
+    /// those a new store records; an existing store's recorded ones win.
     pub index: Option<IndexBackend>,
+    /// The backend of a new store when `index` is `None`: [`IndexBackend::default`] (USearch),
+    /// or the one the environment variable [`INDEX_ENV`] names (see [`index_from_env`]).
+    pub new_store_index: IndexBackend,
     pub hnsw: HnswParams,
     pub usearch: UsearchParams,
     /// Rebuild the index in the background when tombstones exceed this multiple of live points.
@@ -29,6 +32,7 @@ impl Default for EngineConfig {
             store: StoreConfig::default(),
             batch_size: DEFAULT_BATCH_SIZE,
             index: None,
+            new_store_index: index_from_env().ok().flatten().unwrap_or_default(),
             hnsw: HnswParams::default(),
             usearch: UsearchParams::default(),
             rebuild_tombstone_ratio: 1.0,
@@ -59,6 +63,30 @@ impl EngineConfig {
         }
     }
 }
+/// The environment variable naming the index backend of new stores (`usearch` or `hnsw_rs`);
+/// the test suite runs once with each.
+pub const INDEX_ENV: &str = "ASTERISM_INDEX";
+
+/// The backend [`INDEX_ENV`] names (`Ok(None)` when unset or empty); a name that is not a
+/// backend is an error ([`EngineConfig::default`] then falls back to USearch, and the CLI
+/// refuses to start).
+pub fn index_from_env() -> Result<Option<IndexBackend>> {
+    match std::env::var(INDEX_ENV) {
+        Ok(name) if name.is_empty() => Ok(None),
+        Ok(name) => {
+            IndexBackend::from_name(&name)
+                .map(Some)
+                .ok_or_else(|| EngineError::InvalidConfig {
+                    field: "index",
+                    reason: format!(
+                        "{INDEX_ENV}={name} is not an index backend (usearch or hnsw_rs)"
+                    ),
+                })
+        }
+        Err(_) => Ok(None),
+    }
+}
+
 /// Alerts per atomic write unless configured otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 1000;
 /// The scaler is first fitted at this many embedded objects, then refitted each time their

@@ -65,7 +65,9 @@ pub use classify::{
     Classification, EvaluationReport, LabelImport, Voter, SPREAD_NEIGHBOURHOOD, VOTERS,
     VOTE_CANDIDATES,
 };
-pub use config::{EngineConfig, DEFAULT_BATCH_SIZE, MAX_K, MIN_OBJECTS_TO_FIT};
+pub use config::{
+    index_from_env, EngineConfig, DEFAULT_BATCH_SIZE, INDEX_ENV, MAX_K, MIN_OBJECTS_TO_FIT,
+};
 pub use ingest::{
     BatchOutcome, IngestReport, IngestSession, IngestTally, RejectReport, StreamMarks,
 };
@@ -157,6 +159,13 @@ impl Drop for Engine {
     }
 }
 
+/// See [`Engine::memory`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EngineMemory {
+    pub index_graph_bytes: Option<usize>,
+    pub store: crate::store::StoreMemory,
+}
+
 /// What one committed write changed; given to every observer (see [`Engine::observe`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChangeEvent {
@@ -199,30 +208,37 @@ impl Engine {
             .spec()?
             .unwrap_or_else(|| EmbeddingSpec::initial(&embedder));
         let spec_outdated = !spec.matches(&embedder);
-        let entries = current_entries(&store)?;
         let dir = index_dir(path);
         let dump = store.index_dump()?.filter(|d| {
             d.spec_version == spec.version
                 && store.next_point().is_ok_and(|next| d.watermark <= next)
         });
-        let loaded = dump.and_then(|d| {
-            LiveIndex::load(spec.clone(), index.clone(), &dir, &d, &entries)
+        let loader = dump.and_then(|d| {
+            LiveIndex::load(spec.clone(), index.clone(), &dir, &d)
                 .map_err(|e| tracing::warn!("index dump unusable, rebuilding: {e}"))
                 .ok()
         });
-        let (live, origin) = match loaded {
-            Some((live, replayed)) => (live, IndexOrigin::Loaded { replayed }),
+        // From a dump, objects are streamed into the index one at a time (a list of every
+        // object's vector, freed at once, would leave the allocator a few hundred MB at 1M).
+        let (live, origin) = match loader {
+            Some(mut loader) => {
+                for_each_current_entry(&store, |e| loader.add(e))?;
+                let (live, replayed) = loader.finish();
+                (live, IndexOrigin::Loaded { replayed })
+            }
             None => (
-                LiveIndex::build(spec, index, entries)?,
+                LiveIndex::build(spec, index, current_entries(&store)?)?,
                 IndexOrigin::Rebuilt,
             ),
         };
         tracing::info!(?origin, backend = %live.config().backend, vectors = live.len(), "index ready");
+        crate::memory::release_free_memory();
         let store = Arc::new(store);
+        let ids: Vec<Arc<str>> = live.ids().cloned().collect();
         let live = Arc::new(RwLock::new(live));
         let anomalies = Anomalies::start(Arc::clone(&store), Arc::clone(&live));
         Ok(Engine {
-            listed_by: LazyReverse::load_in_background(Arc::clone(&store)),
+            listed_by: LazyReverse::load_in_background(Arc::clone(&store), ids),
             store,
             writer: Mutex::new(()),
             config,
@@ -290,6 +306,15 @@ impl Engine {
     /// Points in the live index (current embeddings).
     pub fn indexed(&self) -> usize {
         read(&self.live).len()
+    }
+
+    /// What the parts written in C++ hold in memory (the Rust heap is not counted here): the
+    /// index graph, where its backend counts it, and RocksDB.
+    pub fn memory(&self) -> EngineMemory {
+        EngineMemory {
+            index_graph_bytes: read(&self.live).graph_memory_bytes(),
+            store: self.store.memory(),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -368,7 +393,7 @@ fn index_config(store: &Store, config: &EngineConfig) -> Result<IndexConfig> {
     let backend = match (&recorded, config.index) {
         (Some(r), Some(asked)) if asked != r.backend => return Err(mismatch(r.backend, asked)),
         (Some(r), _) => r.backend,
-        (None, asked) if store.next_point()? == 0 => asked.unwrap_or_default(),
+        (None, asked) if store.next_point()? == 0 => asked.unwrap_or(config.new_store_index),
         (None, Some(IndexBackend::Usearch)) => {
             return Err(mismatch(IndexBackend::HnswRs, IndexBackend::Usearch))
         }
@@ -387,21 +412,36 @@ fn index_config(store: &Store, config: &EngineConfig) -> Result<IndexConfig> {
 
 /// Every object's latest stored vector version, as index entries.
 fn current_entries(store: &Store) -> Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    for_each_current_entry(store, |e| out.push(e))?;
+    Ok(out)
+}
+
+/// Calls `f` with every object's current vector entry, in object-id order.
+fn for_each_current_entry(store: &Store, mut f: impl FnMut(Entry)) -> Result<()> {
     // Vector keys are the object id, a 0 byte, then the sequence number big-endian: an
     // object's versions are adjacent and in order, so its last one is its current one.
-    let mut out: Vec<Entry> = Vec::new();
-    store.for_each_vector(|id, seq, v| match out.last_mut() {
+    let mut pending: Option<Entry> = None;
+    store.for_each_vector(|id, seq, v| match &mut pending {
         Some(last) if last.object_id == id => {
             if seq >= last.seq {
                 (last.seq, last.point, last.raw) = (seq, v.point, v.raw);
             }
         }
-        _ => out.push(Entry {
-            object_id: id.to_string(),
-            seq,
-            point: v.point,
-            raw: v.raw,
-        }),
+        _ => {
+            let next = Entry {
+                object_id: id.to_string(),
+                seq,
+                point: v.point,
+                raw: v.raw,
+            };
+            if let Some(done) = pending.replace(next) {
+                f(done);
+            }
+        }
     })?;
-    Ok(out)
+    if let Some(done) = pending {
+        f(done);
+    }
+    Ok(())
 }

@@ -135,10 +135,8 @@ pub(super) fn graph_lists(store: &Store) -> Result<BTreeMap<String, Vec<Neighbou
 
 /// Every current scaled vector of `live`, in object-id order.
 pub(super) fn vectors_of(live: &LiveIndex) -> (Vec<String>, Vec<Vec<f32>>) {
-    let mut rows: Vec<(&Arc<str>, &Vec<f32>)> =
-        live.objects().map(|(id, c)| (id, &c.vector)).collect();
+    let mut rows: Vec<(&Arc<str>, Vec<f32>)> =
+        live.objects().map(|(id, c)| (id, c.vector)).collect();
     rows.sort_by(|a, b| a.0.cmp(b.0));
-    rows.into_iter()
-        .map(|(id, v)| (id.to_string(), v.clone()))
-        .unzip()
+    rows.into_iter().map(|(id, v)| (id.to_string(), v)).unzip()
 }

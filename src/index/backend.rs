@@ -145,6 +145,33 @@ impl AnyIndex {
         }
     }
 
+    /// Bytes the graph holds where the backend counts them (USearch's C++ allocations, its
+    /// reserved capacity included); `None` for hnsw_rs.
+    pub fn memory_bytes(&self) -> Option<usize> {
+        match self {
+            AnyIndex::Hnsw(_) => None,
+            AnyIndex::Usearch(i) => Some(i.memory_bytes()),
+        }
+    }
+
+    /// Whether the graph holds every point's exact f32 vector ([`AnyIndex::exact_vector`]), so
+    /// that the live index need not keep a copy: USearch with f32 storage. (hnsw_rs keeps
+    /// them too, but does not hand them back by point.)
+    pub fn holds_exact_vectors(&self) -> bool {
+        match self {
+            AnyIndex::Hnsw(_) => false,
+            AnyIndex::Usearch(i) => i.params().quantization.is_exact(),
+        }
+    }
+
+    /// The exact vector of `point` where [`AnyIndex::holds_exact_vectors`].
+    pub fn exact_vector(&self, point: PointId) -> Option<Vec<f32>> {
+        match self {
+            AnyIndex::Hnsw(_) => None,
+            AnyIndex::Usearch(i) => i.exact_vector(point),
+        }
+    }
+
     /// Whether the distances of hits are exact (else the caller re-ranks with f32 vectors).
     pub fn exact_distances(&self) -> bool {
         match self {

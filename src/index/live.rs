@@ -12,8 +12,10 @@
 //! search returns them yet, as no object owns them; [`LiveIndex::commit`] (under the write
 //! lock, a few map updates and removals) makes them current.
 //!
-//! With f16 or i8 vectors in the graph, a search takes [`RERANK`] times more candidates and
-//! orders them by their exact f32 distance, from the vectors held here.
+//! With f16 or i8 vectors in the graph (and with hnsw_rs), each object's exact f32 vector is
+//! held here, and a quantized search takes [`RERANK`] times more candidates and orders them by
+//! their exact distance. With f32 vectors in a USearch graph, the graph's copy is the only one:
+//! [`LiveIndex::current`] reads it back (about 260 bytes per object not held twice).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -47,6 +49,112 @@ pub struct Entry {
     pub raw: Vec<f32>,
 }
 
+/// What the live index keeps per object.
+struct Slot {
+    id: Arc<str>,
+    point: PointId,
+    seq: u32,
+    /// The exact vector, unless the graph holds it ([`AnyIndex::holds_exact_vectors`]).
+    vector: Option<Box<[f32]>>,
+}
+
+/// The live objects, numbered as they first come (objects are never dropped): one [`Slot`] each
+/// in a vector, found by id through a table of their numbers and by point through a vector of
+/// numbers. About 95 bytes per object with the id's own allocation, when the graph holds the
+/// vectors (a map keyed by id and one keyed by point took ~185).
+#[derive(Default)]
+struct Objects {
+    slots: Vec<Slot>,
+    by_id: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::FixedState,
+    /// By point id: the number of the object it is the current point of, or [`NO_OWNER`].
+    owner: Vec<u32>,
+}
+
+const NO_OWNER: u32 = u32::MAX;
+
+impl Objects {
+    fn hash(&self, id: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(id)
+    }
+
+    fn get(&self, id: &str) -> Option<&Slot> {
+        let slots = &self.slots;
+        self.by_id
+            .find(self.hash(id), |&n| &*slots[n as usize].id == id)
+            .map(|&n| &slots[n as usize])
+    }
+
+    /// The object whose current point `point` is.
+    fn owner(&self, point: PointId) -> Option<&Slot> {
+        match self.owner.get(point as usize) {
+            Some(&n) if n != NO_OWNER => Some(&self.slots[n as usize]),
+            _ => None,
+        }
+    }
+
+    /// Makes `slot` its object's current one; returns the point it replaces.
+    fn set(&mut self, slot: Slot) -> Option<PointId> {
+        let Slot {
+            id,
+            point,
+            seq,
+            vector,
+        } = slot;
+        let hash = self.hash(&id);
+        let slots = &self.slots;
+        let found = self
+            .by_id
+            .find(hash, |&n| slots[n as usize].id == id)
+            .copied();
+        let (n, old) = match found {
+            Some(n) => {
+                let slot = &mut self.slots[n as usize];
+                let old = slot.point;
+                (slot.point, slot.seq, slot.vector) = (point, seq, vector);
+                if let Some(o) = self.owner.get_mut(old as usize) {
+                    *o = NO_OWNER;
+                }
+                (n, Some(old))
+            }
+            None => {
+                let n = self.slots.len() as u32;
+                self.slots.push(Slot {
+                    id,
+                    point,
+                    seq,
+                    vector,
+                });
+                let (slots, hasher) = (&self.slots, &self.hasher);
+                self.by_id.insert_unique(hash, n, |&m| {
+                    use std::hash::BuildHasher;
+                    hasher.hash_one(&*slots[m as usize].id)
+                });
+                (n, None)
+            }
+        };
+        let at = point as usize;
+        if at >= self.owner.len() {
+            self.owner.resize(at + 1, NO_OWNER);
+        }
+        self.owner[at] = n;
+        old
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter()
+    }
+}
+
 /// A scaled [`Entry`], its object id interned.
 struct Scaled {
     object_id: Arc<str>,
@@ -61,14 +169,49 @@ pub struct LiveIndex {
     config: IndexConfig,
     /// Which graph `index` is (unique in the process; a swap gives a new one).
     graph_id: u64,
-    current: foldhash::HashMap<Arc<str>, Current>,
-    owner: foldhash::HashMap<PointId, Arc<str>>,
-    /// The keys of `owner`, as bits: the search filter's test of every candidate.
+    current: Objects,
+    /// The points that are some object's current one, as bits: the search filter's test of
+    /// every candidate.
     live_points: LiveBits,
     /// One past the highest point id in the graph.
     watermark: PointId,
     /// Points removed from the graph since it was built (USearch; see [`LiveIndex::worn`]).
     removed: usize,
+}
+
+/// A loaded dump being given its objects; see [`LiveIndex::load`].
+pub struct Loader {
+    live: LiveIndex,
+    /// Entries whose points the dump does not hold.
+    replay: Vec<Entry>,
+}
+
+impl Loader {
+    /// Adds an object's current entry.
+    pub fn add(&mut self, entry: Entry) {
+        let live = &mut self.live;
+        if entry.point >= live.watermark {
+            self.replay.push(entry);
+            return;
+        }
+        let vector = live
+            .hold_vectors()
+            .then(|| live.spec.scale(&entry.raw).0.into_boxed_slice());
+        live.make_current(Slot {
+            id: Arc::from(entry.object_id),
+            point: entry.point,
+            seq: entry.seq,
+            vector,
+        });
+    }
+
+    /// The index, once the entries newer than the dump are inserted; and how many there were.
+    pub fn finish(self) -> (LiveIndex, usize) {
+        let Loader { mut live, replay } = self;
+        let replayed = replay.len();
+        live.upsert(replay);
+        (live, replayed)
+    }
 }
 
 /// Scaled entries whose points are in the graph but not live yet; see the module doc.
@@ -117,8 +260,7 @@ impl LiveIndex {
             index,
             config,
             graph_id: next_graph_id(),
-            current: Default::default(),
-            owner: Default::default(),
+            current: Objects::default(),
             live_points: LiveBits::default(),
             watermark: 0,
             removed: 0,
@@ -127,16 +269,16 @@ impl LiveIndex {
         Ok(live)
     }
 
-    /// Loads a dump and inserts the current vectors it does not hold (the replay). Returns the
-    /// index and the number of vectors replayed. A dump written by another backend than
-    /// `config`'s is refused (the caller rebuilds).
+    /// Loads a dump written by [`LiveIndex::dump`]: objects are then added one at a time
+    /// ([`Loader::add`], in any order), so that no list of every object is made; those whose
+    /// point is newer than the dump are inserted at [`Loader::finish`] (the replay). A dump
+    /// written by another backend than `config`'s is refused (the caller rebuilds).
     pub fn load(
         spec: EmbeddingSpec,
         config: IndexConfig,
         dir: &Path,
         dump: &IndexDump,
-        entries: &[Entry],
-    ) -> Result<(Self, usize)> {
+    ) -> Result<Loader> {
         if dump.backend != config.backend {
             return Err(IndexError::Dump {
                 path: dir.join(&dump.basename),
@@ -146,47 +288,21 @@ impl LiveIndex {
                 ),
             });
         }
-        let index = AnyIndex::load(&config.with_capacity(entries.len()), dir, &dump.basename)?;
-        let mut live = LiveIndex {
+        let index = AnyIndex::load(&config, dir, &dump.basename)?;
+        let live = LiveIndex {
             spec,
             index,
             config,
             graph_id: next_graph_id(),
-            current: Default::default(),
-            owner: Default::default(),
+            current: Objects::default(),
             live_points: LiveBits::default(),
             watermark: dump.watermark,
             removed: 0,
         };
-        live.current.reserve(entries.len());
-        live.owner.reserve(entries.len());
-        let mut new = Vec::new();
-        for e in entries {
-            let Entry {
-                object_id: id,
-                seq,
-                point,
-                raw,
-            } = e;
-            if *point >= dump.watermark {
-                new.push(e.clone());
-                continue;
-            }
-            let id: Arc<str> = Arc::from(id.as_str());
-            let vector = live.spec.scale(raw).0;
-            live.own(*point, id.clone());
-            live.current.insert(
-                id,
-                Current {
-                    point: *point,
-                    seq: *seq,
-                    vector,
-                },
-            );
-        }
-        let replayed = new.len();
-        live.upsert(new);
-        Ok((live, replayed))
+        Ok(Loader {
+            live,
+            replay: Vec::new(),
+        })
     }
 
     /// Inserts new vectors; each replaces its object's previous one, which is removed (USearch)
@@ -238,22 +354,61 @@ impl LiveIndex {
             vector,
         } in prepared.entries
         {
-            self.own(point, id.clone());
             self.watermark = self.watermark.max(point + 1);
-            if let Some(old) = self.current.insert(id, Current { point, seq, vector }) {
-                self.owner.remove(&old.point);
-                self.live_points.clear(old.point);
-                if self.index.remove(old.point) {
+            let vector = self.hold_vectors().then(|| vector.into_boxed_slice());
+            if let Some(old) = self.make_current(Slot {
+                id,
+                point,
+                seq,
+                vector,
+            }) {
+                if self.index.remove(old) {
                     self.removed += 1;
                 }
             }
         }
     }
 
-    /// Records that `point` is `id`'s live point.
-    fn own(&mut self, point: PointId, id: Arc<str>) {
-        self.owner.insert(point, id);
+    /// Whether the exact vectors are kept here (the graph does not hold them).
+    fn hold_vectors(&self) -> bool {
+        !self.index.holds_exact_vectors()
+    }
+
+    /// A slot's exact vector: held, or read back from the graph.
+    fn vector_of(&self, slot: &Slot) -> Option<Vec<f32>> {
+        match &slot.vector {
+            Some(v) => Some(v.to_vec()),
+            None => {
+                let v = self.index.exact_vector(slot.point);
+                if v.is_none() {
+                    tracing::error!(
+                        point = slot.point,
+                        "a live point's vector is not in the graph"
+                    );
+                }
+                v
+            }
+        }
+    }
+
+    fn current_of(&self, slot: &Slot) -> Option<Current> {
+        Some(Current {
+            point: slot.point,
+            seq: slot.seq,
+            vector: self.vector_of(slot)?,
+        })
+    }
+
+    /// Makes `slot` its object's current one (its point live); returns the point it replaces
+    /// (no longer live).
+    fn make_current(&mut self, slot: Slot) -> Option<PointId> {
+        let point = slot.point;
+        let old = self.current.set(slot);
+        if let Some(o) = old {
+            self.live_points.clear(o);
+        }
         self.live_points.set(point);
+        old
     }
 
     /// The `k` nearest live objects to `query`, without `exclude`.
@@ -265,7 +420,10 @@ impl LiveIndex {
                 .index
                 .search(query, k, &live)
                 .into_iter()
-                .filter_map(|h| self.owner.get(&h.point).map(|id| (id.clone(), h.distance)))
+                .filter_map(|h| {
+                    let s = self.current.owner(h.point)?;
+                    Some((s.id.clone(), h.distance))
+                })
                 .collect();
         }
         // Quantized vectors: more candidates, ordered by their exact distance.
@@ -276,9 +434,8 @@ impl LiveIndex {
             .search_with_ef(query, wanted, ef, &live)
             .into_iter()
             .filter_map(|h| {
-                let id = self.owner.get(&h.point)?;
-                let c = self.current.get(id)?;
-                Some((id.clone(), l2(query, &c.vector)))
+                let s = self.current.owner(h.point)?;
+                Some((s.id.clone(), l2(query, s.vector.as_deref()?)))
             })
             .collect();
         hits.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
@@ -286,12 +443,31 @@ impl LiveIndex {
         hits
     }
 
-    pub fn current(&self, object_id: &str) -> Option<&Current> {
-        self.current.get(object_id)
+    /// An object's current point and exact vector (a copy).
+    pub fn current(&self, object_id: &str) -> Option<Current> {
+        self.current_of(self.current.get(object_id)?)
     }
 
-    pub fn objects(&self) -> impl Iterator<Item = (&Arc<str>, &Current)> {
-        self.current.iter()
+    /// An object's current point and vector version, without its vector.
+    pub fn current_point(&self, object_id: &str) -> Option<(PointId, u32)> {
+        self.current.get(object_id).map(|s| (s.point, s.seq))
+    }
+
+    /// Every live object with its current vector (copied one at a time).
+    pub fn objects(&self) -> impl Iterator<Item = (&Arc<str>, Current)> + '_ {
+        self.current
+            .iter()
+            .filter_map(|s| Some((&s.id, self.current_of(s)?)))
+    }
+
+    /// Every live object's id.
+    pub fn ids(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.current.iter().map(|s| &s.id)
+    }
+
+    /// Bytes of the graph, where its backend counts them ([`AnyIndex::memory_bytes`]).
+    pub fn graph_memory_bytes(&self) -> Option<usize> {
+        self.index.memory_bytes()
     }
 
     /// Live vectors.
@@ -348,8 +524,8 @@ impl LiveIndex {
     /// The current vectors, for a rebuild off the lock.
     pub fn snapshot(&self) -> Vec<(PointId, Vec<f32>)> {
         self.current
-            .values()
-            .map(|c| (c.point, c.vector.clone()))
+            .iter()
+            .filter_map(|s| Some((s.point, self.vector_of(s)?)))
             .collect()
     }
 
@@ -358,9 +534,9 @@ impl LiveIndex {
     pub fn swap_graph(&mut self, graph: AnyIndex, built: &HashSet<PointId>) {
         let missing: Vec<(PointId, Vec<f32>)> = self
             .current
-            .values()
-            .filter(|c| !built.contains(&c.point))
-            .map(|c| (c.point, c.vector.clone()))
+            .iter()
+            .filter(|s| !built.contains(&s.point))
+            .filter_map(|s| Some((s.point, self.vector_of(s)?)))
             .collect();
         graph.insert(&missing);
         // Points superseded while the graph was built: removed where the backend can.

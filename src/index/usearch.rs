@@ -260,6 +260,25 @@ impl UsearchIndex {
         }
     }
 
+    /// The vector of `point` as stored, when vectors are stored as f32 (then exactly the one
+    /// inserted); `None` for f16/i8 storage or a point not in the index.
+    pub fn exact_vector(&self, point: PointId) -> Option<Vec<f32>> {
+        if !self.params.quantization.is_exact() {
+            return None;
+        }
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let index = inner.as_ref()?;
+        let mut v = vec![0f32; index.dimensions()];
+        match index.get(point, v.as_mut_slice()) {
+            Ok(n) if n > 0 => Some(v),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::error!("usearch get of point {point} failed: {e}");
+                None
+            }
+        }
+    }
+
     /// Removes a point: it is no longer found, and its slot is reused by a later insert.
     /// Returns whether it was there.
     pub fn remove(&self, point: PointId) -> Result<bool> {

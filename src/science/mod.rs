@@ -15,7 +15,7 @@ pub mod spread;
 pub mod taxonomy;
 pub mod vote;
 
-pub use anomaly::{local_outlier_factor, percentile_ranks, IsolationForest};
+pub use anomaly::{local_outlier_factor, percentile_ranks, IndexedLists, IsolationForest};
 pub use explain::{explain, Contribution, Explanation};
 pub use metrics::{evaluate, ClassFigures, Evaluation};
 pub use spread::spread_labels;

@@ -62,6 +62,20 @@ pub mod cf {
     ];
 }
 
+/// Bytes of the block cache all column families share.
+pub const BLOCK_CACHE_BYTES: usize = 64 << 20;
+
+/// What RocksDB holds in memory (its C++ allocations), from its own properties.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct StoreMemory {
+    /// The shared block cache's contents (at most [`BLOCK_CACHE_BYTES`]).
+    pub block_cache_bytes: u64,
+    /// Memtables of every column family (writes not flushed yet).
+    pub memtable_bytes: u64,
+    /// Index and filter blocks of the open table files.
+    pub table_readers_bytes: u64,
+}
+
 /// Version of the on-disk layout; bumped when a value's encoding changes.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -174,9 +188,10 @@ pub struct NewVersion {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum IndexBackend {
     /// `hnsw_rs` (pure Rust; no deletion: superseded points are tombstones).
-    #[default]
     HnswRs,
-    /// USearch (C++; real deletion, f16/i8 storage, memory-mapped dumps).
+    /// USearch (C++; real deletion, f16/i8 storage, memory-mapped dumps): the default, the
+    /// winner of the side-by-side at 1M objects (BENCHMARKS.md).
+    #[default]
     Usearch,
 }
 
@@ -238,6 +253,8 @@ pub struct Store {
     db: DB,
     path: PathBuf,
     config: StoreConfig,
+    /// The block cache every column family shares.
+    cache: rocksdb::Cache,
 }
 
 /// Encodes a value for `cf`. bincode fails only on values serde cannot represent (a map with
@@ -270,13 +287,20 @@ impl Store {
         if path.exists() && !path.is_dir() {
             return Err(open_err("not a directory".into()));
         }
+        // One block cache for every column family (RocksDB's default gives each its own 32 MB
+        // cache: 320 MB once a pass over every object has filled them).
+        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&cache);
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        opts.set_block_based_table_factory(&table);
         let cfs = cf::ALL.iter().map(|name| {
             let mut o = Options::default();
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            o.set_block_based_table_factory(&table);
             ColumnFamilyDescriptor::new(*name, o)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
@@ -294,9 +318,33 @@ impl Store {
             db,
             path: path.to_path_buf(),
             config,
+            cache,
         };
         store.check_format()?;
         Ok(store)
+    }
+
+    /// What RocksDB holds in memory now.
+    pub fn memory(&self) -> StoreMemory {
+        let mut m = StoreMemory {
+            block_cache_bytes: self.cache.get_usage() as u64,
+            ..StoreMemory::default()
+        };
+        for name in cf::ALL {
+            let Some(handle) = self.db.cf_handle(name) else {
+                continue;
+            };
+            let int = |p: &str| {
+                self.db
+                    .property_int_value_cf(&handle, p)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0)
+            };
+            m.memtable_bytes += int("rocksdb.cur-size-all-mem-tables");
+            m.table_readers_bytes += int("rocksdb.estimate-table-readers-mem");
+        }
+        m
     }
 
     pub fn path(&self) -> &Path {
