@@ -721,7 +721,8 @@ fn replicas_and_consumer_threads_store_the_same_objects_and_answer_alike() {
     // (`reindex`, or the automatic refit as the store doubles), the replicas answer alike:
     // the same exact similarity answers (`as_of` after every detection: exact search over
     // the current vectors; each replica's HNSW graph depends on its insertion order, and
-    // USearch's may miss a neighbour the other finds) and the same classes.
+    // USearch's may miss a neighbour the other finds) and, but for a few boundary objects,
+    // the same classes.
     ea.reindex().unwrap();
     eb.reindex().unwrap();
     assert_eq!(ea.spec().scaler, eb.spec().scaler);
@@ -735,6 +736,7 @@ fn replicas_and_consumer_threads_store_the_same_objects_and_answer_alike() {
         .collect();
     assert!(ids.len() > 50);
     let mut compared = 0;
+    let mut differing = Vec::new();
     for id in &ids {
         let after_all = Some(100_000.0);
         let (Ok(na), Ok(nb)) = (ea.similar(id, 5, after_all), eb.similar(id, 5, after_all)) else {
@@ -754,11 +756,21 @@ fn replicas_and_consumer_threads_store_the_same_objects_and_answer_alike() {
             (distances, inside)
         };
         assert_eq!(answer(&na), answer(&nb), "{id}");
+        // The vote reads its candidates from each replica's approximate index, whose graph
+        // depends on the insertion order: an object on a class boundary may get another
+        // candidate and flip. Nearly every class must agree.
         let (ca, cb) = (ea.classify(id).unwrap(), eb.classify(id).unwrap());
-        assert_eq!((ca.class, ca.method), (cb.class, cb.method), "{id}");
+        if (&ca.class, &ca.method) != (&cb.class, &cb.method) {
+            differing.push(format!("{id}: {:?} vs {:?}", ca.class, cb.class));
+        }
         compared += 1;
     }
     assert!(compared > 50, "{compared}");
+    assert!(
+        differing.len() * 20 <= compared,
+        "{} of {compared} classes differ: {differing:?}",
+        differing.len()
+    );
 }
 
 #[test]
