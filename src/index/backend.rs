@@ -158,10 +158,7 @@ impl AnyIndex {
     /// that the live index need not keep a copy: USearch with f32 storage. (hnsw_rs keeps
     /// them too, but does not hand them back by point.)
     pub fn holds_exact_vectors(&self) -> bool {
-        match self {
-            AnyIndex::Hnsw(_) => false,
-            AnyIndex::Usearch(i) => i.params().quantization.is_exact(),
-        }
+        matches!(self, AnyIndex::Usearch(_)) && self.exact_distances()
     }
 
     /// The exact vector of `point` where [`AnyIndex::holds_exact_vectors`].

@@ -448,11 +448,6 @@ impl LiveIndex {
         self.current_of(self.current.get(object_id)?)
     }
 
-    /// An object's current point and vector version, without its vector.
-    pub fn current_point(&self, object_id: &str) -> Option<(PointId, u32)> {
-        self.current.get(object_id).map(|s| (s.point, s.seq))
-    }
-
     /// Every live object with its current vector (copied one at a time).
     pub fn objects(&self) -> impl Iterator<Item = (&Arc<str>, Current)> + '_ {
         self.current
