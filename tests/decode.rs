@@ -9,6 +9,14 @@ use common::{data, decode};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+/// A numeric annotation of an alert (panics when it is absent or not a number).
+fn annotation_number(a: &asterism::model::Alert, name: &str) -> f64 {
+    match a.annotations.get(name) {
+        Some(AnnotationValue::Number(x)) => *x,
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
 fn assert_close(a: f64, b: f64) {
     assert!((a - b).abs() < 1e-6, "{a} != {b}");
 }
@@ -34,6 +42,28 @@ fn ztf_schema_3_3_candidate_values() {
         "prv rows without candid are limits"
     );
     assert_close(a.upper_limits[0].limit_mag, 18.8346004486084);
+}
+
+/// The candidate fields the embedding's context group reads are kept as annotations, as sent
+/// (ZTF's -999 "none" sentinel included: the embedding reads it as a far distance).
+#[test]
+fn ztf_candidate_context_fields_become_annotations() {
+    let d = decode("ztf/472263571115115000.avro");
+    let a = &d.alerts[0];
+    let number = |name: &str| annotation_number(a, name);
+    assert_close(number("candidate.sgscore1"), 0.9882500171661377);
+    assert_close(number("candidate.distpsnr1"), 0.08858367055654526);
+    assert_close(number("candidate.srmag1"), 16.675500869750977);
+    assert_close(number("candidate.distnr"), 0.08749596774578094);
+    assert_close(number("candidate.magnr"), 16.426000595092773);
+    assert_close(number("candidate.neargaia"), 0.07553768903017044);
+    assert_close(number("candidate.ndethist"), 146.0);
+    assert_close(number("candidate.drb"), 0.9876449704170227);
+    assert_close(number("candidate.ssdistnr"), -999.0);
+    assert!(
+        !a.annotations.contains_key("candidate.magpsf"),
+        "only the context fields"
+    );
 }
 
 #[test]
@@ -353,6 +383,13 @@ fn rubin_schema_10_real_alerts() {
     let bands: BTreeSet<&Band> = a.detections.iter().map(|d| &d.band).collect();
     assert!(bands.len() >= 3, "multi-band history: {bands:?}");
     assert!(a.annotations.contains_key("clf.cats_class"));
+    // The context fields of the diaSource and diaObject; a null field is left out.
+    let number = |name: &str| annotation_number(a, name);
+    assert_close(number("diaSource.extendedness"), 0.03993349149823189);
+    assert_close(number("diaSource.reliability"), 0.8754439353942871);
+    assert_close(number("diaSource.templateFlux"), 211381.984375);
+    assert_close(number("diaObject.nDiaSources"), 346.0);
+    assert!(!a.annotations.contains_key("diaObject.nearbyObj1Dist"));
 }
 
 #[test]

@@ -723,8 +723,10 @@ fn replicas_and_consumer_threads_store_the_same_objects_and_answer_alike() {
     // the current vectors; each replica's HNSW graph depends on its insertion order, and
     // USearch's may miss a neighbour the other finds) and, but for a few boundary objects,
     // the same classes.
-    ea.reindex().unwrap();
-    eb.reindex().unwrap();
+    ea.reindex(&asterism::engine::ReindexOptions::default())
+        .unwrap();
+    eb.reindex(&asterism::engine::ReindexOptions::default())
+        .unwrap();
     assert_eq!(ea.spec().scaler, eb.spec().scaler);
     let ids: Vec<String> = ea
         .store()

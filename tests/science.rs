@@ -5,7 +5,11 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use asterism::engine::{AnomalyQuery, Engine, EngineError, Filters, RecommendQuery};
+use asterism::embed::{l2, FeatureGroup};
+use asterism::engine::{
+    AnomalyQuery, Engine, EngineError, Filters, RecommendQuery, ReindexOptions, SimilarQuery,
+    Target, DEFAULT_FOLDS, LEARNED_METHOD,
+};
 use asterism::model::Vote;
 use common::{data, engine, ingest};
 
@@ -37,7 +41,7 @@ fn labelled_engine() -> (tempfile::TempDir, Engine) {
 #[test]
 fn leave_one_out_vote_separates_sn_ia_from_rr_lyrae() {
     let (_dir, engine) = labelled_engine();
-    let report = engine.evaluate(&truth()).unwrap();
+    let report = engine.evaluate(&truth(), false, DEFAULT_FOLDS).unwrap();
     let e = &report.evaluation;
     assert_eq!(e.n, 60);
     assert_eq!(report.missing, 0);
@@ -467,4 +471,110 @@ fn top_anomalies_stop_early_and_equal_the_head_of_the_full_ranking() {
             }
         }
     }
+}
+
+#[test]
+fn a_learned_metric_is_fitted_on_labels_refitted_on_import_and_scored_on_held_out_folds() {
+    let (_dir, engine) = labelled_engine();
+    let before = engine.spec();
+    assert!(before.metric.learned.is_none());
+    let loo = engine.evaluate(&truth(), false, DEFAULT_FOLDS).unwrap();
+    assert_eq!(loo.method, "leave-one-out over the index");
+
+    // What a learned metric would give, fitted on 4 folds and scored on the fifth.
+    let kfold = engine.evaluate(&truth(), true, DEFAULT_FOLDS).unwrap();
+    assert!(
+        kfold.method.starts_with("stratified 5-fold"),
+        "{}",
+        kfold.method
+    );
+    assert_eq!(kfold.evaluation.n, 60);
+    assert_eq!(kfold.evaluation.per_class["SN Ia"].support, 30);
+    assert!(kfold.evaluation.accuracy >= 0.95, "{:?}", kfold.evaluation);
+    assert_eq!(engine.spec(), before, "evaluating changes nothing");
+    let e = engine.evaluate(&truth(), true, 1).unwrap_err();
+    assert!(
+        matches!(e, EngineError::InvalidArgument { field: "folds", .. }),
+        "{e:?}"
+    );
+
+    // Fitted on every labelled object (the imported ones and the Fink objects' own
+    // cross-match labels), stored with the spec, applied to every stored vector.
+    let report = engine
+        .reindex(&ReindexOptions {
+            context_weight: None,
+            learn_metric: true,
+        })
+        .unwrap();
+    let m = report.metric.expect("a metric was learned");
+    assert!(m.labelled_objects >= 60, "{m:?}");
+    assert!(m.classes.iter().any(|c| c == "SN Ia") && m.classes.iter().any(|c| c == "RR Lyr"));
+    let spec = engine.spec();
+    assert_eq!(spec.version, m.spec_version);
+    let learned = spec.metric.learned.as_ref().unwrap();
+    assert_eq!(learned.method, LEARNED_METHOD);
+    assert_eq!(learned.labelled_objects as usize, m.labelled_objects);
+    assert!(spec.weights.iter().all(|w| w.is_finite() && *w >= 0.0));
+    assert_ne!(spec.weights, spec.unlearned().weights);
+    assert!(
+        m.zero_weight_features > 0,
+        "features no class differs in get no weight"
+    );
+    // `check` compares every indexed vector with the stored raw features scaled by the spec.
+    let check = engine.check().unwrap();
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+    assert_eq!(
+        engine.classify("1013184").unwrap().class.as_deref(),
+        Some("RR Lyr")
+    );
+
+    // A store with a learned metric is always evaluated on held-out folds.
+    let again = engine.evaluate(&truth(), false, DEFAULT_FOLDS).unwrap();
+    assert!(again.method.starts_with("stratified 5-fold"));
+
+    // New labels refit it.
+    let rows = vec![("1013184".to_string(), "RR Lyr".to_string())];
+    let import = engine.import_labels(&rows, "more.csv").unwrap();
+    let refit = import.metric.expect("refitted after the import");
+    assert!(refit.spec_version > m.spec_version);
+    assert_eq!(engine.spec().version, refit.spec_version);
+}
+
+#[test]
+fn presets_rank_neighbours_by_one_group_of_features() {
+    let (_dir, engine) = labelled_engine();
+    let spec = engine.spec();
+    let (ids, vectors) = engine.vectors();
+    let me = ids.iter().position(|i| i == "1013184").unwrap();
+    let mut answers = Vec::new();
+    for group in [FeatureGroup::Lightcurve, FeatureGroup::Context] {
+        let mask = spec.group_mask(group);
+        let cut = |v: &[f32]| -> Vec<f32> { v.iter().zip(&mask).map(|(x, m)| x * m).collect() };
+        let mut q = SimilarQuery::new(Target::Object("1013184".into()), 5);
+        q.features = group;
+        let hits = engine.find_similar(&q).unwrap();
+        assert_eq!(hits.len(), 5);
+        // Fewer objects than the preset's candidates: the answer is the exact ranking.
+        let mut exact: Vec<(f32, &String)> = ids
+            .iter()
+            .zip(&vectors)
+            .filter(|(id, _)| *id != "1013184")
+            .map(|(id, v)| (l2(&cut(&vectors[me]), &cut(v)), id))
+            .collect();
+        exact.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
+        for (h, (d, id)) in hits.iter().zip(&exact) {
+            assert!(
+                (h.distance - d).abs() < 1e-4,
+                "{group:?}: {} {} vs {d}",
+                h.object_id,
+                h.distance
+            );
+            assert_eq!(&h.object_id, *id, "{group:?}");
+        }
+        answers.push(hits.iter().map(|h| h.object_id.clone()).collect::<Vec<_>>());
+    }
+    assert_ne!(
+        answers[0], answers[1],
+        "shape and context are different questions"
+    );
 }

@@ -158,8 +158,12 @@ fn two_halves_end_at_the_vector_of_one_ingest_and_as_of_sees_the_first_half() {
         "same raw features"
     );
     // With the same scaler (both refitted on the same objects) the vectors are equal.
-    whole.reindex().unwrap();
-    halves.reindex().unwrap();
+    whole
+        .reindex(&asterism::engine::ReindexOptions::default())
+        .unwrap();
+    halves
+        .reindex(&asterism::engine::ReindexOptions::default())
+        .unwrap();
     assert_eq!(whole.vector(id).unwrap(), halves.vector(id).unwrap());
 
     // As of the first half, the earlier vector is the query: the oracle below searches the
@@ -335,7 +339,9 @@ fn restart_loads_the_dump_and_replays_newer_vectors(backend: IndexBackend) {
     {
         let engine = Engine::open(&path, config()).unwrap();
         assert!(matches!(engine.index_origin(), IndexOrigin::Loaded { .. }));
-        engine.reindex().unwrap();
+        engine
+            .reindex(&asterism::engine::ReindexOptions::default())
+            .unwrap();
     }
     let engine = Engine::open(&path, config()).unwrap();
     assert_eq!(engine.index_origin(), IndexOrigin::Rebuilt);

@@ -8,7 +8,9 @@
 
 use apache_avro::types::Value;
 
-use super::value::{collect_annotations, f64_field, field, i64_field, items, str_field};
+use super::value::{
+    collect_annotations, copy_context, f64_field, field, i64_field, items, str_field,
+};
 use super::{DecodeError, Result};
 use crate::model::{Alert, Band, Detection, Survey, Unit};
 
@@ -41,6 +43,15 @@ const NOT_ANNOTATIONS: &[&str] = &[
     "day",
 ];
 
+/// The diaSource fields kept as `diaSource.<name>` annotations for the embedding's context
+/// group: extendedness (0 point-like, 1 extended), the real/bogus reliability and the flux of
+/// the template at the source (nJy).
+pub const SOURCE_CONTEXT_FIELDS: &[&str] = &["extendedness", "reliability", "templateFlux"];
+
+/// The diaObject fields kept as `diaObject.<name>` annotations: the detection count and the
+/// distance to the nearest catalogued object (arcsec; schemas 3.0 to 7.x).
+pub const OBJECT_CONTEXT_FIELDS: &[&str] = &["nDiaSources", "nearbyObj1Dist"];
+
 const TIME: &[&str] = &["midpointMjdTai", "midPointTai", "midpointMjd"];
 const BAND: &[&str] = &["band", "filterName"];
 const FLUX: &[&str] = &["psfFlux", "psFlux"];
@@ -62,6 +73,9 @@ pub fn decode(record: &Value) -> Result<Alert> {
         .iter()
         .filter_map(|s| measurement(s, "prvDiaForcedSources").ok())
         .collect();
+    let mut annotations = collect_annotations(record, NOT_ANNOTATIONS);
+    copy_context(&mut annotations, record, "diaSource", SOURCE_CONTEXT_FIELDS);
+    copy_context(&mut annotations, record, "diaObject", OBJECT_CONTEXT_FIELDS);
     Ok(Alert {
         object_id,
         alert_id: i64_field(record, &["alertId", "diaSourceId"]).or(trigger.source_id),
@@ -72,7 +86,7 @@ pub fn decode(record: &Value) -> Result<Alert> {
         detections,
         forced,
         upper_limits: Vec::new(),
-        annotations: collect_annotations(record, NOT_ANNOTATIONS),
+        annotations,
     })
 }
 

@@ -144,6 +144,26 @@ pub fn collect_annotations(record: &Value, skip: &[&str]) -> BTreeMap<String, An
     out
 }
 
+/// Copies the named numeric fields of a packet's sub-record (`outer`: `candidate`,
+/// `diaSource`, ...) into `out` as `outer.name` annotations: the context the embedding's
+/// context group reads. Missing, null and non-finite fields are left out; survey sentinels
+/// (ZTF's -999) are kept as sent, and the embedding masks them.
+pub fn copy_context(
+    out: &mut BTreeMap<String, AnnotationValue>,
+    record: &Value,
+    outer: &str,
+    names: &[&str],
+) {
+    let Some(sub) = field(record, outer) else {
+        return;
+    };
+    for name in names {
+        if let Some(x) = f64_field(sub, &[name]).filter(|x| x.is_finite()) {
+            out.insert(format!("{outer}.{name}"), AnnotationValue::Number(x));
+        }
+    }
+}
+
 /// Converts row `row` of a record batch to an Avro record, skipping columns named in `skip`.
 pub fn arrow_row(batch: &RecordBatch, row: usize, skip: &dyn Fn(&str) -> bool) -> Value {
     let schema = batch.schema();

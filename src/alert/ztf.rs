@@ -8,7 +8,9 @@
 
 use apache_avro::types::Value;
 
-use super::value::{collect_annotations, f64_field, field, i64_field, items, str_field};
+use super::value::{
+    collect_annotations, copy_context, f64_field, field, i64_field, items, str_field,
+};
 use super::{DecodeError, Result};
 use crate::model::{Alert, Band, Detection, Survey, Unit, UpperLimit, JD_TO_MJD};
 
@@ -32,6 +34,27 @@ const NOT_ANNOTATIONS: &[&str] = &[
     "brokerEndProcessTimestamp",
     "brokerStartProcessTimestamp",
     "brokerIngestTimestamp",
+];
+
+/// The candidate fields kept as `candidate.<name>` annotations for the embedding's context
+/// group: nearest Pan-STARRS1 sources (star/galaxy score, distance, r magnitude), the nearest
+/// source in the reference image (distance in pixels, magnitude), the nearest Gaia source,
+/// the detection history count, the real/bogus scores and the nearest known solar-system
+/// object.
+pub const CONTEXT_FIELDS: &[&str] = &[
+    "sgscore1",
+    "distpsnr1",
+    "srmag1",
+    "sgscore2",
+    "distpsnr2",
+    "distnr",
+    "magnr",
+    "neargaia",
+    "maggaia",
+    "ndethist",
+    "drb",
+    "rb",
+    "ssdistnr",
 ];
 
 /// Missing-value sentinel of ZTF forced photometry.
@@ -66,6 +89,8 @@ pub fn decode(record: &Value) -> Result<Alert> {
         .iter()
         .filter_map(forced_point)
         .collect();
+    let mut annotations = collect_annotations(record, NOT_ANNOTATIONS);
+    copy_context(&mut annotations, record, "candidate", CONTEXT_FIELDS);
     Ok(Alert {
         object_id,
         alert_id,
@@ -76,7 +101,7 @@ pub fn decode(record: &Value) -> Result<Alert> {
         detections,
         forced,
         upper_limits,
-        annotations: collect_annotations(record, NOT_ANNOTATIONS),
+        annotations,
     })
 }
 

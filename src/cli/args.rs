@@ -499,6 +499,11 @@ pub(super) struct SimilarArgs {
     /// Search the embeddings every object had at this MJD (exact search).
     #[arg(long, value_name = "MJD")]
     pub(super) as_of: Option<f64>,
+    /// Which features make objects alike: `lightcurve` (looks like this one), `context` (sits
+    /// where this one sits: catalogue neighbours, reference source, history) or `all` (the
+    /// index's metric: is the same kind of thing).
+    #[arg(long, default_value = "all", value_name = "lightcurve|context|all")]
+    pub(super) features: asterism::embed::FeatureGroup,
     #[command(flatten)]
     pub(super) filters: FilterArgs,
     #[arg(long)]
@@ -530,6 +535,15 @@ pub(super) struct ClustersArgs {
 pub(super) struct ReindexArgs {
     #[command(flatten)]
     pub(super) db: DbArg,
+    /// Weight of the context features (packet fields: catalogue neighbours, reference source,
+    /// history, real/bogus...) against the lightcurve features, which weigh 1 [default: the
+    /// store's, 2 for a new feature list].
+    #[arg(long, value_name = "W")]
+    pub(super) context_weight: Option<f64>,
+    /// Then fit a metric on the stored labels (per-feature weights; refitted after every
+    /// label import) and rebuild the index with it.
+    #[arg(long)]
+    pub(super) learn_metric: bool,
     #[arg(long)]
     pub(super) json: bool,
 }
@@ -558,6 +572,14 @@ pub(super) struct EvaluateArgs {
     pub(super) db: DbArg,
     #[arg(long, value_name = "FILE.csv")]
     pub(super) labels: PathBuf,
+    /// Evaluate a metric learned from these labels (stratified k-fold, fitted on the training
+    /// folds only), even when the store has none; a store with a learned metric is always
+    /// evaluated so.
+    #[arg(long)]
+    pub(super) learned_metric: bool,
+    /// Folds of the k-fold evaluation of a learned metric.
+    #[arg(long, default_value_t = asterism::engine::DEFAULT_FOLDS)]
+    pub(super) folds: usize,
     #[arg(long)]
     pub(super) json: bool,
 }

@@ -117,7 +117,10 @@ fn ingest_paths(session: &mut Sink<'_>, paths: &[PathBuf], opts: &DecodeOptions)
 /// `asterism reindex`: re-embeds every object, then checkpoints.
 pub(super) fn reindex(args: ReindexArgs) -> Result<()> {
     let engine = open_existing(&args.db.db)?;
-    let report = engine.reindex()?;
+    let report = engine.reindex(&asterism::engine::ReindexOptions {
+        context_weight: args.context_weight,
+        learn_metric: args.learn_metric,
+    })?;
     engine.checkpoint()?;
     output::print_reindex(&report, args.json)
 }

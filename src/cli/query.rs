@@ -28,6 +28,7 @@ pub(super) fn similar(args: SimilarArgs) -> Result<()> {
     let engine = open_existing(&args.db.db)?;
     let mut query = SimilarQuery::new(Target::Object(args.object_id.clone()), args.k);
     query.as_of = args.as_of;
+    query.features = args.features;
     query.filters = args.filters.filters();
     let neighbours = engine.find_similar(&query)?;
     output::print_similar(&args.object_id, args.as_of, &neighbours, args.json)

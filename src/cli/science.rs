@@ -33,7 +33,7 @@ pub(super) fn classify(args: ClassifyArgs) -> Result<()> {
 pub(super) fn evaluate(args: EvaluateArgs) -> Result<()> {
     let engine = open_existing(&args.db.db)?;
     let truth: BTreeMap<String, String> = read_labels_csv(&args.labels)?.into_iter().collect();
-    let r = engine.evaluate(&truth)?;
+    let r = engine.evaluate(&truth, args.learned_metric, args.folds)?;
     output::print_evaluation(&r, args.json)
 }
 

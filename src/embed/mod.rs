@@ -12,6 +12,20 @@
 //!   magnitudes), log10(1 + time span), log10(1 + detections) in g, r, i and other bands, and the
 //!   highest Lomb–Scargle periodogram peak (log10 period, signal-to-noise) of the best-sampled band.
 //!
+//! - the **context group** (names `ctx_*`): what the packet says about the object's place and
+//!   surroundings, which lightcurve shape cannot say (see [`CONTEXT_FEATURES`]): the nearest
+//!   catalogue source (star/galaxy score, distance, magnitude), the source on the reference
+//!   image (distance, magnitude, and how far the alert's magnitude sits from it), the nearest
+//!   Gaia source, the detection history, the real/bogus score, the nearest known solar-system
+//!   object, the share of negative differences and the galactic latitude. ZTF `candidate.*`
+//!   and Rubin `diaSource.*`/`diaObject.*` fields of the same meaning fill the same feature;
+//!   a field the survey does not send is missing (masked), a "no source within the search
+//!   radius" sentinel is a far distance ([`NONE_WITHIN_ARCSEC`]).
+//!
+//! Each group has a weight ([`EmbeddingSpec::weights`]): scaled values are multiplied by it,
+//! so the index's L2 distance weighs the groups as the spec says; a metric learned from labels
+//! (`crate::science::metric`) replaces the weights by per-feature ones.
+//!
 //! A feature a lightcurve is too short for is `NaN` in [`RawFeatures`]; the [`Scaler`] turns it
 //! into the fitted median (0) and sets its bit in the mask, so no `NaN` reaches the index.
 //! Imports `model` only.
@@ -22,10 +36,84 @@ use light_curve_feature::prelude::*;
 use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Band, Detection, ObjectRecord, Unit};
+use crate::model::{AnnotationValue, Band, Detection, ObjectRecord, Unit};
 
 /// Version of the feature list; bump on any change to [`Embedder`]'s output.
-pub const FEATURE_VERSION: u32 = 1;
+pub const FEATURE_VERSION: u32 = 2;
+
+/// Feature groups: the lightcurve-shape features and the packet context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureGroup {
+    Lightcurve,
+    Context,
+    /// Both: the index's own metric.
+    #[default]
+    All,
+}
+
+impl FeatureGroup {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeatureGroup::Lightcurve => "lightcurve",
+            FeatureGroup::Context => "context",
+            FeatureGroup::All => "all",
+        }
+    }
+
+    /// Whether the named feature belongs to this group.
+    pub fn contains(self, feature: &str) -> bool {
+        match self {
+            FeatureGroup::All => true,
+            FeatureGroup::Context => feature.starts_with(CONTEXT_PREFIX),
+            FeatureGroup::Lightcurve => !feature.starts_with(CONTEXT_PREFIX),
+        }
+    }
+}
+
+impl std::str::FromStr for FeatureGroup {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "lightcurve" => Ok(FeatureGroup::Lightcurve),
+            "context" => Ok(FeatureGroup::Context),
+            "all" => Ok(FeatureGroup::All),
+            other => Err(format!(
+                "unknown feature group {other:?}: expected lightcurve, context or all"
+            )),
+        }
+    }
+}
+
+/// Name prefix of the context group's features.
+pub const CONTEXT_PREFIX: &str = "ctx_";
+
+/// The context group, in vector order.
+pub const CONTEXT_FEATURES: [&str; 13] = [
+    "ctx_point_source",
+    "ctx_log_catalogue_distance",
+    "ctx_catalogue_mag",
+    "ctx_log_reference_distance",
+    "ctx_reference_mag",
+    "ctx_change_over_reference",
+    "ctx_log_gaia_distance",
+    "ctx_gaia_mag",
+    "ctx_log_history",
+    "ctx_real_bogus",
+    "ctx_log_solar_system_distance",
+    "ctx_negative_fraction",
+    "ctx_galactic_latitude",
+];
+
+/// A "no source within the search radius" sentinel stands for this distance (arcsec).
+pub const NONE_WITHIN_ARCSEC: f64 = 30.0;
+
+/// Default weight of the context group (the lightcurve group weighs 1): chosen on the
+/// labelled alerts of `../shared/data` (SCIENCE.md).
+pub const DEFAULT_CONTEXT_WEIGHT: f64 = 2.0;
+
+/// ZTF reference-image pixel scale, arcsec per pixel.
+const ZTF_PIXEL_ARCSEC: f64 = 1.012;
 
 /// AB zero point of a flux in nJy.
 const NJY_ZERO_POINT: f64 = 31.4;
@@ -105,6 +193,7 @@ impl Embedder {
         ] {
             names.push(n.to_string());
         }
+        names.extend(CONTEXT_FEATURES.iter().map(|n| n.to_string()));
         Embedder {
             per_band,
             weighted_mean: WeightedMean::new().into(),
@@ -198,12 +287,127 @@ impl Embedder {
         };
         out.push(period);
         out.push(s_to_n);
+        out.extend(context(record, &detections));
         for v in &mut out {
             if !v.is_finite() {
                 *v = f64::NAN;
             }
         }
         out
+    }
+}
+
+/// A numeric annotation of the record.
+fn number(record: &ObjectRecord, name: &str) -> Option<f64> {
+    match record.annotations.get(name).map(|a| &a.value) {
+        Some(AnnotationValue::Number(x)) if x.is_finite() => Some(*x),
+        _ => None,
+    }
+}
+
+/// The first of the named annotations the record has.
+fn first_number(record: &ObjectRecord, names: &[&str]) -> Option<f64> {
+    names.iter().find_map(|n| number(record, n))
+}
+
+/// log10 of a distance in arcsec; negative values (ZTF's -999: no source within the search
+/// radius) stand for [`NONE_WITHIN_ARCSEC`].
+fn log_distance(arcsec: Option<f64>) -> f64 {
+    match arcsec {
+        Some(d) if d >= 0.0 => (0.1 + d.min(NONE_WITHIN_ARCSEC)).log10(),
+        Some(_) => (0.1 + NONE_WITHIN_ARCSEC).log10(),
+        None => f64::NAN,
+    }
+}
+
+/// A catalogue magnitude, `NaN` unless plausible (sentinels are negative or 99).
+fn catalogue_mag(m: Option<f64>) -> f64 {
+    m.filter(|m| (5.0..35.0).contains(m)).unwrap_or(f64::NAN)
+}
+
+/// The context group of a record ([`CONTEXT_FEATURES`], in order).
+fn context(record: &ObjectRecord, detections: &[&Detection]) -> [f64; 13] {
+    let ztf = |name: &str| number(record, &format!("candidate.{name}"));
+    let point_source = ztf("sgscore1")
+        .filter(|s| (0.0..=1.0).contains(s))
+        .or_else(|| {
+            number(record, "diaSource.extendedness")
+                .filter(|e| (0.0..=1.0).contains(e))
+                .map(|e| 1.0 - e)
+        });
+    let catalogue_distance =
+        ztf("distpsnr1").or_else(|| number(record, "diaObject.nearbyObj1Dist"));
+    let reference_distance =
+        ztf("distnr").map(|px| if px >= 0.0 { px * ZTF_PIXEL_ARCSEC } else { px });
+    let reference_mag = ztf("magnr")
+        .filter(|m| (5.0..35.0).contains(m))
+        .or_else(|| {
+            number(record, "diaSource.templateFlux")
+                .filter(|f| *f > 0.0)
+                .map(|f| NJY_ZERO_POINT - 2.5 * f.log10())
+        });
+    let mut mags: Vec<f64> = detections
+        .iter()
+        .filter_map(|d| magnitude(d).map(|(m, _)| m))
+        .collect();
+    mags.sort_by(f64::total_cmp);
+    let median_mag = (!mags.is_empty()).then(|| mags[mags.len() / 2]);
+    let change_over_reference = match (median_mag, reference_mag) {
+        (Some(m), Some(r)) => m - r,
+        _ => f64::NAN,
+    };
+    let history = ztf("ndethist")
+        .or_else(|| number(record, "diaObject.nDiaSources"))
+        .filter(|n| *n >= 0.0)
+        .map_or(f64::NAN, |n| (1.0 + n).log10());
+    let real_bogus = first_number(record, &["candidate.drb", "candidate.rb"])
+        .or_else(|| number(record, "diaSource.reliability"))
+        .filter(|x| (0.0..=1.0).contains(x))
+        .unwrap_or(f64::NAN);
+    let negative = detections.iter().filter(|d| is_negative(d)).count();
+    let negative_fraction = if detections.is_empty() {
+        f64::NAN
+    } else {
+        negative as f64 / detections.len() as f64
+    };
+    [
+        point_source.unwrap_or(f64::NAN),
+        log_distance(catalogue_distance),
+        catalogue_mag(ztf("srmag1")),
+        log_distance(reference_distance),
+        reference_mag.unwrap_or(f64::NAN),
+        change_over_reference,
+        log_distance(ztf("neargaia")),
+        catalogue_mag(ztf("maggaia")),
+        history,
+        real_bogus,
+        log_distance(ztf("ssdistnr")),
+        negative_fraction,
+        galactic_latitude(record.meta.ra, record.meta.dec),
+    ]
+}
+
+/// Whether a detection is a negative difference (the source faded below its reference).
+fn is_negative(d: &Detection) -> bool {
+    match d.unit {
+        Unit::DiffMag { positive } => !positive,
+        Unit::FluxNjy => d.value < 0.0,
+        _ => false,
+    }
+}
+
+/// |sin b|, the absolute sine of the galactic latitude of (RA, Dec) in degrees.
+pub fn galactic_latitude(ra: Option<f64>, dec: Option<f64>) -> f64 {
+    // The north galactic pole (J2000).
+    const POLE_RA: f64 = 192.859_48;
+    const POLE_DEC: f64 = 27.128_25;
+    match (ra, dec) {
+        (Some(ra), Some(dec)) if ra.is_finite() && dec.is_finite() => {
+            let (d, pd) = (dec.to_radians(), POLE_DEC.to_radians());
+            let sin_b = d.sin() * pd.sin() + d.cos() * pd.cos() * (ra - POLE_RA).to_radians().cos();
+            sin_b.abs()
+        }
+        _ => f64::NAN,
     }
 }
 
@@ -285,16 +489,65 @@ impl Scaler {
     }
 }
 
-/// Everything needed to reproduce a vector: the feature list, its version and the scaler.
+/// Everything needed to reproduce a vector: the feature list, its version, the scaler and the
+/// weights of the scaled features.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EmbeddingSpec {
-    /// Bumped on every change (feature version or refit); vectors carry the spec they used.
+    /// Bumped on every change (feature version, refit, new weights); vectors carry the spec
+    /// they used.
     pub version: u64,
     pub feature_version: u32,
     pub feature_names: Vec<String>,
     pub scaler: Scaler,
     /// Objects the scaler was fitted on (0 = identity).
     pub fitted_on: u64,
+    /// Multiplier of each scaled feature (empty: all 1, as specs written before weights).
+    #[serde(default)]
+    pub weights: Vec<f64>,
+    /// Where the weights come from.
+    #[serde(default)]
+    pub metric: Metric,
+}
+
+/// How an [`EmbeddingSpec`]'s weights were chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    /// Weight of the context group (the lightcurve group weighs 1).
+    pub context_weight: f64,
+    /// The metric learned from labels, when one replaced the group weights.
+    pub learned: Option<LearnedMetric>,
+}
+
+impl Default for Metric {
+    fn default() -> Self {
+        Metric {
+            context_weight: DEFAULT_CONTEXT_WEIGHT,
+            learned: None,
+        }
+    }
+}
+
+/// What a learned metric was fitted on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LearnedMetric {
+    pub method: String,
+    /// Labelled objects and classes it was fitted on.
+    pub labelled_objects: u64,
+    pub classes: Vec<String>,
+}
+
+/// The per-feature weights that give each group its weight.
+pub fn group_weights(names: &[String], context_weight: f64) -> Vec<f64> {
+    names
+        .iter()
+        .map(|n| {
+            if FeatureGroup::Context.contains(n) {
+                context_weight
+            } else {
+                1.0
+            }
+        })
+        .collect()
 }
 
 impl EmbeddingSpec {
@@ -305,14 +558,26 @@ impl EmbeddingSpec {
             feature_names: embedder.names().to_vec(),
             scaler: Scaler::identity(embedder.dim()),
             fitted_on: 0,
+            weights: group_weights(embedder.names(), DEFAULT_CONTEXT_WEIGHT),
+            metric: Metric::default(),
         }
     }
 
-    /// Scales stored (f32) raw features with this spec's scaler: the vector and the mask of
-    /// missing features.
+    /// Scales and weighs raw features: the vector and the mask of missing features.
+    pub fn transform(&self, raw: &[f64]) -> (Vec<f32>, Vec<bool>) {
+        let (mut v, mask) = self.scaler.transform(raw);
+        if self.weights.len() == v.len() {
+            for (x, w) in v.iter_mut().zip(&self.weights) {
+                *x *= *w as f32;
+            }
+        }
+        (v, mask)
+    }
+
+    /// [`Self::transform`] of stored (f32) raw features.
     pub fn scale(&self, raw: &[f32]) -> (Vec<f32>, Vec<bool>) {
         let raw: Vec<f64> = raw.iter().map(|&x| f64::from(x)).collect();
-        self.scaler.transform(&raw)
+        self.transform(&raw)
     }
 
     /// Whether this spec was made by the given embedder's feature list.
@@ -320,7 +585,7 @@ impl EmbeddingSpec {
         self.feature_version == FEATURE_VERSION && self.feature_names == embedder.names()
     }
 
-    /// A spec with the scaler refitted on `rows`.
+    /// A spec with the scaler refitted on `rows`; the weights are kept.
     pub fn refit(&self, rows: &Array2<f64>) -> EmbeddingSpec {
         EmbeddingSpec {
             version: self.version + 1,
@@ -328,7 +593,40 @@ impl EmbeddingSpec {
             feature_names: self.feature_names.clone(),
             scaler: Scaler::fit(rows.view()),
             fitted_on: rows.nrows() as u64,
+            weights: self.weights.clone(),
+            metric: self.metric.clone(),
         }
+    }
+
+    /// This spec with other weights (a new version).
+    pub fn reweighed(&self, weights: Vec<f64>, metric: Metric) -> EmbeddingSpec {
+        EmbeddingSpec {
+            version: self.version + 1,
+            weights,
+            metric,
+            ..self.clone()
+        }
+    }
+
+    /// This spec with the group weights of its metric in place of learned ones: the space a
+    /// metric is learned in.
+    pub fn unlearned(&self) -> EmbeddingSpec {
+        EmbeddingSpec {
+            weights: group_weights(&self.feature_names, self.metric.context_weight),
+            metric: Metric {
+                learned: None,
+                ..self.metric.clone()
+            },
+            ..self.clone()
+        }
+    }
+
+    /// Multipliers (0 or 1) that keep one group's features of a vector of this spec.
+    pub fn group_mask(&self, group: FeatureGroup) -> Vec<f32> {
+        self.feature_names
+            .iter()
+            .map(|n| if group.contains(n) { 1.0 } else { 0.0 })
+            .collect()
     }
 }
 
@@ -385,6 +683,117 @@ mod tests {
         let a = e.features(&full, Some(19.5));
         let b = e.features(&half, None);
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    }
+
+    fn context_of(survey: Survey, fields: &[(&str, f64)], points: &[(f64, Band, f64)]) -> Vec<f64> {
+        let mut r = record(points);
+        r.survey = survey;
+        for (name, x) in fields {
+            r.annotations.insert(
+                name.to_string(),
+                crate::model::Annotation {
+                    value: AnnotationValue::Number(*x),
+                    mjd: 0.0,
+                },
+            );
+        }
+        r.refresh_meta();
+        let e = Embedder::new();
+        let raw = e.features(&r, None);
+        raw[e.dim() - CONTEXT_FEATURES.len()..].to_vec()
+    }
+
+    #[test]
+    fn ztf_and_rubin_fields_of_one_meaning_fill_one_feature() {
+        let pts = [(1.0, Band::G, 18.0), (2.0, Band::G, 18.2)];
+        let ztf = context_of(
+            Survey::Ztf,
+            &[
+                ("candidate.sgscore1", 0.9),
+                ("candidate.distpsnr1", -999.0),
+                ("candidate.magnr", 17.0),
+                ("candidate.ndethist", 99.0),
+                ("candidate.drb", 0.8),
+                ("candidate.srmag1", -999.0),
+            ],
+            &pts,
+        );
+        let at = |name: &str| CONTEXT_FEATURES.iter().position(|n| *n == name).unwrap();
+        assert!((ztf[at("ctx_point_source")] - 0.9).abs() < 1e-12);
+        assert!(
+            (ztf[at("ctx_log_catalogue_distance")] - (NONE_WITHIN_ARCSEC + 0.1).log10()).abs()
+                < 1e-12,
+            "-999 is 'no source within the radius', a far distance"
+        );
+        assert!(
+            ztf[at("ctx_catalogue_mag")].is_nan(),
+            "a -999 magnitude is missing"
+        );
+        assert!((ztf[at("ctx_reference_mag")] - 17.0).abs() < 1e-12);
+        // The median detection (18.2 of [18.0, 18.2]) sits 1.2 mag below the reference.
+        assert!((ztf[at("ctx_change_over_reference")] - 1.2).abs() < 1e-9);
+        assert!((ztf[at("ctx_log_history")] - 2.0).abs() < 1e-12);
+        assert!((ztf[at("ctx_real_bogus")] - 0.8).abs() < 1e-12);
+        assert!(
+            ztf[at("ctx_log_gaia_distance")].is_nan(),
+            "not sent: missing"
+        );
+        assert_eq!(ztf[at("ctx_negative_fraction")], 0.0);
+
+        let rubin = context_of(
+            Survey::Lsst,
+            &[
+                ("diaSource.extendedness", 0.25),
+                ("diaSource.reliability", 0.7),
+                ("diaSource.templateFlux", 3631e9 * 1e-7),
+                ("diaObject.nDiaSources", 9.0),
+            ],
+            &[],
+        );
+        assert!((rubin[at("ctx_point_source")] - 0.75).abs() < 1e-12);
+        assert!((rubin[at("ctx_real_bogus")] - 0.7).abs() < 1e-12);
+        assert!(
+            (rubin[at("ctx_reference_mag")] - 17.5).abs() < 0.01,
+            "3631 Jy x 1e-7 is AB 17.5"
+        );
+        assert!((rubin[at("ctx_log_history")] - 1.0).abs() < 1e-12);
+        assert!(rubin[at("ctx_catalogue_mag")].is_nan());
+    }
+
+    #[test]
+    fn galactic_latitude_is_one_at_the_pole_and_zero_on_the_plane() {
+        assert!((galactic_latitude(Some(192.85948), Some(27.12825)) - 1.0).abs() < 1e-9);
+        // The galactic centre.
+        assert!(galactic_latitude(Some(266.405), Some(-28.936)) < 0.001);
+        assert!(galactic_latitude(None, Some(1.0)).is_nan());
+    }
+
+    #[test]
+    fn weights_multiply_the_scaled_features_and_groups_split_the_names() {
+        let e = Embedder::new();
+        let spec = EmbeddingSpec::initial(&e);
+        let n_ctx = spec
+            .feature_names
+            .iter()
+            .filter(|n| FeatureGroup::Context.contains(n))
+            .count();
+        assert_eq!(n_ctx, CONTEXT_FEATURES.len());
+        let raw = vec![1.0; e.dim()];
+        let (v, _) = spec.transform(&raw);
+        for (name, x) in spec.feature_names.iter().zip(&v) {
+            let want = if name.starts_with(CONTEXT_PREFIX) {
+                DEFAULT_CONTEXT_WEIGHT as f32
+            } else {
+                1.0
+            };
+            assert_eq!(*x, want, "{name}");
+        }
+        let mask = spec.group_mask(FeatureGroup::Lightcurve);
+        assert_eq!(mask.iter().filter(|m| **m == 0.0).count(), n_ctx);
+        // A spec written before weights existed reads as all-ones weights.
+        let mut old = spec.clone();
+        old.weights.clear();
+        assert_eq!(old.transform(&raw).0, vec![1.0; e.dim()]);
     }
 
     #[test]

@@ -124,6 +124,9 @@ impl Engine {
             labelled: batch.iter().map(|(id, _)| id.clone()).collect(),
             ..ChangeEvent::default()
         });
+        if report.imported > 0 && read(&self.live).spec.metric.learned.is_some() {
+            report.metric = Some(self.learn_metric_locked()?);
+        }
         Ok(report)
     }
 
@@ -245,10 +248,20 @@ impl Engine {
             .collect())
     }
 
-    /// Leave-one-out neighbour-vote classification of the objects in `truth` (id -> class):
-    /// each is classified by the votes of its nearest neighbours that `truth` labels, its own
-    /// label hidden. Objects absent from the store are counted in `missing`.
-    pub fn evaluate(&self, truth: &BTreeMap<String, String>) -> Result<EvaluationReport> {
+    /// Neighbour-vote classification of the objects in `truth` (id -> class), each with its
+    /// own label hidden. Objects absent from the store are counted in `missing`.
+    ///
+    /// With the store's metric fixed (group weights), leave-one-out: each object is classified
+    /// by the votes of its nearest neighbours in the index that `truth` labels. When the store
+    /// has a learned metric, or `learned` asks what one would give, stratified `folds`-fold:
+    /// the metric is fitted on the training folds only (never on the object it scores) and
+    /// each object is classified by its nearest training objects.
+    pub fn evaluate(
+        &self,
+        truth: &BTreeMap<String, String>,
+        learned: bool,
+        folds: usize,
+    ) -> Result<EvaluationReport> {
         if self.spec_outdated {
             return Err(EngineError::SpecOutdated);
         }
@@ -259,6 +272,9 @@ impl Engine {
                 (id.as_str(), c)
             })
             .collect();
+        if learned || read(&self.live).spec.metric.learned.is_some() {
+            return self.evaluate_learned(&truth, folds);
+        }
         let live = read(&self.live);
         let present: Vec<(&str, &String)> = truth
             .iter()
@@ -287,6 +303,7 @@ impl Engine {
         Ok(EvaluationReport {
             missing: truth.len() - present.len(),
             evaluation: science::evaluate(&actual, &predicted),
+            method: "leave-one-out over the index".to_string(),
         })
     }
 }
@@ -326,6 +343,8 @@ pub struct LabelImport {
     pub imported: usize,
     pub classes: BTreeMap<String, usize>,
     pub unknown_objects: Vec<String>,
+    /// The learned metric refitted on the new labels, when the store has one.
+    pub metric: Option<super::metric::MetricReport>,
 }
 /// [`Engine::evaluate`]'s figures and the labelled objects not in the store.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -333,4 +352,7 @@ pub struct EvaluationReport {
     #[serde(flatten)]
     pub evaluation: Evaluation,
     pub missing: usize,
+    /// How objects were held out: leave-one-out over the index, or k-fold with a learned
+    /// metric fitted on the training folds.
+    pub method: String,
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{index_dir, lock, raw_matrix, read, write, ChangeEvent, Engine};
 use super::{refit, Result};
-use crate::embed::EmbeddingSpec;
+use crate::embed::{group_weights, EmbeddingSpec};
 use crate::index::live::{Entry, LiveIndex};
 use crate::index::{PointId, VectorInsert};
 use crate::model::VectorVersion;
@@ -106,7 +106,15 @@ impl Engine {
 
     /// Re-embeds every object and every stored version with the current feature list, refits
     /// the scaler on all objects and rebuilds the index and the kNN graph.
-    pub fn reindex(&self) -> Result<ReindexReport> {
+    pub fn reindex(&self, options: &ReindexOptions) -> Result<ReindexReport> {
+        if let Some(w) = options.context_weight {
+            if !(w.is_finite() && w >= 0.0) {
+                return Err(super::similar::invalid(
+                    "context_weight",
+                    format!("{w} is not a finite weight >= 0"),
+                ));
+            }
+        }
         let _guard = lock(&self.writer);
         // Its spec is about to be replaced: stop a refit running beside the engine.
         drop(lock(&self.refit).take());
@@ -164,16 +172,51 @@ impl Engine {
         let base = read(&self.live).spec.clone();
         let mut spec = EmbeddingSpec::initial(&self.embedder);
         spec.version = base.version;
+        let context_weight = options
+            .context_weight
+            .unwrap_or(if base.matches(&self.embedder) {
+                base.metric.context_weight
+            } else {
+                spec.metric.context_weight
+            });
+        spec.weights = group_weights(&spec.feature_names, context_weight);
+        spec.metric.context_weight = context_weight;
         let spec = if current.is_empty() {
             spec
         } else {
             spec.refit(&rows)
         };
+        let objects = records.len();
+        drop(records);
+        self.install_spec(spec, current, batch)?;
+        let metric = if options.learn_metric {
+            Some(self.learn_metric_locked()?)
+        } else {
+            None
+        };
+        Ok(ReindexReport {
+            objects,
+            versions,
+            dim,
+            context_weight,
+            metric,
+        })
+    }
+
+    /// Makes `spec` the store's: builds the index of `current` (every object's current
+    /// vector) with it, relists every object and writes `batch` with the spec and the lists.
+    /// The caller holds the writer lock.
+    pub(super) fn install_spec(
+        &self,
+        spec: EmbeddingSpec,
+        current: Vec<Entry>,
+        mut batch: Batch,
+    ) -> Result<()> {
         batch.spec = Some(spec.clone());
         self.wait_for_rebuild();
         let index = read(&self.live).config().clone();
+        let ids: Vec<String> = current.iter().map(|e| e.object_id.clone()).collect();
         *write(&self.live) = LiveIndex::build(spec, index, current)?;
-        let ids: Vec<String> = records.iter().map(|r| r.object_id.clone()).collect();
         batch.neighbours = self.lists_for(&ids);
         self.store.write(&batch)?;
         self.note_lists(None, &batch.neighbours)?;
@@ -182,12 +225,18 @@ impl Engine {
             relisted: batch.neighbours.iter().map(|(id, _)| id.clone()).collect(),
             ..ChangeEvent::default()
         });
-        Ok(ReindexReport {
-            objects: records.len(),
-            versions,
-            dim,
-        })
+        Ok(())
     }
+}
+
+/// How `reindex` weighs the feature groups.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReindexOptions {
+    /// Weight of the context group (default: the store's, or the default for a new feature
+    /// list).
+    pub context_weight: Option<f64>,
+    /// Then fit a metric on the stored labels (see `Engine::learn_metric`).
+    pub learn_metric: bool,
 }
 
 /// What `reindex` did.
@@ -196,4 +245,7 @@ pub struct ReindexReport {
     pub objects: usize,
     pub versions: usize,
     pub dim: usize,
+    pub context_weight: f64,
+    /// The learned metric fitted after the rebuild, when asked for.
+    pub metric: Option<super::metric::MetricReport>,
 }

@@ -10,6 +10,7 @@
 //! - `ingest.rs`: [`Engine::apply`] and ingest sessions (merge, embed, index, link, write);
 //! - `refit.rs`: scaler refits, in the batch or beside the engine;
 //! - `maintenance.rs`: tombstone rebuilds, checkpoints, `reindex`;
+//! - `metric.rs`: the metric learned from labels and its k-fold evaluation;
 //! - `seed.rs`: bulk seeding of an empty store from an archive;
 //! - `integrity.rs`: backups while serving, and the check of every part against the others;
 //! - `query.rs` and `similar.rs`: neighbours, vectors, clusters, similarity search;
@@ -49,6 +50,7 @@ mod config;
 mod ingest;
 mod integrity;
 mod maintenance;
+mod metric;
 mod query;
 mod recommend;
 mod refit;
@@ -72,7 +74,8 @@ pub use ingest::{
     BatchOutcome, IngestReport, IngestSession, IngestTally, RejectReport, StreamMarks,
 };
 pub use integrity::{BackupReport, CheckReport, MAX_LISTED_PROBLEMS};
-pub use maintenance::ReindexReport;
+pub use maintenance::{ReindexOptions, ReindexReport};
+pub use metric::{MetricReport, DEFAULT_FOLDS, LEARNED_METHOD};
 pub use query::ClusterReport;
 pub use recommend::{RecommendQuery, Recommendation};
 pub use seed::{Seed, SeedReport};

@@ -41,7 +41,7 @@ impl Engine {
             });
         };
         let raw: Vec<f64> = v.raw.iter().map(|&x| f64::from(x)).collect();
-        Ok(self.spec().scaler.transform(&raw))
+        Ok(self.spec().transform(&raw))
     }
 
     /// The neighbour list of an object in the kNN graph: its [`GRAPH_K`] nearest.

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use rayon::prelude::*;
 
 use super::{check_count, read, Engine, EngineError, Result};
+use crate::embed::{l2, FeatureGroup};
 use crate::index::exact_knn;
 use crate::model::{Alert, Detection, Label, ObjectRecord, Survey, Unit, VectorVersion};
 use crate::science::{self, taxonomy, Explanation};
@@ -56,7 +57,14 @@ pub struct SimilarQuery {
     /// Search the embeddings every object had at this MJD (exact search).
     pub as_of: Option<f64>,
     pub explain: bool,
+    /// The features that make objects alike (a preset): `All` is the index's metric;
+    /// `Lightcurve` or `Context` rank by that group's features alone.
+    pub features: FeatureGroup,
 }
+
+/// Candidates the index gives a preset query before they are ranked by the preset's
+/// features (at least; 20 per answer wanted, more while filters reject them).
+pub const PRESET_CANDIDATES: usize = 200;
 
 impl SimilarQuery {
     pub fn new(target: Target, k: usize) -> SimilarQuery {
@@ -66,6 +74,7 @@ impl SimilarQuery {
             filters: Filters::default(),
             as_of: None,
             explain: false,
+            features: FeatureGroup::All,
         }
     }
 }
@@ -81,7 +90,7 @@ pub struct SimilarHit {
     pub explanation: Option<Explanation>,
 }
 
-fn invalid(field: &'static str, reason: impl Into<String>) -> EngineError {
+pub(super) fn invalid(field: &'static str, reason: impl Into<String>) -> EngineError {
     EngineError::InvalidArgument {
         field,
         reason: reason.into(),
@@ -291,7 +300,7 @@ impl Engine {
             Target::Lightcurve(detections) => {
                 let record = lightcurve_record(detections)?;
                 let raw = self.embedder.features(&record, None);
-                let (vector, mask) = spec.scaler.transform(&raw);
+                let (vector, mask) = spec.transform(&raw);
                 Ok(Resolved {
                     vector,
                     mask,
@@ -304,18 +313,41 @@ impl Engine {
     fn similar_now(&self, q: &SimilarQuery) -> Result<Vec<SimilarHit>> {
         let r = self.resolve(&q.target, q.explain)?;
         let total = read(&self.live).len();
-        let mut pool = if q.filters.is_empty() {
+        let preset = q.features != FeatureGroup::All;
+        let mut pool = if preset {
+            (20 * q.k).max(PRESET_CANDIDATES)
+        } else if q.filters.is_empty() {
             q.k
         } else {
             (4 * q.k).max(50)
         };
+        let mask = self.spec().group_mask(q.features);
         loop {
             let found = read(&self.live).search(&r.vector, pool, r.exclude.as_deref());
             let exhausted = found.len() < pool || pool >= total;
-            let hits: Vec<(String, f32, Option<VectorVersion>)> = found
-                .into_iter()
-                .map(|(id, d)| (id.to_string(), d, None))
-                .collect();
+            let hits: Vec<(String, f32, Option<VectorVersion>)> = if preset {
+                // The index's candidates, ranked by the preset's features alone.
+                let live = read(&self.live);
+                let q_masked = masked(&r.vector, &mask);
+                let mut ranked: Vec<(String, f32, Option<VectorVersion>)> = found
+                    .into_iter()
+                    .filter_map(|(id, _)| {
+                        let c = live.current(&id)?;
+                        Some((
+                            id.to_string(),
+                            l2(&q_masked, &masked(&c.vector, &mask)),
+                            None,
+                        ))
+                    })
+                    .collect();
+                ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+                ranked
+            } else {
+                found
+                    .into_iter()
+                    .map(|(id, d)| (id.to_string(), d, None))
+                    .collect()
+            };
             let out = self.admit(q, &r, hits)?;
             if out.len() >= q.k || exhausted {
                 return Ok(out);
@@ -379,10 +411,15 @@ impl Engine {
             other => self.resolve(other, q.explain)?,
         };
         let ids: Vec<&String> = at.keys().collect();
+        let mask = spec.group_mask(q.features);
+        let r = Resolved {
+            vector: masked(&r.vector, &mask),
+            ..r
+        };
         let points: Vec<(u64, Vec<f32>)> = at
             .values()
             .enumerate()
-            .map(|(i, v)| (i as u64, spec.scale(&v.raw).0))
+            .map(|(i, v)| (i as u64, masked(&spec.scale(&v.raw).0, &mask)))
             .collect();
         let own = r
             .exclude
@@ -464,4 +501,9 @@ impl Engine {
         }
         Ok(out)
     }
+}
+
+/// `v` with the features outside a group zeroed (`mask` from `EmbeddingSpec::group_mask`).
+fn masked(v: &[f32], mask: &[f32]) -> Vec<f32> {
+    v.iter().zip(mask).map(|(x, m)| x * m).collect()
 }

@@ -668,7 +668,7 @@ mod tests {
         let embedder = Embedder::new();
         let dim = embedder.dim();
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(3);
-        // The initial spec scales nothing, so raw values are the vectors: clustered, within
+        // The initial spec with unit weights scales nothing, so raw values are the vectors: clustered, within
         // the scaler's clip as scaled vectors are.
         let centres: Vec<Vec<f32>> = (0..30)
             .map(|_| (0..dim).map(|_| rng.gen_range(-3.0..3.0)).collect())
@@ -695,7 +695,8 @@ mod tests {
                 },
                 ..IndexConfig::default()
             };
-            let spec = EmbeddingSpec::initial(&embedder);
+            let mut spec = EmbeddingSpec::initial(&embedder);
+            spec.weights = vec![1.0; dim];
             let live = LiveIndex::build(spec, config, entries.clone()).unwrap();
             let (mut got, mut want) = (Vec::new(), Vec::new());
             for q in (0..3000).step_by(25) {

@@ -1,7 +1,8 @@
 //! The science on the kNN graph, as pure functions over labels, neighbour lists and vectors:
 //! the class taxonomy and the mapping of broker labels onto it ([`taxonomy`]), the neighbour
 //! vote and its calibration ([`vote`]), label spreading ([`spread`]), anomaly scores
-//! ([`anomaly`]), classification metrics ([`metrics`]) and distance explanations
+//! ([`anomaly`]), a metric learned from labels ([`metric`]), classification metrics
+//! ([`metrics`]) and distance explanations
 //! ([`explain`]). Each file's doc gives its formulas.
 //!
 //! Nothing here reads the store or the index: the engine (`src/engine/`) feeds these functions
@@ -10,6 +11,7 @@
 
 pub mod anomaly;
 pub mod explain;
+pub mod metric;
 pub mod metrics;
 pub mod spread;
 pub mod taxonomy;

@@ -2,6 +2,7 @@
 
 use super::proto as pb;
 use super::ServerError;
+use crate::embed::FeatureGroup;
 use crate::engine::{
     AnomalyScore, Classification, Cone, Filters, Recommendation, SimilarHit, Target,
 };
@@ -229,6 +230,15 @@ pub fn filters(f: Option<pb::Filters>) -> Filters {
             radius: c.radius,
         }),
     }
+}
+
+/// A similarity preset by name; empty is `all`.
+pub fn features(name: &str) -> Result<FeatureGroup, ServerError> {
+    if name.is_empty() {
+        return Ok(FeatureGroup::All);
+    }
+    name.parse()
+        .map_err(|reason: String| ServerError::invalid("features", reason))
 }
 
 pub fn target(q: Option<pb::find_similar_request::Query>) -> Result<Target, ServerError> {

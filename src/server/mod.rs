@@ -19,7 +19,7 @@ use crate::alert::DecodeOptions;
 use crate::engine::Engine;
 
 mod auth;
-mod convert;
+pub(crate) mod convert;
 mod error;
 pub mod http;
 pub mod json;

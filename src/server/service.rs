@@ -271,6 +271,7 @@ impl asterism_server::Asterism for Service {
         query.filters = convert::filters(req.filters);
         query.as_of = req.as_of;
         query.explain = req.explain;
+        query.features = convert::features(&req.features)?;
         let engine = Arc::clone(&self.engine);
         blocking(move || {
             let hits = engine.find_similar(&query)?;

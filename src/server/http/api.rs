@@ -18,6 +18,7 @@ use crate::engine::{
 };
 use crate::model::Vote;
 use crate::science::{taxonomy, Explanation};
+use crate::server::convert;
 use crate::server::{json, ServerError};
 
 /// The number of neighbours, anomalies or recommendations when none is asked for (the CLI's).
@@ -87,12 +88,14 @@ fn similar_query(id: &str, params: &Params) -> Result<SimilarQuery, ServerError>
     );
     query.as_of = params.number("as_of")?;
     query.filters = params.filters()?;
+    query.features = convert::features(params.get("features").unwrap_or(""))?;
     Ok(query)
 }
 
-const SIMILAR_PARAMS: [&str; 7] = [
+const SIMILAR_PARAMS: [&str; 8] = [
     "k",
     "as_of",
+    "features",
     "explain",
     "class",
     "min_detections",
@@ -100,7 +103,15 @@ const SIMILAR_PARAMS: [&str; 7] = [
     "cone",
 ];
 
-const PANEL_PARAMS: [&str; 6] = ["k", "as_of", "class", "min_detections", "since", "cone"];
+const PANEL_PARAMS: [&str; 7] = [
+    "k",
+    "as_of",
+    "features",
+    "class",
+    "min_detections",
+    "since",
+    "cone",
+];
 
 async fn similar(
     State(shared): State<Shared>,

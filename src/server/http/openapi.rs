@@ -67,18 +67,26 @@ pub fn document() -> Value {
         "number",
         "search the embeddings objects had at this MJD",
     );
+    let features = query(
+        "features",
+        "string",
+        "which features make objects alike: lightcurve, context or all (default)",
+    );
     let top = query("top", "integer", "how many (1..=1000, default 10)");
     let user = query(
         "user",
         "string",
         "rank for this user (needs the user's token)",
     );
-    let similar_params: Vec<Value> = [path_id(), k.clone(), as_of.clone()]
+    let similar_params: Vec<Value> = [path_id(), k.clone(), as_of.clone(), features.clone()]
         .into_iter()
         .chain([query("explain", "boolean", "explain each distance")])
         .chain(filters())
         .collect();
-    let panel_params: Vec<Value> = [path_id(), k, as_of].into_iter().chain(filters()).collect();
+    let panel_params: Vec<Value> = [path_id(), k, as_of, features]
+        .into_iter()
+        .chain(filters())
+        .collect();
     let recommend_params: Vec<Value> = [
         query(
             "like",

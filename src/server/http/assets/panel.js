@@ -446,7 +446,7 @@
 
   function query() {
     const q = new URLSearchParams();
-    for (const name of ["k", "class", "min_detections", "since", "as_of"]) {
+    for (const name of ["k", "class", "min_detections", "since", "as_of", "features"]) {
       const v = params.get(name);
       if (v) q.set(name, v);
     }
@@ -513,7 +513,7 @@
 
   function fillControls() {
     const form = document.getElementById("controls");
-    for (const name of ["k", "min_detections", "since", "as_of"]) {
+    for (const name of ["k", "min_detections", "since", "as_of", "features"]) {
       const v = params.get(name);
       if (v) form.elements[name].value = v;
     }
@@ -527,7 +527,7 @@
   document.getElementById("controls").addEventListener("submit", (event) => {
     event.preventDefault();
     const form = event.target;
-    for (const name of ["k", "class", "min_detections", "since", "as_of"]) {
+    for (const name of ["k", "class", "min_detections", "since", "as_of", "features"]) {
       const field = form.elements[name];
       if (field && field.value) params.set(name, field.value);
       else params.delete(name);

@@ -1,0 +1,246 @@
+//! The metric learned from labels, in the engine: fitting it on every labelled object and
+//! rebuilding the index with it (`reindex --learn-metric`, and again after each label import
+//! once a store has one), and the k-fold evaluation that fits it on training folds only.
+//! The formulas are in `science::metric`. Imports `embed`, `science`, `store`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::classify::{EvaluationReport, VOTERS};
+use super::similar::invalid;
+use super::Engine;
+use super::{current_entries, lock, read, EngineError, Result};
+use crate::embed::{l2, EmbeddingSpec, LearnedMetric, Metric};
+use crate::index::live::Entry;
+use crate::model::Label;
+use crate::science::metric::{relevance_weights, stratified_folds};
+use crate::science::taxonomy::{self, primary};
+use crate::science::{self, Evaluation};
+
+/// Method name recorded with a learned metric.
+pub const LEARNED_METHOD: &str = "anova-relevance";
+
+/// Folds of the honest evaluation of a learned metric.
+pub const DEFAULT_FOLDS: usize = 5;
+
+/// What fitting a learned metric did.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MetricReport {
+    pub method: String,
+    pub labelled_objects: usize,
+    pub classes: Vec<String>,
+    pub spec_version: u64,
+    /// The features with the largest weights, largest first (at most 10).
+    pub top_features: Vec<(String, f64)>,
+    /// Features the metric gave no weight.
+    pub zero_weight_features: usize,
+}
+
+impl Engine {
+    /// Fits the learned metric on every labelled object's current vector and rebuilds the
+    /// index and the kNN lists with it (a new spec version; the scaler is kept).
+    pub fn learn_metric(&self) -> Result<MetricReport> {
+        let _guard = lock(&self.writer);
+        self.learn_metric_locked()
+    }
+
+    /// [`Self::learn_metric`] with the writer lock held.
+    pub(super) fn learn_metric_locked(&self) -> Result<MetricReport> {
+        if self.spec_outdated {
+            return Err(EngineError::SpecOutdated);
+        }
+        // The spec is about to change: stop a refit running beside the engine.
+        drop(lock(&self.refit).take());
+        let entries = current_entries(&self.store)?;
+        let classes_of = self.labelled_classes()?;
+        let old = read(&self.live).spec.clone();
+        let base = old.unlearned();
+        let labelled: Vec<(&Entry, &String)> = entries
+            .iter()
+            .filter_map(|e| classes_of.get(&e.object_id).map(|c| (e, c)))
+            .collect();
+        let (rows, classes, names) = numbered_rows(&base, &labelled);
+        let row_refs: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
+        let weights = relevance_weights(&row_refs, &classes, &base.weights).ok_or_else(|| {
+            invalid(
+                "labels",
+                format!(
+                    "a learned metric needs two classes with at least two labelled objects \
+                     each and a feature that differs between them ({} labelled objects, {} \
+                     classes)",
+                    labelled.len(),
+                    names.len()
+                ),
+            )
+        })?;
+        let spec = old.reweighed(
+            weights,
+            Metric {
+                learned: Some(LearnedMetric {
+                    method: LEARNED_METHOD.to_string(),
+                    labelled_objects: labelled.len() as u64,
+                    classes: names.clone(),
+                }),
+                ..base.metric.clone()
+            },
+        );
+        let report = MetricReport {
+            method: LEARNED_METHOD.to_string(),
+            labelled_objects: labelled.len(),
+            classes: names,
+            spec_version: spec.version,
+            top_features: top_features(&spec, 10),
+            zero_weight_features: spec.weights.iter().filter(|w| **w == 0.0).count(),
+        };
+        self.install_spec(spec, entries, crate::store::Batch::default())?;
+        tracing::info!(
+            labelled = report.labelled_objects,
+            classes = report.classes.len(),
+            "learned metric fitted"
+        );
+        Ok(report)
+    }
+
+    /// The primary class of every labelled object (imported labels and the record's own).
+    pub(super) fn labelled_classes(&self) -> Result<HashMap<String, String>> {
+        let mut imported: HashMap<String, Vec<Label>> = HashMap::new();
+        self.store.for_each_labels(|id, l| {
+            imported.insert(id.to_string(), l);
+        })?;
+        let mut own: HashMap<String, Vec<Label>> = HashMap::new();
+        self.store.for_each_record_labels(|id, l| {
+            own.insert(id.to_string(), l);
+        })?;
+        let mut ids: Vec<String> = imported.keys().chain(own.keys()).cloned().collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| {
+                let merged = taxonomy::merge(
+                    imported.get(&id).map_or(&[][..], Vec::as_slice),
+                    own.get(&id).cloned().unwrap_or_default(),
+                );
+                let class = primary(&merged)?.class.clone();
+                Some((id, class))
+            })
+            .collect())
+    }
+
+    /// Stratified k-fold neighbour-vote classification of the objects in `truth` with a metric
+    /// learned on the training folds only: each object is classified by the votes of its
+    /// [`VOTERS`] nearest training objects (exact distances in the fold's metric).
+    pub(super) fn evaluate_learned(
+        &self,
+        truth: &BTreeMap<&str, String>,
+        folds: usize,
+    ) -> Result<EvaluationReport> {
+        if folds < 2 {
+            return Err(invalid("folds", "at least 2 folds"));
+        }
+        let base = read(&self.live).spec.unlearned();
+        let mut entries: Vec<(Entry, String)> = Vec::new();
+        for (id, class) in truth {
+            let versions = self.store.vector_versions(id)?;
+            if let Some((seq, v)) = versions.into_iter().last() {
+                entries.push((
+                    Entry {
+                        object_id: id.to_string(),
+                        seq,
+                        point: v.point,
+                        raw: v.raw,
+                    },
+                    class.clone(),
+                ));
+            }
+        }
+        let labelled: Vec<(&Entry, &String)> = entries.iter().map(|(e, c)| (e, c)).collect();
+        let (rows, classes, names) = numbered_rows(&base, &labelled);
+        let fold_of = stratified_folds(&classes, folds);
+        let mut predicted = vec![String::new(); rows.len()];
+        for f in 0..folds {
+            let train: Vec<usize> = (0..rows.len()).filter(|&i| fold_of[i] != f).collect();
+            let test: Vec<usize> = (0..rows.len()).filter(|&i| fold_of[i] == f).collect();
+            let train_rows: Vec<&[f32]> = train.iter().map(|&i| rows[i].as_slice()).collect();
+            let train_classes: Vec<usize> = train.iter().map(|&i| classes[i]).collect();
+            let weights = relevance_weights(&train_rows, &train_classes, &base.weights)
+                .unwrap_or_else(|| base.weights.clone());
+            let weigh = |r: &[f32]| -> Vec<f32> {
+                r.iter().zip(&weights).map(|(x, w)| x * *w as f32).collect()
+            };
+            let train_weighed: Vec<Vec<f32>> = train_rows.iter().map(|r| weigh(r)).collect();
+            let answers: Vec<(usize, String)> = test
+                .par_iter()
+                .map(|&i| {
+                    let q = weigh(&rows[i]);
+                    let mut near: Vec<(f32, usize)> = train_weighed
+                        .iter()
+                        .enumerate()
+                        .map(|(t, v)| (l2(&q, v), t))
+                        .collect();
+                    near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                    let voters: Vec<(String, f32)> = near
+                        .iter()
+                        .take(VOTERS)
+                        .map(|(d, t)| (names[train_classes[*t]].clone(), *d))
+                        .collect();
+                    let class = science::vote(&voters)
+                        .into_iter()
+                        .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+                        .map_or_else(|| "none".to_string(), |(c, _)| c);
+                    (i, class)
+                })
+                .collect();
+            for (i, c) in answers {
+                predicted[i] = c;
+            }
+        }
+        let actual: Vec<String> = classes.iter().map(|&c| names[c].clone()).collect();
+        let evaluation: Evaluation = science::evaluate(&actual, &predicted);
+        Ok(EvaluationReport {
+            missing: truth.len() - rows.len(),
+            evaluation,
+            method: format!(
+                "stratified {folds}-fold; metric ({LEARNED_METHOD}) fitted on the training folds"
+            ),
+        })
+    }
+}
+
+/// The unlearned (scaler only, unweighted) vectors of labelled entries, their classes
+/// numbered in name order, and the class names.
+fn numbered_rows(
+    base: &EmbeddingSpec,
+    labelled: &[(&Entry, &String)],
+) -> (Vec<Vec<f32>>, Vec<usize>, Vec<String>) {
+    let mut names: Vec<String> = labelled.iter().map(|(_, c)| (*c).clone()).collect();
+    names.sort();
+    names.dedup();
+    let rows = labelled
+        .iter()
+        .map(|(e, _)| {
+            let raw: Vec<f64> = e.raw.iter().map(|&x| f64::from(x)).collect();
+            base.scaler.transform(&raw).0
+        })
+        .collect();
+    let classes = labelled
+        .iter()
+        .map(|(_, c)| names.binary_search(c).unwrap_or(0))
+        .collect();
+    (rows, classes, names)
+}
+
+/// The `n` features of largest weight, largest first.
+fn top_features(spec: &EmbeddingSpec, n: usize) -> Vec<(String, f64)> {
+    let mut w: Vec<(String, f64)> = spec
+        .feature_names
+        .iter()
+        .cloned()
+        .zip(spec.weights.iter().copied())
+        .collect();
+    w.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    w.truncate(n);
+    w
+}
