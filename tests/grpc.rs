@@ -498,6 +498,14 @@ async fn bad_arguments_are_invalid_argument_with_the_field() {
         .unwrap_err();
     assert_eq!((e.code(), field(&e)), (Code::InvalidArgument, "features"));
     let e = c
+        .find_similar(pb::FindSimilarRequest {
+            at_age: Some(-2.0),
+            ..by_id("1013184", 3)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), field(&e)), (Code::InvalidArgument, "at_age"));
+    let e = c
         .recommend(pb::RecommendRequest {
             top: 5,
             ..Default::default()

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use asterism::embed::{l2, FeatureGroup};
 use asterism::engine::{
-    AnomalyQuery, Engine, EngineError, Filters, RecommendQuery, ReindexOptions, SimilarQuery,
-    Target, DEFAULT_FOLDS, LEARNED_METHOD,
+    AnomalyQuery, Engine, EngineError, EvaluateOptions, Filters, RecommendQuery, ReindexOptions,
+    SimilarQuery, Target, DEFAULT_FOLDS, LEARNED_METHOD,
 };
 use asterism::model::Vote;
 use common::{data, engine, ingest};
@@ -26,6 +26,15 @@ fn truth() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Options of the k-fold evaluation of a learned metric.
+fn learned(folds: usize) -> EvaluateOptions {
+    EvaluateOptions {
+        learned: true,
+        folds,
+        at_age: None,
+    }
+}
+
 fn labelled_engine() -> (tempfile::TempDir, Engine) {
     let (dir, engine) = engine();
     ingest(
@@ -41,7 +50,9 @@ fn labelled_engine() -> (tempfile::TempDir, Engine) {
 #[test]
 fn leave_one_out_vote_separates_sn_ia_from_rr_lyrae() {
     let (_dir, engine) = labelled_engine();
-    let report = engine.evaluate(&truth(), false, DEFAULT_FOLDS).unwrap();
+    let report = engine
+        .evaluate(&truth(), &EvaluateOptions::default())
+        .unwrap();
     let e = &report.evaluation;
     assert_eq!(e.n, 60);
     assert_eq!(report.missing, 0);
@@ -478,11 +489,13 @@ fn a_learned_metric_is_fitted_on_labels_refitted_on_import_and_scored_on_held_ou
     let (_dir, engine) = labelled_engine();
     let before = engine.spec();
     assert!(before.metric.learned.is_none());
-    let loo = engine.evaluate(&truth(), false, DEFAULT_FOLDS).unwrap();
+    let loo = engine
+        .evaluate(&truth(), &EvaluateOptions::default())
+        .unwrap();
     assert_eq!(loo.method, "leave-one-out over the index");
 
     // What a learned metric would give, fitted on 4 folds and scored on the fifth.
-    let kfold = engine.evaluate(&truth(), true, DEFAULT_FOLDS).unwrap();
+    let kfold = engine.evaluate(&truth(), &learned(DEFAULT_FOLDS)).unwrap();
     assert!(
         kfold.method.starts_with("stratified 5-fold"),
         "{}",
@@ -492,7 +505,7 @@ fn a_learned_metric_is_fitted_on_labels_refitted_on_import_and_scored_on_held_ou
     assert_eq!(kfold.evaluation.per_class["SN Ia"].support, 30);
     assert!(kfold.evaluation.accuracy >= 0.95, "{:?}", kfold.evaluation);
     assert_eq!(engine.spec(), before, "evaluating changes nothing");
-    let e = engine.evaluate(&truth(), true, 1).unwrap_err();
+    let e = engine.evaluate(&truth(), &learned(1)).unwrap_err();
     assert!(
         matches!(e, EngineError::InvalidArgument { field: "folds", .. }),
         "{e:?}"
@@ -529,7 +542,9 @@ fn a_learned_metric_is_fitted_on_labels_refitted_on_import_and_scored_on_held_ou
     );
 
     // A store with a learned metric is always evaluated on held-out folds.
-    let again = engine.evaluate(&truth(), false, DEFAULT_FOLDS).unwrap();
+    let again = engine
+        .evaluate(&truth(), &EvaluateOptions::default())
+        .unwrap();
     assert!(again.method.starts_with("stratified 5-fold"));
 
     // New labels refit it.
@@ -576,5 +591,101 @@ fn presets_rank_neighbours_by_one_group_of_features() {
     assert_ne!(
         answers[0], answers[1],
         "shape and context are different questions"
+    );
+}
+
+/// Early-lightcurve analogs: at an age past every lightcurve's end, `--at-age` is the exact
+/// search over the current embeddings; at 5 days each object keeps only its first 5 days.
+#[test]
+fn at_age_compares_every_object_as_it_was_days_after_its_first_detection() {
+    let (_dir, engine) = labelled_engine();
+    let truth = truth();
+    let late = EvaluateOptions {
+        at_age: Some(1e6),
+        ..EvaluateOptions::default()
+    };
+    let report = engine.evaluate(&truth, &late).unwrap();
+    assert_eq!(
+        report.method,
+        "leave-one-out, exact, every object at age 1000000 d"
+    );
+    assert_eq!(report.evaluation.n, 60);
+    // The same vote by hand: each object's 10 nearest other labelled objects, exactly.
+    let (ids, vectors) = engine.vectors();
+    let labelled: Vec<(&String, &Vec<f32>)> = ids
+        .iter()
+        .zip(&vectors)
+        .filter(|(id, _)| truth.contains_key(*id))
+        .collect();
+    let mut correct = 0;
+    for (id, v) in &labelled {
+        let mut near: Vec<(f32, &String)> = labelled
+            .iter()
+            .filter(|(other, _)| other != id)
+            .map(|(other, w)| (l2(v, w), *other))
+            .collect();
+        near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
+        let voters: Vec<(String, f32)> = near
+            .iter()
+            .take(10)
+            .map(|(d, other)| (truth[*other].clone(), *d))
+            .collect();
+        let best = asterism::science::vote(&voters)
+            .into_iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+            .unwrap()
+            .0;
+        correct += usize::from(best == truth[*id]);
+    }
+    assert_eq!(report.evaluation.accuracy, correct as f64 / 60.0);
+
+    // similar: at a late age, the as-of answer; at 5 days, 5-day lightcurves.
+    let mut at_age = SimilarQuery::new(Target::Object("1013184".into()), 5);
+    at_age.at_age = Some(1e6);
+    let mut as_of = SimilarQuery::new(Target::Object("1013184".into()), 5);
+    as_of.as_of = Some(1e9);
+    let a = engine.find_similar(&at_age).unwrap();
+    let b = engine.find_similar(&as_of).unwrap();
+    assert_eq!(a, b);
+    at_age.at_age = Some(5.0);
+    let early = engine.find_similar(&at_age).unwrap();
+    assert_eq!(early.len(), 5);
+    for h in &early {
+        let r = engine.object(&h.object_id).unwrap();
+        let first = r.meta.first_mjd.unwrap();
+        let within = r.detections.iter().filter(|d| d.mjd <= first + 5.0).count();
+        assert_eq!(h.n_detections, within, "{}", h.object_id);
+        assert!(within < r.detections.len(), "{} was cut", h.object_id);
+    }
+    at_age.as_of = Some(60000.0);
+    let e = engine.find_similar(&at_age).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            EngineError::InvalidArgument {
+                field: "at_age",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+
+    // classify: the labelled objects nearest at the same age vote.
+    let c = engine.classify_at_age("1013184", 1e6).unwrap();
+    assert_eq!(c.method, "vote at age");
+    assert_eq!(c.class.as_deref(), Some("RR Lyr"));
+    assert_eq!(c.voters.len(), 10);
+    assert!(c.voters.iter().all(|v| v.object_id != "1013184"));
+    assert!(c.voters.windows(2).all(|w| w[0].distance <= w[1].distance));
+    let e = engine.classify_at_age("1013184", -1.0).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            EngineError::InvalidArgument {
+                field: "at_age",
+                ..
+            }
+        ),
+        "{e:?}"
     );
 }

@@ -176,6 +176,28 @@ def figures_from_confusion(confusion, classes):
     return out
 
 
+AGES = [3, 5, 10, 20, 30]
+
+
+def early_sn_ia(asterism, db, rows, path):
+    """SN Ia purity (precision) and completeness (recall) when every object is compared as it
+    was DAYS after its own first detection (`evaluate --at-age`), for each of AGES: the
+    store's metric by leave-one-out, and a metric learned on training folds (k-fold)."""
+    write_labels(path, rows)
+    out = []
+    for age in AGES:
+        row = {"age_days": age}
+        for name, extra in (("vote", []), ("learned", ["--learned-metric"])):
+            e = asterism.run("evaluate", "--db", db, "--labels", path, "--json",
+                             "--at-age", str(age), *extra, json_out=True)
+            ia = e["per_class"].get(SN_IA, {})
+            row[name] = {"purity": ia.get("precision", 0.0),
+                         "completeness": ia.get("recall", 0.0),
+                         "macro_f1": e["macro_f1"], "method": e["method"]}
+        out.append(row)
+    return out
+
+
 def vote(asterism, db, rows, path, classes, learned=False):
     """The engine's vote over `rows` ((id, class)), as `evaluate --json` gives it: leave-one-out
     over the index, or with `learned` the k-fold evaluation of a metric learned on the
@@ -353,6 +375,13 @@ def markdown(result):
         lines.append(f"| {name} | {cnt[SN_IA]} / {cnt[RR_LYR]} | {b['vote']['accuracy']:.3f} | "
                      f"{b['vote']['macro_f1']:.3f} | {b['vote_learned']['macro_f1']:.3f} | "
                      f"{b['forest']['accuracy']:.3f} | {b['forest']['macro_f1']:.3f} |")
+    lines += ["", "| SN Ia at age (days after first detection) | " +
+              " | ".join(f"{a} d" for a in AGES) + " |", "|---|" + "---:|" * len(AGES)]
+    for name, table in result["early_sn_ia"].items():
+        for kind in ("vote", "learned"):
+            for fig in ("purity", "completeness"):
+                lines.append(f"| {name}: {kind} {fig} | " +
+                             " | ".join(f"{r[kind][fig]:.2f}" for r in table) + " |")
     a = result["anomalies"]
     lines += ["", f"| anomaly ranking ({a['positives']} rare vs {a['negatives']} common) "
               "| AUROC |", "|---|---:|",
@@ -436,6 +465,16 @@ def main():
         set(lc_truth) - set(lc_ids))
     timings["sn_ia_vs_rr_lyr"] = time.time() - t
 
+    # 4b. early SN Ia: every object as it was 3..30 days after its first detection.
+    log("early SN Ia (--at-age)")
+    t = time.time()
+    early = {
+        "alert objects, 9 classes": early_sn_ia(asterism, db, rows, work / "early.csv"),
+        "lightcurve tables, SN Ia vs RR Lyr": early_sn_ia(
+            asterism, lc_db, [(i, lc_truth[i]) for i in lc_ids], work / "early_lc.csv"),
+    }
+    timings["early_sn_ia"] = time.time() - t
+
     # 5. anomalies: rare classes against common ones.
     log("anomaly AUROC")
     t = time.time()
@@ -482,6 +521,7 @@ def main():
         },
         "exact_knn_diagnostic": knn,
         "sn_ia_vs_rr_lyr": sep,
+        "early_sn_ia": early,
         "lightcurve_store": {"ingest": {k: lc_ingest[k] for k in ("alerts_read",
                                                                   "alerts_rejected",
                                                                   "objects_new")},

@@ -504,6 +504,10 @@ pub(super) struct SimilarArgs {
     /// index's metric: is the same kind of thing).
     #[arg(long, default_value = "all", value_name = "lightcurve|context|all")]
     pub(super) features: asterism::embed::FeatureGroup,
+    /// Compare every object as it was DAYS after its own first detection (early-lightcurve
+    /// analogs; exact, every object embedded at that age).
+    #[arg(long, value_name = "DAYS")]
+    pub(super) at_age: Option<f64>,
     #[command(flatten)]
     pub(super) filters: FilterArgs,
     #[arg(long)]
@@ -562,6 +566,10 @@ pub(super) struct ClassifyArgs {
     #[command(flatten)]
     pub(super) db: DbArg,
     pub(super) object_id: String,
+    /// Compare every object as it was DAYS after its own first detection (early-lightcurve
+    /// analogs; exact, every object embedded at that age).
+    #[arg(long, value_name = "DAYS")]
+    pub(super) at_age: Option<f64>,
     #[arg(long)]
     pub(super) json: bool,
 }
@@ -580,6 +588,10 @@ pub(super) struct EvaluateArgs {
     /// Folds of the k-fold evaluation of a learned metric.
     #[arg(long, default_value_t = asterism::engine::DEFAULT_FOLDS)]
     pub(super) folds: usize,
+    /// Compare every object as it was DAYS after its own first detection (early-lightcurve
+    /// analogs; exact, every object embedded at that age).
+    #[arg(long, value_name = "DAYS")]
+    pub(super) at_age: Option<f64>,
     #[arg(long)]
     pub(super) json: bool,
 }

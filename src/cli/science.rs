@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use asterism::engine::{AnomalyQuery, RecommendQuery};
+use asterism::engine::{AnomalyQuery, EvaluateOptions, RecommendQuery};
 
 use super::args::{AnomaliesArgs, ClassifyArgs, EvaluateArgs, LabelsArgs, RecommendArgs, VoteArgs};
 use super::open_existing;
@@ -26,14 +26,24 @@ pub(super) fn labels(args: LabelsArgs) -> Result<()> {
 
 pub(super) fn classify(args: ClassifyArgs) -> Result<()> {
     let engine = open_existing(&args.db.db)?;
-    let c = engine.classify(&args.object_id)?;
+    let c = match args.at_age {
+        Some(days) => engine.classify_at_age(&args.object_id, days)?,
+        None => engine.classify(&args.object_id)?,
+    };
     output::print_classification(&c, args.json)
 }
 
 pub(super) fn evaluate(args: EvaluateArgs) -> Result<()> {
     let engine = open_existing(&args.db.db)?;
     let truth: BTreeMap<String, String> = read_labels_csv(&args.labels)?.into_iter().collect();
-    let r = engine.evaluate(&truth, args.learned_metric, args.folds)?;
+    let r = engine.evaluate(
+        &truth,
+        &EvaluateOptions {
+            learned: args.learned_metric,
+            folds: args.folds,
+            at_age: args.at_age,
+        },
+    )?;
     output::print_evaluation(&r, args.json)
 }
 

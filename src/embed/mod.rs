@@ -287,7 +287,7 @@ impl Embedder {
         };
         out.push(period);
         out.push(s_to_n);
-        out.extend(context(record, &detections));
+        out.extend(context(record, &detections, as_of));
         for v in &mut out {
             if !v.is_finite() {
                 *v = f64::NAN;
@@ -297,17 +297,17 @@ impl Embedder {
     }
 }
 
-/// A numeric annotation of the record.
-fn number(record: &ObjectRecord, name: &str) -> Option<f64> {
-    match record.annotations.get(name).map(|a| &a.value) {
-        Some(AnnotationValue::Number(x)) if x.is_finite() => Some(*x),
+/// A numeric annotation of the record, unless an alert later than `as_of` carried it (the
+/// record keeps only the latest value: an earlier view does not know it).
+fn number(record: &ObjectRecord, name: &str, as_of: Option<f64>) -> Option<f64> {
+    let a = record.annotations.get(name)?;
+    if as_of.is_some_and(|t| a.mjd > t) {
+        return None;
+    }
+    match a.value {
+        AnnotationValue::Number(x) if x.is_finite() => Some(x),
         _ => None,
     }
-}
-
-/// The first of the named annotations the record has.
-fn first_number(record: &ObjectRecord, names: &[&str]) -> Option<f64> {
-    names.iter().find_map(|n| number(record, n))
 }
 
 /// log10 of a distance in arcsec; negative values (ZTF's -999: no source within the search
@@ -325,24 +325,24 @@ fn catalogue_mag(m: Option<f64>) -> f64 {
     m.filter(|m| (5.0..35.0).contains(m)).unwrap_or(f64::NAN)
 }
 
-/// The context group of a record ([`CONTEXT_FEATURES`], in order).
-fn context(record: &ObjectRecord, detections: &[&Detection]) -> [f64; 13] {
-    let ztf = |name: &str| number(record, &format!("candidate.{name}"));
+/// The context group of a record ([`CONTEXT_FEATURES`], in order), as known at `as_of`.
+fn context(record: &ObjectRecord, detections: &[&Detection], as_of: Option<f64>) -> [f64; 13] {
+    let number = |name: &str| number(record, name, as_of);
+    let ztf = |name: &str| number(&format!("candidate.{name}"));
     let point_source = ztf("sgscore1")
         .filter(|s| (0.0..=1.0).contains(s))
         .or_else(|| {
-            number(record, "diaSource.extendedness")
+            number("diaSource.extendedness")
                 .filter(|e| (0.0..=1.0).contains(e))
                 .map(|e| 1.0 - e)
         });
-    let catalogue_distance =
-        ztf("distpsnr1").or_else(|| number(record, "diaObject.nearbyObj1Dist"));
+    let catalogue_distance = ztf("distpsnr1").or_else(|| number("diaObject.nearbyObj1Dist"));
     let reference_distance =
         ztf("distnr").map(|px| if px >= 0.0 { px * ZTF_PIXEL_ARCSEC } else { px });
     let reference_mag = ztf("magnr")
         .filter(|m| (5.0..35.0).contains(m))
         .or_else(|| {
-            number(record, "diaSource.templateFlux")
+            number("diaSource.templateFlux")
                 .filter(|f| *f > 0.0)
                 .map(|f| NJY_ZERO_POINT - 2.5 * f.log10())
         });
@@ -357,11 +357,12 @@ fn context(record: &ObjectRecord, detections: &[&Detection]) -> [f64; 13] {
         _ => f64::NAN,
     };
     let history = ztf("ndethist")
-        .or_else(|| number(record, "diaObject.nDiaSources"))
+        .or_else(|| number("diaObject.nDiaSources"))
         .filter(|n| *n >= 0.0)
         .map_or(f64::NAN, |n| (1.0 + n).log10());
-    let real_bogus = first_number(record, &["candidate.drb", "candidate.rb"])
-        .or_else(|| number(record, "diaSource.reliability"))
+    let real_bogus = ztf("drb")
+        .or_else(|| ztf("rb"))
+        .or_else(|| number("diaSource.reliability"))
         .filter(|x| (0.0..=1.0).contains(x))
         .unwrap_or(f64::NAN);
     let negative = detections.iter().filter(|d| is_negative(d)).count();

@@ -256,11 +256,13 @@ impl Engine {
     /// has a learned metric, or `learned` asks what one would give, stratified `folds`-fold:
     /// the metric is fitted on the training folds only (never on the object it scores) and
     /// each object is classified by its nearest training objects.
+    ///
+    /// With `at_age`, every object (scored and voting) is compared as it was that many days
+    /// after its own first detection (exact distances; leave-one-out, or k-fold as above).
     pub fn evaluate(
         &self,
         truth: &BTreeMap<String, String>,
-        learned: bool,
-        folds: usize,
+        options: &EvaluateOptions,
     ) -> Result<EvaluationReport> {
         if self.spec_outdated {
             return Err(EngineError::SpecOutdated);
@@ -272,8 +274,19 @@ impl Engine {
                 (id.as_str(), c)
             })
             .collect();
-        if learned || read(&self.live).spec.metric.learned.is_some() {
-            return self.evaluate_learned(&truth, folds);
+        if let Some(days) = options.at_age {
+            if !(days.is_finite() && days >= 0.0) {
+                return Err(super::similar::invalid(
+                    "at_age",
+                    "must be a number of days >= 0",
+                ));
+            }
+        }
+        if options.learned || read(&self.live).spec.metric.learned.is_some() {
+            return self.evaluate_learned(&truth, options.folds, options.at_age);
+        }
+        if let Some(days) = options.at_age {
+            return self.evaluate_at_age(&truth, days);
         }
         let live = read(&self.live);
         let present: Vec<(&str, &String)> = truth
@@ -305,6 +318,27 @@ impl Engine {
             evaluation: science::evaluate(&actual, &predicted),
             method: "leave-one-out over the index".to_string(),
         })
+    }
+}
+
+/// How [`Engine::evaluate`] holds objects out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvaluateOptions {
+    /// Evaluate a metric learned on the training folds even when the store has none.
+    pub learned: bool,
+    /// Folds of the k-fold evaluation of a learned metric.
+    pub folds: usize,
+    /// Compare every object as it was this many days after its first detection.
+    pub at_age: Option<f64>,
+}
+
+impl Default for EvaluateOptions {
+    fn default() -> Self {
+        EvaluateOptions {
+            learned: false,
+            folds: super::metric::DEFAULT_FOLDS,
+            at_age: None,
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The metric learned from labels, in the engine: fitting it on every labelled object and
 //! rebuilding the index with it (`reindex --learn-metric`, and again after each label import
-//! once a store has one), and the k-fold evaluation that fits it on training folds only.
+//! once a store has one), and the k-fold evaluation that fits it on training folds only. Also
+//! the exact votes of early-lightcurve analogs (`--at-age`): every object compared as it was
+//! so many days after its own first detection.
 //! The formulas are in `science::metric`. Imports `embed`, `science`, `store`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -8,16 +10,16 @@ use std::collections::{BTreeMap, HashMap};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::classify::{EvaluationReport, VOTERS};
+use super::classify::{Classification, EvaluationReport, Voter, VOTERS};
 use super::similar::invalid;
 use super::Engine;
 use super::{current_entries, lock, read, EngineError, Result};
 use crate::embed::{l2, EmbeddingSpec, LearnedMetric, Metric};
 use crate::index::live::Entry;
-use crate::model::Label;
+use crate::model::{Label, ObjectRecord, VectorVersion};
+use crate::science;
 use crate::science::metric::{relevance_weights, stratified_folds};
 use crate::science::taxonomy::{self, primary};
-use crate::science::{self, Evaluation};
 
 /// Method name recorded with a learned metric.
 pub const LEARNED_METHOD: &str = "anova-relevance";
@@ -129,6 +131,47 @@ impl Engine {
             .collect())
     }
 
+    /// The raw features of the objects of `truth` that have some, with their classes: the
+    /// current ones, or with `at_age` each object's as it was that many days after its first
+    /// detection.
+    fn truth_entries(
+        &self,
+        truth: &BTreeMap<&str, String>,
+        at_age: Option<f64>,
+    ) -> Result<Vec<(Entry, String)>> {
+        let ids: Vec<&str> = truth.keys().copied().collect();
+        let entry = |object_id: String, seq: u32, v: VectorVersion| Entry {
+            object_id,
+            seq,
+            point: v.point,
+            raw: v.raw,
+        };
+        let mut out = Vec::new();
+        match at_age {
+            Some(days) => {
+                let records: Vec<ObjectRecord> = self
+                    .store
+                    .get_objects(&ids)?
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                for (id, v) in self.at_age_of(&records, days) {
+                    let class = truth.get(id.as_str()).cloned().unwrap_or_default();
+                    out.push((entry(id, 0, v), class));
+                }
+            }
+            None => {
+                for (id, class) in truth {
+                    if let Some((seq, v)) = self.store.vector_versions(id)?.into_iter().last() {
+                        out.push((entry(id.to_string(), seq, v), class.clone()));
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.object_id.cmp(&b.0.object_id));
+        Ok(out)
+    }
+
     /// Stratified k-fold neighbour-vote classification of the objects in `truth` with a metric
     /// learned on the training folds only: each object is classified by the votes of its
     /// [`VOTERS`] nearest training objects (exact distances in the fold's metric).
@@ -136,77 +179,172 @@ impl Engine {
         &self,
         truth: &BTreeMap<&str, String>,
         folds: usize,
+        at_age: Option<f64>,
     ) -> Result<EvaluationReport> {
         if folds < 2 {
             return Err(invalid("folds", "at least 2 folds"));
         }
         let base = read(&self.live).spec.unlearned();
-        let mut entries: Vec<(Entry, String)> = Vec::new();
-        for (id, class) in truth {
-            let versions = self.store.vector_versions(id)?;
-            if let Some((seq, v)) = versions.into_iter().last() {
-                entries.push((
-                    Entry {
-                        object_id: id.to_string(),
-                        seq,
-                        point: v.point,
-                        raw: v.raw,
-                    },
-                    class.clone(),
-                ));
-            }
-        }
+        let entries = self.truth_entries(truth, at_age)?;
         let labelled: Vec<(&Entry, &String)> = entries.iter().map(|(e, c)| (e, c)).collect();
         let (rows, classes, names) = numbered_rows(&base, &labelled);
         let fold_of = stratified_folds(&classes, folds);
         let mut predicted = vec![String::new(); rows.len()];
         for f in 0..folds {
             let train: Vec<usize> = (0..rows.len()).filter(|&i| fold_of[i] != f).collect();
-            let test: Vec<usize> = (0..rows.len()).filter(|&i| fold_of[i] == f).collect();
             let train_rows: Vec<&[f32]> = train.iter().map(|&i| rows[i].as_slice()).collect();
             let train_classes: Vec<usize> = train.iter().map(|&i| classes[i]).collect();
             let weights = relevance_weights(&train_rows, &train_classes, &base.weights)
                 .unwrap_or_else(|| base.weights.clone());
-            let weigh = |r: &[f32]| -> Vec<f32> {
-                r.iter().zip(&weights).map(|(x, w)| x * *w as f32).collect()
-            };
-            let train_weighed: Vec<Vec<f32>> = train_rows.iter().map(|r| weigh(r)).collect();
+            let weighed: Vec<Vec<f32>> = rows.iter().map(|r| weigh(r, &weights)).collect();
+            let voters: Vec<(usize, &[f32])> =
+                train.iter().map(|&i| (i, weighed[i].as_slice())).collect();
+            let test: Vec<usize> = (0..rows.len()).filter(|&i| fold_of[i] == f).collect();
             let answers: Vec<(usize, String)> = test
                 .par_iter()
-                .map(|&i| {
-                    let q = weigh(&rows[i]);
-                    let mut near: Vec<(f32, usize)> = train_weighed
-                        .iter()
-                        .enumerate()
-                        .map(|(t, v)| (l2(&q, v), t))
-                        .collect();
-                    near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-                    let voters: Vec<(String, f32)> = near
-                        .iter()
-                        .take(VOTERS)
-                        .map(|(d, t)| (names[train_classes[*t]].clone(), *d))
-                        .collect();
-                    let class = science::vote(&voters)
-                        .into_iter()
-                        .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
-                        .map_or_else(|| "none".to_string(), |(c, _)| c);
-                    (i, class)
-                })
+                .map(|&i| (i, nearest_vote(&weighed[i], &voters, &classes, &names)))
                 .collect();
             for (i, c) in answers {
                 predicted[i] = c;
             }
         }
         let actual: Vec<String> = classes.iter().map(|&c| names[c].clone()).collect();
-        let evaluation: Evaluation = science::evaluate(&actual, &predicted);
+        let age = at_age.map_or_else(String::new, |d| format!(", every object at age {d} d"));
         Ok(EvaluationReport {
             missing: truth.len() - rows.len(),
-            evaluation,
+            evaluation: science::evaluate(&actual, &predicted),
             method: format!(
-                "stratified {folds}-fold; metric ({LEARNED_METHOD}) fitted on the training folds"
+                "stratified {folds}-fold; metric ({LEARNED_METHOD}) fitted on the training \
+                 folds{age}"
             ),
         })
     }
+
+    /// Leave-one-out neighbour-vote classification of the objects in `truth`, every object
+    /// as it was `days` after its own first detection, by exact distances in the store's
+    /// (group-weighted) metric among the other objects of `truth`.
+    pub(super) fn evaluate_at_age(
+        &self,
+        truth: &BTreeMap<&str, String>,
+        days: f64,
+    ) -> Result<EvaluationReport> {
+        let spec = read(&self.live).spec.clone();
+        let entries = self.truth_entries(truth, Some(days))?;
+        let labelled: Vec<(&Entry, &String)> = entries.iter().map(|(e, c)| (e, c)).collect();
+        let (rows, classes, names) = numbered_rows(&spec, &labelled);
+        let weighed: Vec<Vec<f32>> = rows.iter().map(|r| weigh(r, &spec.weights)).collect();
+        let predicted: Vec<String> = (0..rows.len())
+            .into_par_iter()
+            .map(|i| {
+                let voters: Vec<(usize, &[f32])> = (0..rows.len())
+                    .filter(|&j| j != i)
+                    .map(|j| (j, weighed[j].as_slice()))
+                    .collect();
+                nearest_vote(&weighed[i], &voters, &classes, &names)
+            })
+            .collect();
+        let actual: Vec<String> = classes.iter().map(|&c| names[c].clone()).collect();
+        Ok(EvaluationReport {
+            missing: truth.len() - rows.len(),
+            evaluation: science::evaluate(&actual, &predicted),
+            method: format!("leave-one-out, exact, every object at age {days} d"),
+        })
+    }
+
+    /// [`Engine::classify`] of an object as it was `days` after its first detection, by the
+    /// votes of the labelled objects nearest to it at the same age (exact; every object is
+    /// embedded at that age, so a call costs one feature evaluation per object).
+    pub fn classify_at_age(&self, object_id: &str, days: f64) -> Result<Classification> {
+        if !(days.is_finite() && days >= 0.0) {
+            return Err(invalid("at_age", "must be a number of days >= 0"));
+        }
+        let record = self.object(object_id)?;
+        let spec = read(&self.live).spec.clone();
+        let at = self.versions_at_age(days)?;
+        let query = at.get(object_id).ok_or_else(|| EngineError::NoEmbedding {
+            object_id: object_id.to_string(),
+            as_of: None,
+        })?;
+        let q = spec.scale(&query.raw).0;
+        let ids: Vec<&str> = at.keys().map(String::as_str).collect();
+        let labels = self.primary_labels(&ids)?;
+        let mut near: Vec<Voter> = at
+            .iter()
+            .zip(labels)
+            .filter(|((id, _), _)| id.as_str() != object_id)
+            .filter_map(|((id, v), l)| {
+                let l = l?;
+                Some(Voter {
+                    object_id: id.clone(),
+                    class: l.class,
+                    source: l.source,
+                    distance: l2(&q, &spec.scale(&v.raw).0),
+                })
+            })
+            .collect();
+        near.sort_by(|a, b| {
+            a.distance
+                .total_cmp(&b.distance)
+                .then(a.object_id.cmp(&b.object_id))
+        });
+        near.truncate(VOTERS);
+        let votes: Vec<(String, f32)> =
+            near.iter().map(|v| (v.class.clone(), v.distance)).collect();
+        let probabilities = science::vote(&votes);
+        let best = probabilities
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(c, p)| (c.clone(), *p));
+        let imported = self
+            .store
+            .labels_of(&[object_id])?
+            .pop()
+            .unwrap_or_default();
+        Ok(Classification {
+            object_id: object_id.to_string(),
+            class: best.as_ref().map(|b| b.0.clone()),
+            confidence: best.map_or(0.0, |b| b.1),
+            probabilities,
+            method: if near.is_empty() {
+                "none"
+            } else {
+                "vote at age"
+            },
+            voters: near,
+            // The packet scores are the latest alert's: not known at that age.
+            packet_snia_score: None,
+            labels: taxonomy::labels_of(&record, &imported),
+        })
+    }
+}
+
+/// `row` times `weights`, coordinate by coordinate.
+fn weigh(row: &[f32], weights: &[f64]) -> Vec<f32> {
+    row.iter()
+        .zip(weights)
+        .map(|(x, w)| x * *w as f32)
+        .collect()
+}
+
+/// The class the [`VOTERS`] candidates nearest to `q` vote for (`candidates`: row number and
+/// vector; `classes[row]` numbers the class in `names`).
+fn nearest_vote(
+    q: &[f32],
+    candidates: &[(usize, &[f32])],
+    classes: &[usize],
+    names: &[String],
+) -> String {
+    let mut near: Vec<(f32, usize)> = candidates.iter().map(|(i, v)| (l2(q, v), *i)).collect();
+    near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let voters: Vec<(String, f32)> = near
+        .iter()
+        .take(VOTERS)
+        .map(|(d, i)| (names[classes[*i]].clone(), *d))
+        .collect();
+    science::vote(&voters)
+        .into_iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+        .map_or_else(|| "none".to_string(), |(c, _)| c)
 }
 
 /// The unlearned (scaler only, unweighted) vectors of labelled entries, their classes

@@ -64,8 +64,8 @@ use refit::PendingRefit;
 
 pub use anomaly::{AnomalyQuery, AnomalyScore, ANOMALY_MAX_AGE, PERSONAL_WEIGHT};
 pub use classify::{
-    Classification, EvaluationReport, LabelImport, Voter, SPREAD_NEIGHBOURHOOD, VOTERS,
-    VOTE_CANDIDATES,
+    Classification, EvaluateOptions, EvaluationReport, LabelImport, Voter, SPREAD_NEIGHBOURHOOD,
+    VOTERS, VOTE_CANDIDATES,
 };
 pub use config::{
     index_from_env, EngineConfig, DEFAULT_BATCH_SIZE, INDEX_ENV, MAX_K, MIN_OBJECTS_TO_FIT,

@@ -56,6 +56,9 @@ pub struct SimilarQuery {
     pub filters: Filters,
     /// Search the embeddings every object had at this MJD (exact search).
     pub as_of: Option<f64>,
+    /// Compare every object (the target too) as it was this many days after its own first
+    /// detection (exact search; early-lightcurve analogs).
+    pub at_age: Option<f64>,
     pub explain: bool,
     /// The features that make objects alike (a preset): `All` is the index's metric;
     /// `Lightcurve` or `Context` rank by that group's features alone.
@@ -66,6 +69,9 @@ pub struct SimilarQuery {
 /// features (at least; 20 per answer wanted, more while filters reject them).
 pub const PRESET_CANDIDATES: usize = 200;
 
+/// Records embedded together by an at-age query.
+const AGE_CHUNK: usize = 4096;
+
 impl SimilarQuery {
     pub fn new(target: Target, k: usize) -> SimilarQuery {
         SimilarQuery {
@@ -73,6 +79,7 @@ impl SimilarQuery {
             k,
             filters: Filters::default(),
             as_of: None,
+            at_age: None,
             explain: false,
             features: FeatureGroup::All,
         }
@@ -251,9 +258,18 @@ impl Engine {
         if q.as_of.is_some_and(|t| !t.is_finite()) {
             return Err(invalid("as_of", "must be a finite MJD"));
         }
-        match q.as_of {
-            None => self.similar_now(q),
-            Some(t) => self.similar_then(q, t),
+        if let Some(days) = q.at_age {
+            if !(days.is_finite() && days >= 0.0) {
+                return Err(invalid("at_age", "must be a number of days >= 0"));
+            }
+            if q.as_of.is_some() {
+                return Err(invalid("at_age", "give as_of or at_age, not both"));
+            }
+        }
+        match (q.as_of, q.at_age) {
+            (Some(t), _) => self.similar_then(q, self.versions_at(t)?),
+            (None, Some(days)) => self.similar_then(q, self.versions_at_age(days)?),
+            (None, None) => self.similar_now(q),
         }
     }
 
@@ -375,37 +391,87 @@ impl Engine {
         })?;
         let derived: Vec<(String, VectorVersion)> = missing
             .par_iter()
-            .map(|r| {
-                let raw = self.embedder.raw_features(r, Some(t));
-                let n = r.detections.iter().filter(|d| d.mjd <= t).count() as u32;
-                let version = VectorVersion {
-                    point: 0,
-                    from_mjd: t,
-                    n_detections: n,
-                    raw,
-                };
-                (r.object_id.clone(), version)
-            })
+            .map(|r| (r.object_id.clone(), self.embedded_at(r, t)))
             .collect();
         at.extend(derived);
         Ok(at)
     }
 
-    fn similar_then(&self, q: &SimilarQuery, t: f64) -> Result<Vec<SimilarHit>> {
+    /// Every object's embedding `days` after its own first detection: its lightcurve cut
+    /// there (and the annotations known then), embedded now. Exact, so one feature evaluation
+    /// per object (in parallel, a chunk of records at a time).
+    pub(super) fn versions_at_age(&self, days: f64) -> Result<BTreeMap<String, VectorVersion>> {
+        let mut out = BTreeMap::new();
+        let mut chunk: Vec<ObjectRecord> = Vec::new();
+        self.store.for_each_object(|r| {
+            chunk.push(r);
+            if chunk.len() >= AGE_CHUNK {
+                out.extend(self.at_age_of(&std::mem::take(&mut chunk), days));
+            }
+            true
+        })?;
+        out.extend(self.at_age_of(&chunk, days));
+        Ok(out)
+    }
+
+    /// [`Self::versions_at_age`] of some records; records without a detection have none.
+    pub(super) fn at_age_of(
+        &self,
+        records: &[ObjectRecord],
+        days: f64,
+    ) -> Vec<(String, VectorVersion)> {
+        records
+            .par_iter()
+            .filter_map(|r| {
+                let cut = r.meta.first_mjd? + days;
+                Some((r.object_id.clone(), self.embedded_at(r, cut)))
+            })
+            .collect()
+    }
+
+    /// A record's lightcurve cut at MJD `t` (and the annotations known then), embedded now.
+    fn embedded_at(&self, r: &ObjectRecord, t: f64) -> VectorVersion {
+        VectorVersion {
+            point: 0,
+            from_mjd: t,
+            n_detections: r.detections.iter().filter(|d| d.mjd <= t).count() as u32,
+            raw: self.embedder.raw_features(r, Some(t)),
+        }
+    }
+
+    /// The query ranked exactly among the embeddings of `at` (every object's, as of an MJD or
+    /// at an age).
+    fn similar_then(
+        &self,
+        q: &SimilarQuery,
+        at: BTreeMap<String, VectorVersion>,
+    ) -> Result<Vec<SimilarHit>> {
         let spec = self.spec();
-        let at = self.versions_at(t)?;
         let r = match &q.target {
             Target::Object(id) => {
                 self.object(id)?;
                 let v = at.get(id).ok_or_else(|| EngineError::NoEmbedding {
                     object_id: id.clone(),
-                    as_of: Some(t),
+                    as_of: q.as_of,
                 })?;
                 let (vector, mask) = spec.scale(&v.raw);
                 Resolved {
                     vector,
                     mask,
                     exclude: Some(id.clone()),
+                }
+            }
+            Target::Lightcurve(detections) if q.at_age.is_some() => {
+                let record = lightcurve_record(detections)?;
+                let (_, v) = self
+                    .at_age_of(std::slice::from_ref(&record), q.at_age.unwrap_or(0.0))
+                    .pop()
+                    .ok_or_else(|| invalid("lightcurve", "no detection"))?;
+                let (vector, mask) = spec.scale(&v.raw);
+                Resolved {
+                    vector,
+                    mask,
+                    exclude: None,
                 }
             }
             other => self.resolve(other, q.explain)?,

@@ -272,6 +272,7 @@ impl asterism_server::Asterism for Service {
         query.as_of = req.as_of;
         query.explain = req.explain;
         query.features = convert::features(&req.features)?;
+        query.at_age = req.at_age;
         let engine = Arc::clone(&self.engine);
         blocking(move || {
             let hits = engine.find_similar(&query)?;

@@ -89,12 +89,14 @@ fn similar_query(id: &str, params: &Params) -> Result<SimilarQuery, ServerError>
     query.as_of = params.number("as_of")?;
     query.filters = params.filters()?;
     query.features = convert::features(params.get("features").unwrap_or(""))?;
+    query.at_age = params.number("at_age")?;
     Ok(query)
 }
 
-const SIMILAR_PARAMS: [&str; 8] = [
+const SIMILAR_PARAMS: [&str; 9] = [
     "k",
     "as_of",
+    "at_age",
     "features",
     "explain",
     "class",
@@ -103,9 +105,10 @@ const SIMILAR_PARAMS: [&str; 8] = [
     "cone",
 ];
 
-const PANEL_PARAMS: [&str; 7] = [
+const PANEL_PARAMS: [&str; 8] = [
     "k",
     "as_of",
+    "at_age",
     "features",
     "class",
     "min_detections",

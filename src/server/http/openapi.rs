@@ -72,18 +72,29 @@ pub fn document() -> Value {
         "string",
         "which features make objects alike: lightcurve, context or all (default)",
     );
+    let at_age = query(
+        "at_age",
+        "number",
+        "compare every object as it was this many days after its first detection",
+    );
     let top = query("top", "integer", "how many (1..=1000, default 10)");
     let user = query(
         "user",
         "string",
         "rank for this user (needs the user's token)",
     );
-    let similar_params: Vec<Value> = [path_id(), k.clone(), as_of.clone(), features.clone()]
-        .into_iter()
-        .chain([query("explain", "boolean", "explain each distance")])
-        .chain(filters())
-        .collect();
-    let panel_params: Vec<Value> = [path_id(), k, as_of, features]
+    let similar_params: Vec<Value> = [
+        path_id(),
+        k.clone(),
+        as_of.clone(),
+        at_age.clone(),
+        features.clone(),
+    ]
+    .into_iter()
+    .chain([query("explain", "boolean", "explain each distance")])
+    .chain(filters())
+    .collect();
+    let panel_params: Vec<Value> = [path_id(), k, as_of, at_age, features]
         .into_iter()
         .chain(filters())
         .collect();
