@@ -11,6 +11,17 @@
 //! non-detections of the previous `history_days` (30 for ZTF, 365 for Rubin), named as the
 //! survey names objects; `alert::write` encodes them as that survey's packets. It yields objects cohort by cohort,
 //! alerts in time order within a cohort, so memory stays bounded by the cohort size.
+//!
+//! With [`Cadence::Survey`] each object is instead observed as its survey would observe it
+//! ([`Observer`]): the augmented lightcurve becomes a model (linear interpolation in each band,
+//! a missing band read from the nearest one in wavelength), visited on the survey's cadence in
+//! its bands (ZTF: g and r every 2-3 nights, i on a quarter of the visits; Rubin: one of
+//! ugrizy per visit, every 1-5 nights, with the survey's band mix), measured as a difference
+//! flux against the reference image (a source that never varies by 2.5 mag is persistent: its
+//! reference holds its median flux, so its differences go negative; a transient's reference
+//! holds nothing) with the noise of the survey's single-visit depth, and detected at 5 sigma
+//! (ZTF writes the difference magnitude and `isdiffpos`, Rubin the signed flux); the rest are
+//! non-detections at that depth.
 //! Pure; imports `model` and the packet type of `alert::write`.
 
 use std::collections::HashSet;
@@ -125,6 +136,18 @@ pub struct StreamSpec {
     pub backfill: bool,
     /// Whose object ids the stream uses (ZTF `ZTF26...` or Rubin integer `diaObjectId`s).
     pub survey: Survey,
+    /// Keep each base lightcurve's own cadence, or observe it as the survey would.
+    pub cadence: Cadence,
+}
+
+/// How a generated object is observed (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cadence {
+    /// The base lightcurve's own epochs and bands, every point a positive detection.
+    #[default]
+    Base,
+    /// The survey's cadence, bands, depth and difference-flux detection ([`Observer`]).
+    Survey,
 }
 
 impl StreamSpec {
@@ -153,6 +176,7 @@ impl Default for StreamSpec {
             augment: Augment::default(),
             backfill: false,
             survey: Survey::Ztf,
+            cadence: Cadence::Base,
         }
     }
 }
@@ -194,7 +218,7 @@ fn ztf_id(i: u64) -> String {
 const LSST_FIRST_ID: u64 = 1 << 57;
 
 /// The `i`-th object's id as `survey` names objects.
-fn object_id(survey: Survey, i: u64) -> String {
+pub fn object_id(survey: Survey, i: u64) -> String {
     match survey {
         Survey::Lsst => (LSST_FIRST_ID + i).to_string(),
         _ => ztf_id(i),
@@ -208,6 +232,223 @@ struct Generated {
     dec: f64,
     detections: Vec<Detection>,
     limits: Vec<UpperLimit>,
+}
+
+/// A survey's way of observing (see the module doc): its bands with their share of visits and
+/// single-visit 5-sigma depths (AB mag), and the nights between visits.
+#[derive(Debug, Clone)]
+pub struct Observer {
+    /// (band, share of visits, 5-sigma depth). ZTF observes every band listed with a share of
+    /// 1 at each visit, the others with that chance; Rubin one band per visit, drawn by share.
+    pub bands: Vec<(Band, f64, f64)>,
+    /// One band per visit (Rubin) or all of them (ZTF).
+    pub one_band_per_visit: bool,
+    /// Nights between visits, drawn uniformly in this range.
+    pub revisit_nights: (u32, u32),
+}
+
+/// AB zero point of a flux in nJy.
+const NJY_ZERO_POINT: f64 = 31.4;
+
+/// A source that never varies by more than this (mag) is persistent: its reference image
+/// holds its median flux.
+const PERSISTENT_MAX_AMPLITUDE: f64 = 2.5;
+
+/// Depths jitter by up to this much (mag) from visit to visit (seeing, sky).
+const DEPTH_JITTER: f64 = 0.3;
+
+impl Observer {
+    /// How `survey` observes: ZTF's public survey (g and r every 2-3 nights, i on a quarter
+    /// of the visits, depths 20.8 / 20.6 / 20.2) or Rubin's wide-fast-deep survey (one band
+    /// per visit, every 1-5 nights, the LSST band mix and single-visit depths).
+    pub fn of(survey: Survey) -> Observer {
+        match survey {
+            Survey::Lsst => Observer {
+                bands: vec![
+                    (Band::U, 0.07, 23.9),
+                    (Band::G, 0.09, 25.0),
+                    (Band::R, 0.22, 24.7),
+                    (Band::I, 0.22, 24.0),
+                    (Band::Z, 0.20, 23.3),
+                    (Band::Y, 0.20, 22.1),
+                ],
+                one_band_per_visit: true,
+                revisit_nights: (1, 5),
+            },
+            _ => Observer {
+                bands: vec![
+                    (Band::G, 1.0, 20.8),
+                    (Band::R, 1.0, 20.6),
+                    (Band::I, 0.25, 20.2),
+                ],
+                one_band_per_visit: false,
+                revisit_nights: (2, 3),
+            },
+        }
+    }
+
+    /// Observes a lightcurve (magnitudes in g, r, i, in any time order) moved to start at MJD
+    /// `start`, for `window_days`: the detections (difference magnitudes, signed) and the
+    /// non-detections, in time order.
+    pub fn observe(
+        &self,
+        lightcurve: &[Detection],
+        start: f64,
+        window_days: f64,
+        night_loss: f64,
+        rng: &mut impl Rng,
+    ) -> (Vec<Detection>, Vec<UpperLimit>) {
+        let model = Model::new(lightcurve);
+        let Some((first, last)) = model.span() else {
+            return (Vec::new(), Vec::new());
+        };
+        let end = start + (last - first).min(window_days);
+        let mut detections = Vec::new();
+        let mut limits = Vec::new();
+        let mut night = start.floor();
+        while night <= end {
+            let visit = night + rng.gen_range(0.1..0.4);
+            let lost = rng.gen_bool(night_loss);
+            for (band, depth) in self.visit_bands(rng) {
+                let depth = depth + rng.gen_range(-DEPTH_JITTER..=DEPTH_JITTER);
+                let Some(diff) = model.difference_flux(&band, visit - start + first) else {
+                    continue;
+                };
+                let sigma = njy(depth) / 5.0;
+                let observed = diff + Normal::new(0.0, sigma).map_or(0.0, |n| n.sample(rng));
+                if lost || observed.abs() < 5.0 * sigma {
+                    limits.push(UpperLimit {
+                        mjd: visit,
+                        band,
+                        limit_mag: depth,
+                    });
+                    continue;
+                }
+                detections.push(Detection {
+                    mjd: visit,
+                    band,
+                    value: NJY_ZERO_POINT - 2.5 * observed.abs().log10(),
+                    error: 2.5 / std::f64::consts::LN_10 * sigma / observed.abs(),
+                    unit: Unit::DiffMag {
+                        positive: observed > 0.0,
+                    },
+                    source_id: None,
+                    ra: None,
+                    dec: None,
+                });
+            }
+            let (lo, hi) = self.revisit_nights;
+            night += f64::from(rng.gen_range(lo..=hi));
+        }
+        (detections, limits)
+    }
+
+    /// The bands of one visit and their nominal depths.
+    fn visit_bands(&self, rng: &mut impl Rng) -> Vec<(Band, f64)> {
+        if self.one_band_per_visit {
+            let total: f64 = self.bands.iter().map(|b| b.1).sum();
+            let mut x = rng.gen_range(0.0..total);
+            for (band, share, depth) in &self.bands {
+                if x < *share {
+                    return vec![(band.clone(), *depth)];
+                }
+                x -= share;
+            }
+            return Vec::new();
+        }
+        self.bands
+            .iter()
+            .filter(|(_, share, _)| *share >= 1.0 || rng.gen_bool(*share))
+            .map(|(band, _, depth)| (band.clone(), *depth))
+            .collect()
+    }
+}
+
+/// A flux in nJy of an AB magnitude.
+fn njy(mag: f64) -> f64 {
+    10f64.powf((NJY_ZERO_POINT - mag) / 2.5)
+}
+
+/// Wavelength order of the bands (u = 0 ... y = 5), to read a missing band from its nearest.
+fn band_order(b: &Band) -> Option<i32> {
+    match b {
+        Band::U => Some(0),
+        Band::G => Some(1),
+        Band::R => Some(2),
+        Band::I => Some(3),
+        Band::Z => Some(4),
+        Band::Y => Some(5),
+        Band::Other(_) => None,
+    }
+}
+
+/// One band of a [`Model`]: its wavelength order, (time, flux) points and reference flux.
+type ModelBand = (i32, Vec<(f64, f64)>, f64);
+
+/// A lightcurve as a model: per band, its (time, flux) points and reference flux.
+struct Model {
+    bands: Vec<ModelBand>,
+}
+
+impl Model {
+    fn new(lightcurve: &[Detection]) -> Model {
+        let mut bands: Vec<ModelBand> = Vec::new();
+        for d in lightcurve {
+            let (Some(order), Unit::Mag | Unit::DiffMag { positive: true }) =
+                (band_order(&d.band), d.unit)
+            else {
+                continue;
+            };
+            if !d.value.is_finite() {
+                continue;
+            }
+            match bands.iter_mut().find(|b| b.0 == order) {
+                Some(b) => b.1.push((d.mjd, d.value)),
+                None => bands.push((order, vec![(d.mjd, d.value)], 0.0)),
+            }
+        }
+        for (_, points, reference) in &mut bands {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut mags: Vec<f64> = points.iter().map(|p| p.1).collect();
+            mags.sort_by(f64::total_cmp);
+            let amplitude = mags.last().unwrap_or(&0.0) - mags.first().unwrap_or(&0.0);
+            if amplitude < PERSISTENT_MAX_AMPLITUDE && !mags.is_empty() {
+                *reference = njy(mags[mags.len() / 2]);
+            }
+            for p in points.iter_mut() {
+                p.1 = njy(p.1);
+            }
+        }
+        Model { bands }
+    }
+
+    /// First and last time of any band.
+    fn span(&self) -> Option<(f64, f64)> {
+        let times = self.bands.iter().flat_map(|b| b.1.iter().map(|p| p.0));
+        times.fold(None, |acc, t| match acc {
+            None => Some((t, t)),
+            Some((a, b)) => Some((a.min(t), b.max(t))),
+        })
+    }
+
+    /// The difference flux (nJy) in `band` at time `t` (the lightcurve's own clock): the
+    /// nearest modelled band's flux, interpolated, less its reference; `None` outside that
+    /// band's time range.
+    fn difference_flux(&self, band: &Band, t: f64) -> Option<f64> {
+        let want = band_order(band)?;
+        let (_, points, reference) = self
+            .bands
+            .iter()
+            .min_by_key(|b| ((b.0 - want).abs(), b.0))?;
+        let after = points.partition_point(|p| p.0 < t);
+        let flux = match (after.checked_sub(1).map(|k| points[k]), points.get(after)) {
+            (Some(a), Some(b)) if b.0 > a.0 => a.1 + (b.1 - a.1) * (t - a.0) / (b.0 - a.0),
+            (Some(a), Some(_)) => a.1,
+            (None, Some(b)) if b.0 == t => b.1,
+            _ => return None,
+        };
+        Some(flux - reference)
+    }
 }
 
 /// A seeded, streaming generator of alert packets; see the module doc.
@@ -239,6 +480,12 @@ impl<'a> AlertStream<'a> {
         self.objects_emitted
     }
 
+    /// The id of the real object the `i`-th generated object is made from (`None` without
+    /// bases).
+    pub fn base_of(&self, i: usize) -> Option<&str> {
+        (!self.bases.is_empty()).then(|| self.bases[i % self.bases.len()].object_id.as_str())
+    }
+
     fn generate(&self, i: usize) -> Generated {
         let base = self.bases[i % self.bases.len()];
         let seed = self.spec.seed;
@@ -246,6 +493,33 @@ impl<'a> AlertStream<'a> {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed.rotate_left(17) ^ i as u64);
         let ra = rng.gen_range(0.0..360.0);
         let dec = rng.gen_range(-1.0f64..=1.0).asin().to_degrees();
+        if self.spec.cadence == Cadence::Survey {
+            let start = self.spec.survey_start + rng.gen_range(0.0..=self.spec.start_spread_days);
+            // The survey's own draws: the same object, observed by another survey, keeps its
+            // lightcurve, position and start and gets that survey's visits.
+            let survey_seed = seed.rotate_left(29) ^ i as u64 ^ u64::from(self.spec.survey.code());
+            let mut obs_rng = Xoshiro256PlusPlus::seed_from_u64(survey_seed);
+            let observer = Observer::of(self.spec.survey);
+            let (mut detections, limits) = observer.observe(
+                &alert.detections,
+                start,
+                self.spec.window_days,
+                self.spec.night_loss,
+                &mut obs_rng,
+            );
+            for (j, d) in detections.iter_mut().enumerate() {
+                d.source_id = Some(((i as i64) << 16) | j as i64);
+                d.ra = Some(ra);
+                d.dec = Some(dec);
+            }
+            return Generated {
+                object_id: object_id(self.spec.survey, i as u64),
+                ra,
+                dec,
+                detections,
+                limits,
+            };
+        }
         let mut detections: Vec<Detection> = alert
             .detections
             .into_iter()
@@ -476,5 +750,118 @@ mod tests {
             assert_eq!(a.detections.len(), p.history.len() + 1);
             assert_eq!(a.forced.len(), p.limits.len());
         }
+    }
+
+    /// A variable star and a supernova observed by both surveys through the real writers and
+    /// decoders: Rubin sees more bands, fewer points per band and deeper; ZTF g and r every 2-3
+    /// nights with i on some visits; the variable's differences go negative in both.
+    #[test]
+    fn each_survey_observes_with_its_own_cadence_bands_and_depth() {
+        use crate::alert::write::PacketWriter;
+        use crate::alert::{decode, DecodeOptions};
+        use std::collections::BTreeSet;
+
+        // An RR Lyrae-like variable (persistent: 0.8 mag amplitude, 0.55 d period) and a
+        // supernova-like transient (rises 3 mag and fades), in g, r and i.
+        let mut star = ObjectRecord::new("star".into(), Survey::External);
+        let mut sn = ObjectRecord::new("sn".into(), Survey::External);
+        for k in 0..240 {
+            let t = f64::from(k) * 0.5;
+            let band = [Band::G, Band::R, Band::I][k as usize % 3].clone();
+            let phase = (t / 0.55).fract();
+            star.detections.push(Detection::magnitude(
+                t,
+                band.clone(),
+                17.0 + 0.8 * phase,
+                0.02,
+            ));
+            let rise = if t < 15.0 {
+                21.0 - 0.2 * t
+            } else {
+                18.0 + 0.04 * (t - 15.0)
+            };
+            sn.detections
+                .push(Detection::magnitude(t, band, rise, 0.05));
+        }
+        let bases = vec![star, sn];
+        let observe = |survey: Survey| -> Vec<Alert> {
+            let spec = StreamSpec {
+                objects: 2,
+                backfill: true,
+                cadence: Cadence::Survey,
+                night_loss: 0.0,
+                ..StreamSpec::for_survey(survey)
+            };
+            let writer = PacketWriter::new(survey).unwrap();
+            AlertStream::new(&bases, spec)
+                .map(|p| {
+                    let out = decode(
+                        "p.avro",
+                        &writer.write(&p).unwrap(),
+                        &DecodeOptions::default(),
+                    );
+                    assert!(out.rejects.is_empty(), "{:?}", out.rejects);
+                    out.alerts.into_iter().next().unwrap()
+                })
+                .collect()
+        };
+        let ztf = observe(Survey::Ztf);
+        let rubin = observe(Survey::Lsst);
+        assert_eq!((ztf.len(), rubin.len()), (2, 2));
+        // Object 0 is made from the star in both surveys (the same base, position, start).
+        let bands = |a: &Alert| -> BTreeSet<String> {
+            a.detections
+                .iter()
+                .map(|d| d.band.name().to_string())
+                .collect()
+        };
+        let negative = |a: &Alert| {
+            a.detections
+                .iter()
+                .filter(|d| match d.unit {
+                    Unit::DiffMag { positive } => !positive,
+                    _ => d.value < 0.0,
+                })
+                .count()
+        };
+        let (z, r) = (&ztf[0], &rubin[0]);
+        assert_eq!((z.ra, z.dec), (r.ra, r.dec), "twins share their position");
+        assert!(
+            bands(z)
+                .iter()
+                .all(|b| ["g", "r", "i"].contains(&b.as_str())),
+            "{:?}",
+            bands(z)
+        );
+        assert!(bands(r).len() >= 5, "Rubin: ugrizy, {:?}", bands(r));
+        assert!(
+            negative(z) > 0 && negative(r) > 0,
+            "a variable's differences go negative"
+        );
+        // ZTF: a visit (a detection or a limit) every 2 or 3 nights.
+        let visits = z.detections.iter().map(|d| d.mjd);
+        let visits = visits.chain(z.upper_limits.iter().map(|l| l.mjd));
+        let mut nights: Vec<i64> = visits.map(|t| t.floor() as i64).collect();
+        nights.sort_unstable();
+        nights.dedup();
+        assert!(
+            nights.windows(2).all(|w| (2..=3).contains(&(w[1] - w[0]))),
+            "{nights:?}"
+        );
+        // Rubin: one band per visit, so fewer r points than ZTF.
+        let in_r = |a: &Alert| a.detections.iter().filter(|d| d.band == Band::R).count();
+        assert!(in_r(r) < in_r(z), "{} vs {}", in_r(r), in_r(z));
+        // Rubin goes deeper: its faintest supernova detection is fainter than ZTF's 5-sigma.
+        let faintest_rubin = rubin[1]
+            .detections
+            .iter()
+            .map(|d| 31.4 - 2.5 * d.value.abs().log10())
+            .fold(f64::MIN, f64::max);
+        assert!(faintest_rubin > 21.0, "{faintest_rubin}");
+        assert!(ztf[1].detections.iter().all(|d| d.value < 21.2));
+        assert!(
+            negative(&ztf[1]) == 0 && negative(&rubin[1]) == 0,
+            "a transient's do not"
+        );
     }
 }

@@ -252,11 +252,37 @@ pub(super) struct GenerateArgs {
     /// `--schema data/schema/lsst-10.0`).
     #[arg(long, value_name = "ID")]
     pub(super) framed_schema_id: Option<u32>,
+    /// `base` keeps each real lightcurve's own epochs and bands; `survey` observes it as the
+    /// survey would: its cadence and bands (ZTF g/r every 2-3 nights, i on a quarter of the
+    /// visits; Rubin one of ugrizy per visit), its depth, and difference fluxes against the
+    /// reference image that go negative for variable stars.
+    #[arg(long, value_enum, default_value_t = GenerateCadence::Base)]
+    pub(super) cadence: GenerateCadence,
+    /// Also write a CSV of every generated object id and the real object it was made from
+    /// (`object_id,base_id`): the ground truth of a generated stream.
+    #[arg(long, value_name = "FILE.csv")]
+    pub(super) manifest: Option<PathBuf>,
     /// Real alerts and lightcurves the objects are made from.
     #[arg(default_values = ["data/lightcurves", "data/ztf", "data/fink"], value_name = "PATH")]
     pub(super) from: Vec<PathBuf>,
     #[arg(long)]
     pub(super) json: bool,
+}
+
+/// How `asterism generate` observes its objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum GenerateCadence {
+    Base,
+    Survey,
+}
+
+impl From<GenerateCadence> for asterism::synth::Cadence {
+    fn from(c: GenerateCadence) -> Self {
+        match c {
+            GenerateCadence::Base => asterism::synth::Cadence::Base,
+            GenerateCadence::Survey => asterism::synth::Cadence::Survey,
+        }
+    }
 }
 
 /// The surveys whose packets `asterism generate` writes.

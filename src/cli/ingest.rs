@@ -159,6 +159,7 @@ pub(super) fn generate(args: GenerateArgs) -> Result<()> {
         window_days: args.window_days,
         backfill: args.backfill,
         first_object: args.first_object,
+        cadence: args.cadence.into(),
         ..synth::StreamSpec::for_survey(survey)
     };
     std::fs::create_dir_all(&args.out)
@@ -193,6 +194,14 @@ pub(super) fn generate(args: GenerateArgs) -> Result<()> {
         progress.set_position(packets);
     }
     progress.finish_and_clear();
+    if let Some(path) = &args.manifest {
+        let mut csv = String::from("object_id,base_id\n");
+        for i in args.first_object..args.first_object + args.objects {
+            let base = stream.base_of(i).unwrap_or_default();
+            csv.push_str(&format!("{},{base}\n", synth::object_id(survey, i as u64)));
+        }
+        std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))?;
+    }
     let summary = GenerateSummary {
         out: &args.out,
         survey,

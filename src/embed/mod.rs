@@ -3,10 +3,11 @@
 //! Pure: takes an [`ObjectRecord`] and returns numbers. Features come from the
 //! `light-curve-feature` crate, evaluated per band on magnitudes:
 //!
-//! - every measurement is brought to an AB magnitude: ZTF difference magnitudes and table
-//!   magnitudes as they are; fluxes (Rubin nJy, tables assumed nJy) as 31.4 − 2.5·log10(F) with
-//!   σm = 1.0857·σF/F, for F > 0 (non-positive difference fluxes carry no magnitude and only count
-//!   as detections); ZTF forced photometry (DN) is not used;
+//! - every measurement is brought to an AB magnitude: ZTF difference magnitudes (the magnitude
+//!   of the absolute difference flux) and table magnitudes as they are; Rubin difference fluxes
+//!   (nJy) the same way, as 31.4 − 2.5·log10(|F|) with σm = 1.0857·σF/|F|, so both surveys'
+//!   differences are one quantity (the sign goes to `ctx_negative_fraction`); table fluxes
+//!   (assumed nJy) for F > 0 only; ZTF forced photometry (DN) is not used;
 //! - for the bands g and r (the bands ZTF, Rubin and SDSS share), the 26 values Fink's anomaly
 //!   module computes plus EtaE; then colours g−r and r−i (differences of weighted-mean
 //!   magnitudes), log10(1 + time span), log10(1 + detections) in g, r, i and other bands, and the
@@ -39,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{AnnotationValue, Band, Detection, ObjectRecord, Unit};
 
 /// Version of the feature list; bump on any change to [`Embedder`]'s output.
-pub const FEATURE_VERSION: u32 = 2;
+pub const FEATURE_VERSION: u32 = 3;
 
 /// Feature groups: the lightcurve-shape features and the packet context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -412,11 +413,19 @@ pub fn galactic_latitude(ra: Option<f64>, dec: Option<f64>) -> f64 {
     }
 }
 
-/// A detection's AB magnitude and error, where it has one.
+/// A detection's AB magnitude and error, where it has one. Both surveys' differences are read
+/// as one physical quantity: ZTF's `magpsf` is the magnitude of the absolute difference flux
+/// (its sign in `isdiffpos`), so a Rubin difference flux (nJy) gets the magnitude of its
+/// absolute value too; the sign is kept apart, in `ctx_negative_fraction`. Table fluxes
+/// (`Unit::Flux`) are read only where positive.
 pub fn magnitude(d: &Detection) -> Option<(f64, f64)> {
     match d.unit {
         Unit::DiffMag { .. } | Unit::Mag => Some((d.value, d.error)),
-        Unit::FluxNjy | Unit::Flux if d.value > 0.0 => Some((
+        Unit::FluxNjy if d.value != 0.0 => Some((
+            NJY_ZERO_POINT - 2.5 * d.value.abs().log10(),
+            2.5 / std::f64::consts::LN_10 * d.error / d.value.abs(),
+        )),
+        Unit::Flux if d.value > 0.0 => Some((
             NJY_ZERO_POINT - 2.5 * d.value.log10(),
             2.5 / std::f64::consts::LN_10 * d.error / d.value,
         )),

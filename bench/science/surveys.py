@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""One space for ZTF and Rubin (issue 16): twins observed by both surveys.
+
+The same generated objects (real SN Ia and RR Lyrae lightcurves of `data/lightcurves`,
+augmented with one seed) are written once as ZTF packets and once as Rubin packets with
+``asterism generate --backfill --cadence survey`` (each survey's own cadence, bands, depth and
+difference fluxes; ``--cadence base`` for the old, easy setting that reuses the real cadence
+for both), ingested into one store, and measured:
+
+1. **twins**: how many ZTF versions find their Rubin twin among their 10 nearest neighbours,
+   by the engine's ``similar`` (its index) and by an exact 10-NN on the exported vectors;
+2. **class vote across surveys**: with the ZTF versions labelled (the class of the real
+   lightcurve each was made from), the engine's leave-one-out ``evaluate`` on the ZTF versions,
+   and ``classify`` of every Rubin twin (voted by the labelled ZTF objects nearest to it):
+   does the vote keep its macro-F1 on the Rubin twins?
+
+    /var/tmp/science-venv/bin/python bench/science/surveys.py --out /tmp/surveys.json
+"""
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from sklearn.metrics import f1_score
+
+REPO = Path(__file__).resolve().parents[2]
+RELEASE_BINARY = Path("/var/tmp/asterism-release/release/asterism")
+
+
+def log(msg):
+    print(f"[surveys] {msg}", file=sys.stderr, flush=True)
+
+
+def run(binary, *args, json_out=False):
+    r = subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"asterism {' '.join(map(str, args))} failed:\n{r.stderr}")
+    return json.loads(r.stdout) if json_out else r.stdout
+
+
+def manifest(path):
+    with open(path) as f:
+        return [(r["object_id"], r["base_id"]) for r in csv.DictReader(f)]
+
+
+def measure(binary, work, cadence, args, truth):
+    work.mkdir(parents=True, exist_ok=True)
+    ids = {}
+    for survey in ("ztf", "lsst"):
+        out = work / survey
+        run(binary, "generate", "--out", out, "--objects", args.objects, "--seed", args.seed,
+            "--backfill", "--cadence", cadence, "--survey", survey,
+            "--manifest", work / f"{survey}.csv", REPO / "data" / "lightcurves" / "SNIa",
+            REPO / "data" / "lightcurves" / "RRLyrae")
+        ids[survey] = manifest(work / f"{survey}.csv")
+    db = work / "db"
+    run(binary, "ingest", "--db", db, "--json", work / "ztf", work / "lsst", json_out=True)
+    run(binary, "export", "--db", db, "--out", work / "vectors.parquet")
+    t = pq.read_table(work / "vectors.parquet").to_pydict()
+    vec = {o: np.asarray(v, dtype=np.float64) for o, v in zip(t["object_id"], t["embedding"])
+           if v}
+    ndet = dict(zip(t["object_id"], t["n_detections"]))
+    pairs = [(z, r, zb) for (z, zb), (r, _) in zip(ids["ztf"], ids["lsst"])
+             if z in vec and r in vec]
+    names = sorted(vec)
+    M = np.stack([vec[n] for n in names])
+    row = {n: i for i, n in enumerate(names)}
+    exact_hits, engine_hits = 0, 0
+    for z, r, _ in pairs:
+        d = np.linalg.norm(M - M[row[z]], axis=1)
+        d[row[z]] = np.inf
+        near = {names[i] for i in np.argsort(d)[:10]}
+        exact_hits += r in near
+        got = run(binary, "similar", "--db", db, z, "-k", "10", "--json", json_out=True)
+        engine_hits += r in {n["object_id"] for n in got["neighbours"]}
+    # The vote: ZTF versions labelled by their base's class.
+    labels = work / "ztf_labels.csv"
+    with open(labels, "w") as f:
+        f.write("objectId,class\n")
+        for z, _, base in pairs:
+            f.write(f"{z},{truth[base]}\n")
+    run(binary, "labels", "--db", db, labels, "--json", json_out=True)
+    e = run(binary, "evaluate", "--db", db, "--labels", labels, "--json", json_out=True)
+    actual, predicted = [], []
+    for _, r, base in pairs:
+        c = run(binary, "classify", "--db", db, r, "--json", json_out=True)
+        actual.append(truth[base])
+        predicted.append(c["class"] or "none")
+    classes = sorted(set(actual))
+    rubin_f1 = f1_score(actual, predicted, labels=classes, average="macro", zero_division=0)
+    det = lambda survey: float(np.median([ndet[p[0 if survey == "ztf" else 1]] for p in pairs]))
+    return {
+        "cadence": cadence,
+        "objects_generated": args.objects,
+        "pairs_embedded": len(pairs),
+        "median_detections": {"ztf": det("ztf"), "lsst": det("lsst")},
+        "twin_in_10_engine": engine_hits / len(pairs),
+        "twin_in_10_exact": exact_hits / len(pairs),
+        "vote_ztf_leave_one_out_macro_f1": e["macro_f1"],
+        "vote_ztf_leave_one_out_accuracy": e["accuracy"],
+        "vote_rubin_twins_by_ztf_labels_macro_f1": float(rubin_f1),
+        "vote_rubin_twins_by_ztf_labels_accuracy":
+            float(np.mean([a == p for a, p in zip(actual, predicted)])),
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--asterism", type=Path, default=RELEASE_BINARY)
+    p.add_argument("--objects", type=int, default=300)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+    with open(REPO / "data" / "labels" / "lightcurves.csv") as f:
+        truth = {r["objectId"]: r["class"] for r in csv.DictReader(f)}
+    t0 = time.time()
+    result = {"asterism": run(args.asterism, "--version").strip(), "runs": []}
+    with tempfile.TemporaryDirectory(prefix="asterism-surveys-") as tmp:
+        for cadence in ("survey", "base"):
+            log(f"cadence {cadence}")
+            result["runs"].append(measure(args.asterism, Path(tmp) / cadence, cadence, args,
+                                          truth))
+    result["seconds"] = round(time.time() - t0, 1)
+    lines = ["| generator | pairs | median detections ZTF / Rubin | twin in 10 (engine) | "
+             "twin in 10 (exact) | vote macro-F1, ZTF (LOO) | vote macro-F1, Rubin twins "
+             "by ZTF labels |", "|---|---:|---|---:|---:|---:|---:|"]
+    for r in result["runs"]:
+        lines.append(f"| `--cadence {r['cadence']}` | {r['pairs_embedded']} | "
+                     f"{r['median_detections']['ztf']:.0f} / {r['median_detections']['lsst']:.0f}"
+                     f" | {r['twin_in_10_engine']:.3f} | {r['twin_in_10_exact']:.3f} | "
+                     f"{r['vote_ztf_leave_one_out_macro_f1']:.3f} | "
+                     f"{r['vote_rubin_twins_by_ztf_labels_macro_f1']:.3f} |")
+    result["markdown"] = "\n".join(lines)
+    print(json.dumps(result, indent=2))
+    print(result["markdown"])
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
