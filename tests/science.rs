@@ -587,6 +587,25 @@ fn presets_rank_neighbours_by_one_group_of_features() {
             assert_eq!(&h.object_id, *id, "{group:?}");
         }
         answers.push(hits.iter().map(|h| h.object_id.clone()).collect::<Vec<_>>());
+
+        // recommend scores with the preset's features: one positive, score 1/(1 + d).
+        let recs = engine
+            .recommend(&RecommendQuery {
+                like: vec!["1013184".into()],
+                top: 3,
+                features: group,
+                ..RecommendQuery::default()
+            })
+            .unwrap();
+        for r in &recs {
+            let v = &vectors[ids.iter().position(|i| *i == r.object_id).unwrap()];
+            let d = l2(&cut(&vectors[me]), &cut(v));
+            assert!(
+                (r.score - 1.0 / (1.0 + f64::from(d))).abs() < 1e-5,
+                "{group:?} {r:?}"
+            );
+        }
+        assert_eq!(recs[0].object_id, exact[0].1.as_str(), "{group:?}");
     }
     assert_ne!(
         answers[0], answers[1],

@@ -685,6 +685,9 @@ pub(super) struct RecommendArgs {
     pub(super) user: Option<String>,
     #[arg(long, default_value_t = 10)]
     pub(super) top: usize,
+    /// Which features make objects alike: lightcurve, context or all (see `similar`).
+    #[arg(long, default_value = "all", value_name = "lightcurve|context|all")]
+    pub(super) features: asterism::embed::FeatureGroup,
     #[command(flatten)]
     pub(super) filters: FilterArgs,
     #[arg(long)]

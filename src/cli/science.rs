@@ -71,6 +71,7 @@ pub(super) fn recommend(args: RecommendArgs) -> Result<()> {
         user: args.user,
         top: args.top,
         filters: args.filters.filters(),
+        features: args.features,
     })?;
     output::print_recommendations(&recs, args.json)
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Serialize;
 
 use super::{check_count, read, Engine, EngineError, Filters, Result, MAX_K};
+use crate::embed::FeatureGroup;
 use crate::model::Vote;
 use crate::science::{self, Explanation};
 
@@ -35,8 +36,9 @@ impl Engine {
 
     /// Objects like the positive examples and unlike the negative ones (or like what `user`
     /// voted up and unlike what they voted down), filtered, best first. Score: mean over
-    /// positives of 1/(1 + d) minus mean over negatives of 1/(1 + d). Never returns the
-    /// examples nor objects the user voted on.
+    /// positives of 1/(1 + d) minus mean over negatives of 1/(1 + d), d measured on the
+    /// preset's features (`features`) among the index's nearest candidates of each positive.
+    /// Never returns the examples nor objects the user voted on.
     pub fn recommend(&self, req: &RecommendQuery) -> Result<Vec<Recommendation>> {
         let (mut like, mut unlike) = (req.like.clone(), req.unlike.clone());
         let mut exclude: HashSet<String> = like.iter().chain(&unlike).cloned().collect();
@@ -74,12 +76,19 @@ impl Engine {
                 }
             }
         }
+        let mask = read(&self.live).spec.group_mask(req.features);
+        let masked = |v: &[f32]| -> Vec<f32> { v.iter().zip(&mask).map(|(x, m)| x * m).collect() };
+        let (pos, neg): (Vec<Vec<f32>>, Vec<Vec<f32>>) = (
+            pos.iter().map(|v| masked(v)).collect(),
+            neg.iter().map(|v| masked(v)).collect(),
+        );
         let score = |v: &[f32], set: &[Vec<f32>]| -> f64 {
             if set.is_empty() {
                 return 0.0;
             }
+            let v = masked(v);
             set.iter()
-                .map(|e| 1.0 / (1.0 + f64::from(crate::embed::l2(v, e))))
+                .map(|e| 1.0 / (1.0 + f64::from(crate::embed::l2(&v, e))))
                 .sum::<f64>()
                 / set.len() as f64
         };
@@ -142,6 +151,8 @@ pub struct RecommendQuery {
     pub user: Option<String>,
     pub top: usize,
     pub filters: Filters,
+    /// The features the examples are compared by (a preset, as in `SimilarQuery`).
+    pub features: FeatureGroup,
 }
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Recommendation {

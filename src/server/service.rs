@@ -342,6 +342,7 @@ impl asterism_server::Asterism for Service {
             user: req.user,
             top: bounded("top", req.top)?,
             filters: convert::filters(req.filters),
+            features: convert::features(&req.features)?,
         };
         let engine = Arc::clone(&self.engine);
         blocking(move || {

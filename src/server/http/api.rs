@@ -224,7 +224,7 @@ async fn recommend(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Answer<Vec<Recommendation>> {
-    let accepted: Vec<&str> = ["like", "unlike", "user", "top"]
+    let accepted: Vec<&str> = ["like", "unlike", "user", "top", "features"]
         .into_iter()
         .chain(FILTER_PARAMS)
         .collect();
@@ -240,6 +240,7 @@ async fn recommend(
         user,
         top: params.number("top")?.unwrap_or(DEFAULT_COUNT),
         filters: params.filters()?,
+        features: convert::features(params.get("features").unwrap_or(""))?,
     };
     let engine = shared.engine;
     blocking(move || Ok(Json(engine.recommend(&q)?))).await

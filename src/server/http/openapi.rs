@@ -94,7 +94,7 @@ pub fn document() -> Value {
     .chain([query("explain", "boolean", "explain each distance")])
     .chain(filters())
     .collect();
-    let panel_params: Vec<Value> = [path_id(), k, as_of, at_age, features]
+    let panel_params: Vec<Value> = [path_id(), k, as_of, at_age, features.clone()]
         .into_iter()
         .chain(filters())
         .collect();
@@ -111,6 +111,7 @@ pub fn document() -> Value {
         ),
         user.clone(),
         top.clone(),
+        features.clone(),
     ]
     .into_iter()
     .chain(filters())
