@@ -506,6 +506,14 @@ async fn bad_arguments_are_invalid_argument_with_the_field() {
         .unwrap_err();
     assert_eq!((e.code(), field(&e)), (Code::InvalidArgument, "at_age"));
     let e = c
+        .find_similar(pb::FindSimilarRequest {
+            weights: "context=-1".into(),
+            ..by_id("1013184", 3)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), field(&e)), (Code::InvalidArgument, "weights"));
+    let e = c
         .recommend(pb::RecommendRequest {
             top: 5,
             ..Default::default()

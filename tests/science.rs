@@ -560,12 +560,14 @@ fn presets_rank_neighbours_by_one_group_of_features() {
     let (_dir, engine) = labelled_engine();
     let spec = engine.spec();
     let (ids, vectors) = engine.vectors();
-    let me = ids.iter().position(|i| i == "1013184").unwrap();
+    // A Fink ZTF alert object: it has both lightcurve and packet context.
+    let target = "ZTF19acmbvwi";
+    let me = ids.iter().position(|i| i == target).unwrap();
     let mut answers = Vec::new();
     for group in [FeatureGroup::Lightcurve, FeatureGroup::Context] {
         let mask = spec.group_mask(group);
         let cut = |v: &[f32]| -> Vec<f32> { v.iter().zip(&mask).map(|(x, m)| x * m).collect() };
-        let mut q = SimilarQuery::new(Target::Object("1013184".into()), 5);
+        let mut q = SimilarQuery::new(Target::Object(target.into()), 5);
         q.features = group;
         let hits = engine.find_similar(&q).unwrap();
         assert_eq!(hits.len(), 5);
@@ -573,7 +575,7 @@ fn presets_rank_neighbours_by_one_group_of_features() {
         let mut exact: Vec<(f32, &String)> = ids
             .iter()
             .zip(&vectors)
-            .filter(|(id, _)| *id != "1013184")
+            .filter(|(id, _)| *id != target)
             .map(|(id, v)| (l2(&cut(&vectors[me]), &cut(v)), id))
             .collect();
         exact.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
@@ -591,7 +593,7 @@ fn presets_rank_neighbours_by_one_group_of_features() {
         // recommend scores with the preset's features: one positive, score 1/(1 + d).
         let recs = engine
             .recommend(&RecommendQuery {
-                like: vec!["1013184".into()],
+                like: vec![target.into()],
                 top: 3,
                 features: group,
                 ..RecommendQuery::default()
@@ -610,6 +612,39 @@ fn presets_rank_neighbours_by_one_group_of_features() {
     assert_ne!(
         answers[0], answers[1],
         "shape and context are different questions"
+    );
+    // The query's own group weights: context weighed 3 against 1, ranked exactly here.
+    let weights: asterism::embed::GroupWeights = "lightcurve=1,context=3".parse().unwrap();
+    let mult = spec.group_multipliers(FeatureGroup::All, Some(weights));
+    let times = |v: &[f32]| -> Vec<f32> { v.iter().zip(&mult).map(|(x, m)| x * m).collect() };
+    let mut q = SimilarQuery::new(Target::Object(target.into()), 5);
+    q.weights = Some(weights);
+    let hits = engine.find_similar(&q).unwrap();
+    for h in &hits {
+        let v = &vectors[ids.iter().position(|i| *i == h.object_id).unwrap()];
+        let d = l2(&times(&vectors[me]), &times(v));
+        assert!(
+            (h.distance - d).abs() < 1e-4,
+            "{} {} vs {d}",
+            h.object_id,
+            h.distance
+        );
+    }
+    assert!(hits.windows(2).all(|w| w[0].distance <= w[1].distance));
+
+    // A lightcurve table carries no packet context: a context preset is refused.
+    let mut q = SimilarQuery::new(Target::Object("1013184".into()), 5);
+    q.features = FeatureGroup::Context;
+    let e = engine.find_similar(&q).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            EngineError::InvalidArgument {
+                field: "features",
+                ..
+            }
+        ),
+        "{e:?}"
     );
 }
 

@@ -530,6 +530,10 @@ pub(super) struct SimilarArgs {
     /// index's metric: is the same kind of thing).
     #[arg(long, default_value = "all", value_name = "lightcurve|context|all")]
     pub(super) features: asterism::embed::FeatureGroup,
+    /// The query's own weights of the feature groups, on top of the store's: candidates from
+    /// the index are ranked with them.
+    #[arg(long, value_name = "lightcurve=W,context=W")]
+    pub(super) weights: Option<asterism::embed::GroupWeights>,
     /// Compare every object as it was DAYS after its own first detection (early-lightcurve
     /// analogs; exact, every object embedded at that age).
     #[arg(long, value_name = "DAYS")]
@@ -688,6 +692,10 @@ pub(super) struct RecommendArgs {
     /// Which features make objects alike: lightcurve, context or all (see `similar`).
     #[arg(long, default_value = "all", value_name = "lightcurve|context|all")]
     pub(super) features: asterism::embed::FeatureGroup,
+    /// The query's own weights of the feature groups, on top of the store's: candidates from
+    /// the index are ranked with them.
+    #[arg(long, value_name = "lightcurve=W,context=W")]
+    pub(super) weights: Option<asterism::embed::GroupWeights>,
     #[command(flatten)]
     pub(super) filters: FilterArgs,
     #[arg(long)]

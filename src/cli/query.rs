@@ -29,6 +29,7 @@ pub(super) fn similar(args: SimilarArgs) -> Result<()> {
     let mut query = SimilarQuery::new(Target::Object(args.object_id.clone()), args.k);
     query.as_of = args.as_of;
     query.features = args.features;
+    query.weights = args.weights;
     query.at_age = args.at_age;
     query.filters = args.filters.filters();
     let neighbours = engine.find_similar(&query)?;

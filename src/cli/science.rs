@@ -72,6 +72,7 @@ pub(super) fn recommend(args: RecommendArgs) -> Result<()> {
         top: args.top,
         filters: args.filters.filters(),
         features: args.features,
+        weights: args.weights,
     })?;
     output::print_recommendations(&recs, args.json)
 }

@@ -86,6 +86,47 @@ impl std::str::FromStr for FeatureGroup {
     }
 }
 
+/// A query's own weights of the two groups, on top of the spec's (`lightcurve=W,context=W`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupWeights {
+    pub lightcurve: f64,
+    pub context: f64,
+}
+
+impl std::str::FromStr for GroupWeights {
+    type Err = String;
+    /// Parses `lightcurve=W,context=W` (either may be left out: weight 1).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let mut w = GroupWeights {
+            lightcurve: 1.0,
+            context: 1.0,
+        };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}` is not GROUP=WEIGHT"))?;
+            let value: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{value}` is not a number"))?;
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(format!(
+                    "weight {value} of {name} is not a finite number >= 0"
+                ));
+            }
+            match name.trim() {
+                "lightcurve" => w.lightcurve = value,
+                "context" => w.context = value,
+                other => return Err(format!("unknown feature group `{other}`")),
+            }
+        }
+        if w.lightcurve == 0.0 && w.context == 0.0 {
+            return Err("at least one group needs a weight above 0".into());
+        }
+        Ok(w)
+    }
+}
+
 /// Name prefix of the context group's features.
 pub const CONTEXT_PREFIX: &str = "ctx_";
 
@@ -366,11 +407,16 @@ fn context(record: &ObjectRecord, detections: &[&Detection], as_of: Option<f64>)
         .or_else(|| number("diaSource.reliability"))
         .filter(|x| (0.0..=1.0).contains(x))
         .unwrap_or(f64::NAN);
+    // Only difference photometry has a sign: tables of magnitudes leave it undefined.
+    let differences = detections
+        .iter()
+        .filter(|d| matches!(d.unit, Unit::DiffMag { .. } | Unit::FluxNjy))
+        .count();
     let negative = detections.iter().filter(|d| is_negative(d)).count();
-    let negative_fraction = if detections.is_empty() {
+    let negative_fraction = if differences == 0 {
         f64::NAN
     } else {
-        negative as f64 / detections.len() as f64
+        negative as f64 / differences as f64
     };
     [
         point_source.unwrap_or(f64::NAN),
@@ -633,9 +679,27 @@ impl EmbeddingSpec {
 
     /// Multipliers (0 or 1) that keep one group's features of a vector of this spec.
     pub fn group_mask(&self, group: FeatureGroup) -> Vec<f32> {
+        self.group_multipliers(group, None)
+    }
+
+    /// Multipliers of a vector of this spec for a query: the preset's group kept, each group
+    /// times the query's own weight.
+    pub fn group_multipliers(
+        &self,
+        group: FeatureGroup,
+        weights: Option<GroupWeights>,
+    ) -> Vec<f32> {
         self.feature_names
             .iter()
-            .map(|n| if group.contains(n) { 1.0 } else { 0.0 })
+            .map(|n| {
+                let kept = if group.contains(n) { 1.0 } else { 0.0 };
+                let w = match weights {
+                    None => 1.0,
+                    Some(w) if FeatureGroup::Context.contains(n) => w.context,
+                    Some(w) => w.lightcurve,
+                };
+                (kept * w) as f32
+            })
             .collect()
     }
 }
@@ -748,7 +812,10 @@ mod tests {
             ztf[at("ctx_log_gaia_distance")].is_nan(),
             "not sent: missing"
         );
-        assert_eq!(ztf[at("ctx_negative_fraction")], 0.0);
+        assert!(
+            ztf[at("ctx_negative_fraction")].is_nan(),
+            "magnitudes (not differences) have no sign"
+        );
 
         let rubin = context_of(
             Survey::Lsst,
@@ -768,6 +835,38 @@ mod tests {
         );
         assert!((rubin[at("ctx_log_history")] - 1.0).abs() < 1e-12);
         assert!(rubin[at("ctx_catalogue_mag")].is_nan());
+    }
+
+    #[test]
+    fn group_weights_parse_and_multiply_their_group() {
+        let w: GroupWeights = "lightcurve=2, context=0.5".parse().unwrap();
+        assert_eq!((w.lightcurve, w.context), (2.0, 0.5));
+        let w: GroupWeights = "context=3".parse().unwrap();
+        assert_eq!((w.lightcurve, w.context), (1.0, 3.0));
+        for bad in [
+            "context=-1",
+            "shape=1",
+            "lightcurve",
+            "lightcurve=0,context=0",
+            "context=x",
+        ] {
+            assert!(bad.parse::<GroupWeights>().is_err(), "{bad}");
+        }
+        let spec = EmbeddingSpec::initial(&Embedder::new());
+        let m = spec.group_multipliers(FeatureGroup::All, Some("context=3".parse().unwrap()));
+        for (name, x) in spec.feature_names.iter().zip(&m) {
+            let want = if name.starts_with(CONTEXT_PREFIX) {
+                3.0
+            } else {
+                1.0
+            };
+            assert_eq!(*x, want, "{name}");
+        }
+        let m = spec.group_multipliers(FeatureGroup::Context, Some("context=3".parse().unwrap()));
+        assert_eq!(
+            m.iter().filter(|x| **x == 0.0).count(),
+            spec.feature_names.len() - 13
+        );
     }
 
     #[test]

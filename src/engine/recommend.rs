@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Serialize;
 
 use super::{check_count, read, Engine, EngineError, Filters, Result, MAX_K};
-use crate::embed::FeatureGroup;
+use crate::embed::{FeatureGroup, GroupWeights};
 use crate::model::Vote;
 use crate::science::{self, Explanation};
 
@@ -76,7 +76,9 @@ impl Engine {
                 }
             }
         }
-        let mask = read(&self.live).spec.group_mask(req.features);
+        let mask = read(&self.live)
+            .spec
+            .group_multipliers(req.features, req.weights);
         let masked = |v: &[f32]| -> Vec<f32> { v.iter().zip(&mask).map(|(x, m)| x * m).collect() };
         let (pos, neg): (Vec<Vec<f32>>, Vec<Vec<f32>>) = (
             pos.iter().map(|v| masked(v)).collect(),
@@ -153,6 +155,8 @@ pub struct RecommendQuery {
     pub filters: Filters,
     /// The features the examples are compared by (a preset, as in `SimilarQuery`).
     pub features: FeatureGroup,
+    /// The query's own group weights (as in `SimilarQuery`).
+    pub weights: Option<GroupWeights>,
 }
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Recommendation {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use rayon::prelude::*;
 
 use super::{check_count, read, Engine, EngineError, Result};
-use crate::embed::{l2, FeatureGroup};
+use crate::embed::{l2, FeatureGroup, GroupWeights};
 use crate::index::exact_knn;
 use crate::model::{Alert, Detection, Label, ObjectRecord, Survey, Unit, VectorVersion};
 use crate::science::{self, taxonomy, Explanation};
@@ -63,6 +63,9 @@ pub struct SimilarQuery {
     /// The features that make objects alike (a preset): `All` is the index's metric;
     /// `Lightcurve` or `Context` rank by that group's features alone.
     pub features: FeatureGroup,
+    /// The query's own weights of the groups, on top of the spec's (candidates from the
+    /// index ranked with them, as a preset's).
+    pub weights: Option<GroupWeights>,
 }
 
 /// Candidates the index gives a preset query before they are ranked by the preset's
@@ -82,6 +85,7 @@ impl SimilarQuery {
             at_age: None,
             explain: false,
             features: FeatureGroup::All,
+            weights: None,
         }
     }
 }
@@ -266,11 +270,49 @@ impl Engine {
                 return Err(invalid("at_age", "give as_of or at_age, not both"));
             }
         }
+        self.check_preset(q)?;
         match (q.as_of, q.at_age) {
             (Some(t), _) => self.similar_then(q, self.versions_at(t)?),
             (None, Some(days)) => self.similar_then(q, self.versions_at_age(days)?),
             (None, None) => self.similar_now(q),
         }
+    }
+
+    /// A preset's group must have a feature the target defines: ranking by features the
+    /// target lacks (every one masked) would tie every object at distance 0.
+    fn check_preset(&self, q: &SimilarQuery) -> Result<()> {
+        if q.features == FeatureGroup::All {
+            return Ok(());
+        }
+        let mask = match &q.target {
+            Target::Object(id) => self.vector(id)?.1,
+            Target::Lightcurve(detections) => {
+                let record = lightcurve_record(detections)?;
+                self.spec()
+                    .transform(&self.embedder.features(&record, None))
+                    .1
+            }
+            Target::Vector(_) => return Ok(()),
+        };
+        let names = self.embedder.names();
+        let defined = names
+            .iter()
+            .zip(&mask)
+            .any(|(name, missing)| q.features.contains(name) && !missing);
+        if defined {
+            return Ok(());
+        }
+        let what = match &q.target {
+            Target::Object(id) => format!("object `{id}`"),
+            _ => "the lightcurve".to_string(),
+        };
+        Err(invalid(
+            "features",
+            format!(
+                "{what} has none of the {} features (lightcurve tables carry no packet context)",
+                q.features.as_str()
+            ),
+        ))
     }
 
     /// The query vector of `target`. `mask` (which features are undefined) is only filled
@@ -329,7 +371,7 @@ impl Engine {
     fn similar_now(&self, q: &SimilarQuery) -> Result<Vec<SimilarHit>> {
         let r = self.resolve(&q.target, q.explain)?;
         let total = read(&self.live).len();
-        let preset = q.features != FeatureGroup::All;
+        let preset = q.features != FeatureGroup::All || q.weights.is_some();
         let mut pool = if preset {
             (20 * q.k).max(PRESET_CANDIDATES)
         } else if q.filters.is_empty() {
@@ -337,7 +379,7 @@ impl Engine {
         } else {
             (4 * q.k).max(50)
         };
-        let mask = self.spec().group_mask(q.features);
+        let mask = self.spec().group_multipliers(q.features, q.weights);
         loop {
             let found = read(&self.live).search(&r.vector, pool, r.exclude.as_deref());
             let exhausted = found.len() < pool || pool >= total;
@@ -477,7 +519,7 @@ impl Engine {
             other => self.resolve(other, q.explain)?,
         };
         let ids: Vec<&String> = at.keys().collect();
-        let mask = spec.group_mask(q.features);
+        let mask = spec.group_multipliers(q.features, q.weights);
         let r = Resolved {
             vector: masked(&r.vector, &mask),
             ..r
@@ -569,7 +611,8 @@ impl Engine {
     }
 }
 
-/// `v` with the features outside a group zeroed (`mask` from `EmbeddingSpec::group_mask`).
+/// `v` times a query's multipliers (`EmbeddingSpec::group_multipliers`: a preset's group
+/// kept, the query's group weights).
 fn masked(v: &[f32], mask: &[f32]) -> Vec<f32> {
     v.iter().zip(mask).map(|(x, m)| x * m).collect()
 }

@@ -2,7 +2,7 @@
 
 use super::proto as pb;
 use super::ServerError;
-use crate::embed::FeatureGroup;
+use crate::embed::{FeatureGroup, GroupWeights};
 use crate::engine::{
     AnomalyScore, Classification, Cone, Filters, Recommendation, SimilarHit, Target,
 };
@@ -239,6 +239,16 @@ pub fn features(name: &str) -> Result<FeatureGroup, ServerError> {
     }
     name.parse()
         .map_err(|reason: String| ServerError::invalid("features", reason))
+}
+
+/// A query's group weights (`lightcurve=W,context=W`); empty is none.
+pub fn weights(text: &str) -> Result<Option<GroupWeights>, ServerError> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|reason: String| ServerError::invalid("weights", reason))
 }
 
 pub fn target(q: Option<pb::find_similar_request::Query>) -> Result<Target, ServerError> {

@@ -272,6 +272,7 @@ impl asterism_server::Asterism for Service {
         query.as_of = req.as_of;
         query.explain = req.explain;
         query.features = convert::features(&req.features)?;
+        query.weights = convert::weights(&req.weights)?;
         query.at_age = req.at_age;
         let engine = Arc::clone(&self.engine);
         blocking(move || {
@@ -343,6 +344,7 @@ impl asterism_server::Asterism for Service {
             top: bounded("top", req.top)?,
             filters: convert::filters(req.filters),
             features: convert::features(&req.features)?,
+            weights: convert::weights(&req.weights)?,
         };
         let engine = Arc::clone(&self.engine);
         blocking(move || {

@@ -89,15 +89,17 @@ fn similar_query(id: &str, params: &Params) -> Result<SimilarQuery, ServerError>
     query.as_of = params.number("as_of")?;
     query.filters = params.filters()?;
     query.features = convert::features(params.get("features").unwrap_or(""))?;
+    query.weights = convert::weights(params.get("weights").unwrap_or(""))?;
     query.at_age = params.number("at_age")?;
     Ok(query)
 }
 
-const SIMILAR_PARAMS: [&str; 9] = [
+const SIMILAR_PARAMS: [&str; 10] = [
     "k",
     "as_of",
     "at_age",
     "features",
+    "weights",
     "explain",
     "class",
     "min_detections",
@@ -105,11 +107,12 @@ const SIMILAR_PARAMS: [&str; 9] = [
     "cone",
 ];
 
-const PANEL_PARAMS: [&str; 8] = [
+const PANEL_PARAMS: [&str; 9] = [
     "k",
     "as_of",
     "at_age",
     "features",
+    "weights",
     "class",
     "min_detections",
     "since",
@@ -224,7 +227,7 @@ async fn recommend(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Answer<Vec<Recommendation>> {
-    let accepted: Vec<&str> = ["like", "unlike", "user", "top", "features"]
+    let accepted: Vec<&str> = ["like", "unlike", "user", "top", "features", "weights"]
         .into_iter()
         .chain(FILTER_PARAMS)
         .collect();
@@ -241,6 +244,7 @@ async fn recommend(
         top: params.number("top")?.unwrap_or(DEFAULT_COUNT),
         filters: params.filters()?,
         features: convert::features(params.get("features").unwrap_or(""))?,
+        weights: convert::weights(params.get("weights").unwrap_or(""))?,
     };
     let engine = shared.engine;
     blocking(move || Ok(Json(engine.recommend(&q)?))).await

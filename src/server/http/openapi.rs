@@ -77,6 +77,11 @@ pub fn document() -> Value {
         "number",
         "compare every object as it was this many days after its first detection",
     );
+    let weights = query(
+        "weights",
+        "string",
+        "the query's own group weights, lightcurve=W,context=W",
+    );
     let top = query("top", "integer", "how many (1..=1000, default 10)");
     let user = query(
         "user",
@@ -89,15 +94,23 @@ pub fn document() -> Value {
         as_of.clone(),
         at_age.clone(),
         features.clone(),
+        weights.clone(),
     ]
     .into_iter()
     .chain([query("explain", "boolean", "explain each distance")])
     .chain(filters())
     .collect();
-    let panel_params: Vec<Value> = [path_id(), k, as_of, at_age, features.clone()]
-        .into_iter()
-        .chain(filters())
-        .collect();
+    let panel_params: Vec<Value> = [
+        path_id(),
+        k,
+        as_of,
+        at_age,
+        features.clone(),
+        weights.clone(),
+    ]
+    .into_iter()
+    .chain(filters())
+    .collect();
     let recommend_params: Vec<Value> = [
         query(
             "like",
@@ -112,6 +125,7 @@ pub fn document() -> Value {
         user.clone(),
         top.clone(),
         features.clone(),
+        weights,
     ]
     .into_iter()
     .chain(filters())
