@@ -238,6 +238,44 @@ fn errors_have_the_grpc_codes_http_status_and_tokens_are_the_grpc_ones() {
     error("/api/v1/recommend", 400, Some("positive"));
     error("/api/v1/explain?a=1013184", 400, Some("b"));
     error("/api/v1/no/such/path", 404, None);
+    // Similarity presets, group weights and ages are checked as over gRPC; a lightcurve
+    // table has no packet context to rank by.
+    error(
+        "/api/v1/objects/1013184/similar?features=shape",
+        400,
+        Some("features"),
+    );
+    error(
+        "/api/v1/objects/1013184/similar?features=context",
+        400,
+        Some("features"),
+    );
+    error(
+        "/api/v1/objects/1013184/similar?weights=context%3D-1",
+        400,
+        Some("weights"),
+    );
+    error(
+        "/api/v1/objects/1013184/similar?at_age=-1",
+        400,
+        Some("at_age"),
+    );
+    error(
+        "/api/v1/recommend?like=1013184&features=shape",
+        400,
+        Some("features"),
+    );
+    let a = get(
+        h,
+        "/api/v1/objects/1013184/similar?k=3&features=lightcurve&at_age=30",
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json()["neighbours"].as_array().map(Vec::len), Some(3));
+    let a = get(
+        h,
+        "/api/v1/recommend?like=1013184&top=2&weights=lightcurve%3D2",
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
 
     // Votes need the user's own token, as over gRPC.
     let vote = |token: Option<&str>, object: &str, direction: &str| {
