@@ -170,10 +170,7 @@ impl Engine {
         if let Some(s) = packet_snia_score {
             science::pool_snia_score(&mut probabilities, s);
         }
-        let best = probabilities
-            .iter()
-            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(c, p)| (c.clone(), *p));
+        let best = science::best_class(&probabilities);
         Ok(Classification {
             object_id: object_id.to_string(),
             class: best.as_ref().map(|b| b.0.clone()),
@@ -306,9 +303,7 @@ impl Engine {
                     .filter_map(|(n, d)| truth.get(n.as_ref()).map(|c| (c.clone(), d)))
                     .take(VOTERS)
                     .collect();
-                science::vote(&voters)
-                    .into_iter()
-                    .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+                science::best_class(&science::vote(&voters))
                     .map_or_else(|| "none".to_string(), |(c, _)| c)
             })
             .collect();

@@ -16,6 +16,7 @@ use super::Engine;
 use super::{current_entries, lock, read, EngineError, Result};
 use crate::embed::{l2, EmbeddingSpec, LearnedMetric, Metric};
 use crate::index::live::Entry;
+use crate::index::{exact_knn, numbered, PointId};
 use crate::model::{Label, ObjectRecord, VectorVersion};
 use crate::science;
 use crate::science::metric::{relevance_weights, stratified_folds};
@@ -196,13 +197,15 @@ impl Engine {
             let train_classes: Vec<usize> = train.iter().map(|&i| classes[i]).collect();
             let weights = relevance_weights(&train_rows, &train_classes, &base.weights)
                 .unwrap_or_else(|| base.weights.clone());
-            let weighed: Vec<Vec<f32>> = rows.iter().map(|r| weigh(r, &weights)).collect();
-            let voters: Vec<(usize, &[f32])> =
-                train.iter().map(|&i| (i, weighed[i].as_slice())).collect();
+            let points = numbered(rows.iter().map(|r| weigh(r, &weights)).collect());
+            let in_training = |p: PointId| fold_of[p as usize] != f;
             let test: Vec<usize> = (0..rows.len()).filter(|&i| fold_of[i] == f).collect();
             let answers: Vec<(usize, String)> = test
                 .par_iter()
-                .map(|&i| (i, nearest_vote(&weighed[i], &voters, &classes, &names)))
+                .map(|&i| {
+                    let c = nearest_vote(&points, &points[i].1, &in_training, &classes, &names);
+                    (i, c)
+                })
                 .collect();
             for (i, c) in answers {
                 predicted[i] = c;
@@ -232,15 +235,12 @@ impl Engine {
         let entries = self.truth_entries(truth, Some(days))?;
         let labelled: Vec<(&Entry, &String)> = entries.iter().map(|(e, c)| (e, c)).collect();
         let (rows, classes, names) = numbered_rows(&spec, &labelled);
-        let weighed: Vec<Vec<f32>> = rows.iter().map(|r| weigh(r, &spec.weights)).collect();
+        let points = numbered(rows.iter().map(|r| weigh(r, &spec.weights)).collect());
         let predicted: Vec<String> = (0..rows.len())
             .into_par_iter()
             .map(|i| {
-                let voters: Vec<(usize, &[f32])> = (0..rows.len())
-                    .filter(|&j| j != i)
-                    .map(|j| (j, weighed[j].as_slice()))
-                    .collect();
-                nearest_vote(&weighed[i], &voters, &classes, &names)
+                let others = |p: PointId| p as usize != i;
+                nearest_vote(&points, &points[i].1, &others, &classes, &names)
             })
             .collect();
         let actual: Vec<String> = classes.iter().map(|&c| names[c].clone()).collect();
@@ -291,10 +291,7 @@ impl Engine {
         let votes: Vec<(String, f32)> =
             near.iter().map(|v| (v.class.clone(), v.distance)).collect();
         let probabilities = science::vote(&votes);
-        let best = probabilities
-            .iter()
-            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(c, p)| (c.clone(), *p));
+        let best = science::best_class(&probabilities);
         let imported = self
             .store
             .labels_of(&[object_id])?
@@ -326,25 +323,20 @@ fn weigh(row: &[f32], weights: &[f64]) -> Vec<f32> {
         .collect()
 }
 
-/// The class the [`VOTERS`] candidates nearest to `q` vote for (`candidates`: row number and
-/// vector; `classes[row]` numbers the class in `names`).
+/// The class the [`VOTERS`] points nearest to `q` among those `voters` accepts vote for
+/// (`points` numbered by row; `classes[row]` numbers the class in `names`).
 fn nearest_vote(
+    points: &[(PointId, Vec<f32>)],
     q: &[f32],
-    candidates: &[(usize, &[f32])],
+    voters: &(dyn Fn(PointId) -> bool + Sync),
     classes: &[usize],
     names: &[String],
 ) -> String {
-    let mut near: Vec<(f32, usize)> = candidates.iter().map(|(i, v)| (l2(q, v), *i)).collect();
-    near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let voters: Vec<(String, f32)> = near
+    let votes: Vec<(String, f32)> = exact_knn(points, q, VOTERS, voters)
         .iter()
-        .take(VOTERS)
-        .map(|(d, i)| (names[classes[*i]].clone(), *d))
+        .map(|h| (names[classes[h.point as usize]].clone(), h.distance))
         .collect();
-    science::vote(&voters)
-        .into_iter()
-        .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
-        .map_or_else(|| "none".to_string(), |(c, _)| c)
+    science::best_class(&science::vote(&votes)).map_or_else(|| "none".to_string(), |(c, _)| c)
 }
 
 /// The unlearned (scaler only, unweighted) vectors of labelled entries, their classes

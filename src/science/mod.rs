@@ -21,4 +21,4 @@ pub use anomaly::{local_outlier_factor, percentile_ranks, IndexedLists, Isolatio
 pub use explain::{explain, Contribution, Explanation};
 pub use metrics::{evaluate, ClassFigures, Evaluation};
 pub use spread::spread_labels;
-pub use vote::{pool_snia_score, snia_score, vote, SCORE_BETA, VOTE_ALPHA, VOTE_D0};
+pub use vote::{best_class, pool_snia_score, snia_score, vote, SCORE_BETA, VOTE_ALPHA, VOTE_D0};

@@ -38,6 +38,14 @@ pub fn vote(voters: &[(String, f32)]) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// The most probable class and its probability; at equal probabilities the first by name.
+pub fn best_class(probabilities: &BTreeMap<String, f64>) -> Option<(String, f64)> {
+    probabilities
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
+        .map(|(c, p)| (c.clone(), *p))
+}
+
 /// Pools vote probabilities with a packet's SN Ia probability `s` (see the module doc).
 pub fn pool_snia_score(probs: &mut BTreeMap<String, f64>, s: f64) {
     let c = probs.len();
