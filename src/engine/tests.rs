@@ -98,11 +98,12 @@ fn check_lists_after_small_batches(config: EngineConfig) -> tempfile::TempDir {
             .count();
         total += truth.len();
     }
-    // Measured over repeated runs (feature version 3): 0.92-0.95 with USearch, 0.94-0.95
-    // with hnsw_rs; the lists are patched batch by batch, so a few lag behind moved objects,
-    // and which ones depends on the insertion order of the parallel batches. (At 1M objects
-    // the stored lists' recall is a benchmark figure: BENCHMARKS.md, W5.)
+    // Measured over repeated runs (feature version 3, both backends, alone and beside the
+    // rest of the suite): 0.983-1.0. The lists are patched batch by batch; before the
+    // two-hop candidates of `lists::entered`, lists missed the hubs that moved near them
+    // (0.87-0.95). (At 1M objects the stored lists' recall is a benchmark figure:
+    // BENCHMARKS.md, W5.)
     let recall = hits as f64 / total as f64;
-    assert!(recall > 0.9, "graph recall@10 {recall}");
+    assert!(recall > 0.97, "graph recall@10 {recall}");
     dir
 }

@@ -12,6 +12,37 @@ use super::{Lists, Replaced, Result, GRAPH_K, STORED_K};
 use crate::index::live::LiveIndex;
 use crate::model::Neighbour;
 
+/// The lists each moved object now enters though neither names the other: k-NN is not
+/// symmetric, and an object near many (a hub) belongs in lists whose owners lie far down its
+/// own ranking. Such an owner lists objects near the moved one, so the candidates are the
+/// owners of the lists naming its new neighbours, kept where it lies within the list's
+/// radius ([`ReverseGraph::radius`]).
+fn entered(
+    live: &LiveIndex,
+    reverse: &ReverseGraph,
+    own: &Lists,
+    moved: &HashSet<&str>,
+) -> Vec<(String, Vec<String>)> {
+    own.par_iter()
+        .filter_map(|(x, list)| {
+            let xv = live.current(x)?;
+            let mut seen: HashSet<&str> = list.iter().map(|n| n.object_id.as_str()).collect();
+            let ys = list
+                .iter()
+                .flat_map(|w| reverse.listed_by(&w.object_id))
+                .filter(|y| !moved.contains(y) && seen.insert(y))
+                .filter(|y| {
+                    live.current(y).is_some_and(|yv| {
+                        crate::embed::l2(&xv.vector, &yv.vector) <= reverse.radius(y)
+                    })
+                })
+                .map(str::to_string)
+                .collect();
+            Some((x.clone(), ys))
+        })
+        .collect()
+}
+
 /// Fresh neighbour lists for `ids`, by index search.
 pub fn search(live: &LiveIndex, ids: &[String]) -> Lists {
     ids.par_iter()
@@ -61,6 +92,11 @@ pub fn relink(
             if !moved_set.contains(y) {
                 touched.entry(y.to_string()).or_default().insert(x.clone());
             }
+        }
+    }
+    for (x, ys) in entered(live, reverse, &own, &moved_set) {
+        for y in ys {
+            touched.entry(y).or_default().insert(x.clone());
         }
     }
     // One read for the lists being replaced: the moved objects' own, then the touched.

@@ -6,12 +6,14 @@
 //! Refresh policy ([`lists`]), applied by the engine in the same atomic write as the alerts
 //! that caused it: when an ingest batch re-embeds a set C of objects, the lists of C are
 //! recomputed by index search; the lists of every object that named a member of C (it may have
-//! moved away) and of every new neighbour of a member of C (it may have moved close) are
-//! patched: the member is taken out and put back at its new distance, and the list keeps only
+//! moved away), of every new neighbour of a member of C (it may have moved close), and of every
+//! object whose list a member now enters though neither names the other (k-NN is not
+//! symmetric: a hub belongs in lists whose owners lie far down its own ranking; found among
+//! the owners of the lists naming its new neighbours, by each list's radius) are patched: the member is taken out and put back at its new distance, and the list keeps only
 //! its entries within its old last distance (those are certain). Only a list left with fewer
 //! than [`GRAPH_K`] certain entries is searched again; the slack makes that rare (without it,
 //! most moves sent the ~10 lists naming the moved object back to the index). About |C| searches
-//! plus O(k·|C|) distance computations per batch; a scaler refit recomputes every list. "The
+//! plus O(k²·|C|) distance computations per batch; a scaler refit recomputes every list. "The
 //! objects that named a member of C" come from the reverse graph ([`reverse`]).
 //!
 //! Analytics on the graph: connected components ([`components`], petgraph) and KMeans clusters

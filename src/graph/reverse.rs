@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use super::Replaced;
+use super::{Replaced, GRAPH_K};
 use crate::model::Neighbour;
 use crate::store::{Store, StoreError};
 
@@ -27,6 +27,10 @@ pub struct ReverseGraph {
     names: Vec<Arc<str>>,
     /// By object number: the numbers of the objects listing it (no repeats, unordered).
     listed_by: Vec<Vec<u32>>,
+    /// By object number: the distance within which an object enters its stored list (the
+    /// last one's, as a patch keeps what lies within it; infinite while the list holds fewer
+    /// than [`GRAPH_K`], as in a small index, or is not read yet).
+    radius: Vec<f32>,
 }
 
 impl ReverseGraph {
@@ -53,7 +57,23 @@ impl ReverseGraph {
         self.number
             .insert_unique(hash, n, |&m| hasher.hash_one(&*names[m as usize]));
         self.listed_by.push(Vec::new());
+        self.radius.push(f32::INFINITY);
         n
+    }
+
+    /// Notes the list `by` now has: the distance a newcomer must beat to enter it.
+    fn set_radius(&mut self, by: &str, list: &[Neighbour]) {
+        let b = self.intern(by);
+        self.radius[b as usize] = match list.last() {
+            Some(last) if list.len() >= GRAPH_K => last.distance,
+            _ => f32::INFINITY,
+        };
+    }
+
+    /// The distance within which an object enters `id`'s stored list (see `radius`).
+    pub fn radius(&self, id: &str) -> f32 {
+        self.number_of(id)
+            .map_or(f32::INFINITY, |n| self.radius[n as usize])
     }
 
     /// Notes that `by`'s list names `listed`.
@@ -90,6 +110,7 @@ impl ReverseGraph {
         for n in list {
             self.add(&n.object_id, by);
         }
+        self.set_radius(by, list);
     }
 
     /// Adds every edge of `lists` (each object's list).
@@ -111,12 +132,14 @@ impl ReverseGraph {
             for n in list.iter().filter(|n| !has(&old, &n.object_id)) {
                 self.add(&n.object_id, id);
             }
+            self.set_radius(id, list);
         }
     }
 
     /// Drops every edge (the numbering stays).
     pub fn clear(&mut self) {
         self.listed_by.iter_mut().for_each(Vec::clear);
+        self.radius.iter_mut().for_each(|r| *r = f32::INFINITY);
     }
 
     /// Reads the graph from every stored list; stops early (with what it has) once `cancel`
@@ -146,6 +169,7 @@ impl ReverseGraph {
         graph.listed_by.iter_mut().for_each(Vec::shrink_to_fit);
         graph.names.shrink_to_fit();
         graph.listed_by.shrink_to_fit();
+        graph.radius.shrink_to_fit();
         crate::memory::release_free_memory();
         Ok(graph)
     }
