@@ -569,8 +569,18 @@ fn presets_rank_neighbours_by_one_group_of_features() {
         let cut = |v: &[f32]| -> Vec<f32> { v.iter().zip(&mask).map(|(x, m)| x * m).collect() };
         let mut q = SimilarQuery::new(Target::Object(target.into()), 5);
         q.features = group;
+        q.explain = true;
         let hits = engine.find_similar(&q).unwrap();
         assert_eq!(hits.len(), 5);
+        // Each explanation splits the distance the preset ranked by, over its features.
+        for h in &hits {
+            let e = h.explanation.as_ref().expect("explained");
+            assert!((e.distance - h.distance).abs() < 1e-4, "{group:?} {e:?}");
+            assert!(!e.closest.is_empty());
+            for c in &e.closest {
+                assert!(group.contains(&c.feature), "{group:?}: {}", c.feature);
+            }
+        }
         // Fewer objects than the preset's candidates: the answer is the exact ranking.
         let mut exact: Vec<(f32, &String)> = ids
             .iter()
@@ -619,10 +629,13 @@ fn presets_rank_neighbours_by_one_group_of_features() {
     let times = |v: &[f32]| -> Vec<f32> { v.iter().zip(&mult).map(|(x, m)| x * m).collect() };
     let mut q = SimilarQuery::new(Target::Object(target.into()), 5);
     q.weights = Some(weights);
+    q.explain = true;
     let hits = engine.find_similar(&q).unwrap();
     for h in &hits {
         let v = &vectors[ids.iter().position(|i| *i == h.object_id).unwrap()];
         let d = l2(&times(&vectors[me]), &times(v));
+        let e = h.explanation.as_ref().expect("explained");
+        assert!((e.distance - d).abs() < 1e-4, "{e:?} vs {d}");
         assert!(
             (h.distance - d).abs() < 1e-4,
             "{} {} vs {d}",

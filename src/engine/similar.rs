@@ -561,6 +561,15 @@ impl Engine {
         hits: Vec<(String, f32, Option<VectorVersion>)>,
     ) -> Result<Vec<SimilarHit>> {
         let spec = self.spec();
+        // An explanation splits the distance the hits were ranked by: a preset's features
+        // (each times the query's group weight); the others count as missing.
+        let multipliers = spec.group_multipliers(q.features, q.weights);
+        let left_out: Vec<bool> = multipliers.iter().map(|m| *m == 0.0).collect();
+        let weighed = |v: &[f32], mask: &[bool]| -> (Vec<f32>, Vec<bool>) {
+            let mask = mask.iter().zip(&left_out).map(|(a, b)| *a || *b).collect();
+            (masked(v, &multipliers), mask)
+        };
+        let target = q.explain.then(|| weighed(&r.vector, &r.mask));
         let mut out = Vec::new();
         for chunk in hits.chunks(q.k.max(16)) {
             let ids: Vec<&str> = chunk.iter().map(|h| h.0.as_str()).collect();
@@ -582,21 +591,16 @@ impl Engine {
                 let Some(class) = self.class_if_admitted(id, label, &q.filters)? else {
                     continue;
                 };
-                let explanation = if q.explain {
-                    let (hv, hm) = match version {
-                        Some(v) => spec.scale(&v.raw),
-                        None => self.vector(id)?,
-                    };
-                    Some(science::explain(
-                        self.embedder.names(),
-                        &r.vector,
-                        &hv,
-                        &r.mask,
-                        &hm,
-                        8,
-                    ))
-                } else {
-                    None
+                let explanation = match &target {
+                    Some((tv, tm)) => {
+                        let (hv, hm) = match version {
+                            Some(v) => spec.scale(&v.raw),
+                            None => self.vector(id)?,
+                        };
+                        let (hv, hm) = weighed(&hv, &hm);
+                        Some(science::explain(self.embedder.names(), tv, &hv, tm, &hm, 8))
+                    }
+                    None => None,
                 };
                 out.push(SimilarHit {
                     object_id: id.clone(),
