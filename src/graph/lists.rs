@@ -5,6 +5,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+/// A set of object ids hashed with foldhash (randomly seeded per process), several times
+/// faster than SipHash on these short keys; the relink builds thousands per batch.
+type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
+
 use rayon::prelude::*;
 
 use super::reverse::ReverseGraph;
@@ -16,30 +20,50 @@ use crate::model::Neighbour;
 /// symmetric, and an object near many (a hub) belongs in lists whose owners lie far down its
 /// own ranking. Such an owner lists objects near the moved one, so the candidates are the
 /// owners of the lists naming its new neighbours, kept where it lies within the list's
-/// radius ([`ReverseGraph::radius`]).
+/// radius ([`ReverseGraph::radius`]). An owner the search did not return lies beyond the
+/// moved object's last found neighbour, so one whose radius is shorter than that is passed
+/// over without reading its vector.
 fn entered(
     live: &LiveIndex,
     reverse: &ReverseGraph,
     own: &Lists,
-    moved: &HashSet<&str>,
+    moved: &FastSet<&str>,
 ) -> Vec<(String, Vec<String>)> {
     own.par_iter()
-        .filter_map(|(x, list)| {
+        .map_init(Vec::new, |buf, (x, list)| {
             let xv = live.current(x)?;
-            let mut seen: HashSet<&str> = list.iter().map(|n| n.object_id.as_str()).collect();
-            let ys = list
+            let floor = match list.last() {
+                Some(last) if list.len() >= STORED_K => last.distance,
+                _ => 0.0,
+            };
+            let numbers: Vec<u32> = list
                 .iter()
-                .flat_map(|w| reverse.listed_by(&w.object_id))
-                .filter(|y| !moved.contains(y) && seen.insert(y))
-                .filter(|y| {
-                    live.current(y).is_some_and(|yv| {
-                        crate::embed::l2(&xv.vector, &yv.vector) <= reverse.radius(y)
-                    })
-                })
-                .map(str::to_string)
+                .filter_map(|n| reverse.number(&n.object_id))
                 .collect();
+            let mut seen: FastSet<u32> = numbers.iter().copied().collect();
+            seen.extend(reverse.number(x));
+            let mut ys = Vec::new();
+            for &w in &numbers {
+                for &y in reverse.listed_by_number(w) {
+                    let radius = reverse.radius_of(y);
+                    if radius < floor || !seen.insert(y) {
+                        continue;
+                    }
+                    let name = reverse.name(y);
+                    if moved.contains(name) {
+                        continue;
+                    }
+                    if live
+                        .distance_to(name, &xv.vector, buf)
+                        .is_some_and(|d| d <= radius)
+                    {
+                        ys.push(name.to_string());
+                    }
+                }
+            }
             Some((x.clone(), ys))
         })
+        .flatten()
         .collect()
 }
 
@@ -75,8 +99,8 @@ pub fn relink(
     stored: impl FnOnce(&[&str]) -> Result<Vec<Option<Vec<Neighbour>>>>,
 ) -> Result<(Lists, Replaced)> {
     let own = search(live, moved);
-    let moved_set: HashSet<&str> = moved.iter().map(String::as_str).collect();
-    let mut touched: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+    let moved_set: FastSet<&str> = moved.iter().map(String::as_str).collect();
+    let mut touched: BTreeMap<String, FastSet<String>> = BTreeMap::new();
     for (x, list) in &own {
         for n in list {
             if !moved_set.contains(n.object_id.as_str()) {

@@ -70,6 +70,26 @@ impl ReverseGraph {
         };
     }
 
+    /// `id`'s number, if it is numbered.
+    pub fn number(&self, id: &str) -> Option<u32> {
+        self.number_of(id)
+    }
+
+    /// The object numbered `n`.
+    pub fn name(&self, n: u32) -> &str {
+        &self.names[n as usize]
+    }
+
+    /// The numbers of the objects whose lists name the object numbered `n`.
+    pub fn listed_by_number(&self, n: u32) -> &[u32] {
+        &self.listed_by[n as usize]
+    }
+
+    /// [`ReverseGraph::radius`] of the object numbered `n`.
+    pub fn radius_of(&self, n: u32) -> f32 {
+        self.radius[n as usize]
+    }
+
     /// The distance within which an object enters `id`'s stored list (see `radius`).
     pub fn radius(&self, id: &str) -> f32 {
         self.number_of(id)

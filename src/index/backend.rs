@@ -169,6 +169,14 @@ impl AnyIndex {
         }
     }
 
+    /// [`AnyIndex::exact_vector`] into `out`, reusing its allocation; whether it was read.
+    pub fn exact_vector_into(&self, point: PointId, out: &mut Vec<f32>) -> bool {
+        match self {
+            AnyIndex::Hnsw(_) => false,
+            AnyIndex::Usearch(i) => i.exact_vector_into(point, out),
+        }
+    }
+
     /// Whether the distances of hits are exact (else the caller re-ranks with f32 vectors).
     pub fn exact_distances(&self) -> bool {
         match self {

@@ -448,6 +448,19 @@ impl LiveIndex {
         self.current_of(self.current.get(object_id)?)
     }
 
+    /// The distance from `to` to `object_id`'s current vector, read into `buf` (no allocation
+    /// once it has grown, where [`LiveIndex::current`] copies the vector out).
+    pub fn distance_to(&self, object_id: &str, to: &[f32], buf: &mut Vec<f32>) -> Option<f32> {
+        let slot = self.current.get(object_id)?;
+        match &slot.vector {
+            Some(v) => Some(l2(v, to)),
+            None => self
+                .index
+                .exact_vector_into(slot.point, buf)
+                .then(|| l2(buf, to)),
+        }
+    }
+
     /// Every live object with its current vector (copied one at a time).
     pub fn objects(&self) -> impl Iterator<Item = (&Arc<str>, Current)> + '_ {
         self.current

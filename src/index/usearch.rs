@@ -263,18 +263,26 @@ impl UsearchIndex {
     /// The vector of `point` as stored, when vectors are stored as f32 (then exactly the one
     /// inserted); `None` for f16/i8 storage or a point not in the index.
     pub fn exact_vector(&self, point: PointId) -> Option<Vec<f32>> {
+        let mut v = Vec::new();
+        self.exact_vector_into(point, &mut v).then_some(v)
+    }
+
+    /// [`UsearchIndex::exact_vector`] into `out` (resized to the dimensions), without an
+    /// allocation once `out` has grown; whether the point's vector was read.
+    pub fn exact_vector_into(&self, point: PointId, out: &mut Vec<f32>) -> bool {
         if !self.params.quantization.is_exact() {
-            return None;
+            return false;
         }
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        let index = inner.as_ref()?;
-        let mut v = vec![0f32; index.dimensions()];
-        match index.get(point, v.as_mut_slice()) {
-            Ok(n) if n > 0 => Some(v),
-            Ok(_) => None,
+        let Some(index) = inner.as_ref() else {
+            return false;
+        };
+        out.resize(index.dimensions(), 0.0);
+        match index.get(point, out.as_mut_slice()) {
+            Ok(n) => n > 0,
             Err(e) => {
                 tracing::error!("usearch get of point {point} failed: {e}");
-                None
+                false
             }
         }
     }
