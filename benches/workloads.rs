@@ -9,7 +9,9 @@
 //!    folder.
 //! 2. W1: those files are decoded (2 threads) and stored batch by batch through
 //!    `Engine::apply` into a fresh RocksDB with fsync; alerts/s sustained over the run, and the
-//!    p99 of a batch's commit time (a packet is queryable when its batch commits).
+//!    p99 of a batch's commit time (a packet is queryable when its batch commits); and how
+//!    far each new embedding of a sampled object moved from the one before it, over the
+//!    object's 10th-neighbour distance (`drift`).
 //! 3. W3: resident memory (RSS growth) and disk per object.
 //! 4. W2: recall@10 of `similar` against exact search over the same vectors, in-process
 //!    queries/s on one thread; then the store is served over gRPC and FindSimilar p50/p99 is
@@ -50,6 +52,16 @@
 //! cargo bench --bench workloads -- --reopen /var/tmp/w1m-db --queries 1000
 //! ```
 //!
+//! `--live-into PATH` streams `--live-objects N` new objects (numbers `--first-object`, default
+//! 1,000,000, on; `--seed`, default 5) into a kept store (a bulk-seeded one: `benches/seed.rs
+//! --keep-db`): W1 at that store's size in minutes, the drift of their embeddings, recall@10 of
+//! the index and the lists, and whether the lists of other objects took them in (the relink's
+//! reverse recall). It writes into PATH: give it a copy.
+//!
+//! ```sh
+//! cargo bench --bench workloads -- --live-into /var/tmp/seed1m-w1 --live-objects 10000 --queries 200
+//! ```
+//!
 //! Progress goes to stderr; a table to stderr and one JSON document to stdout at the end.
 
 mod support;
@@ -60,6 +72,7 @@ use std::time::{Duration, Instant};
 
 use asterism::alert::write::PacketWriter;
 use asterism::alert::DecodeOptions;
+use asterism::embed::l2;
 use asterism::engine::{Engine, EngineConfig};
 use asterism::index::{exact_knn, numbered, HnswIndex, HnswParams, VectorInsert, VectorSearch};
 use asterism::model::Survey;
@@ -284,6 +297,90 @@ fn index_quality(engine: &Engine, queries: usize, compare_fresh: bool) -> (Value
     (out, ids)
 }
 
+/// How far each new embedding of an object moved from the one indexed before it, over the
+/// object's 10th-neighbour distance (sampled objects, every pair of successive versions, under
+/// the current spec): the share an ingest could leave in place if it skipped re-insertion while
+/// a vector stays within that fraction of its neighbour radius (issue 14's idea).
+fn drift(engine: &Engine, ids: &[String], objects: usize) -> Value {
+    let spec = engine.spec();
+    let step = (ids.len() / objects.max(1)).max(1);
+    let mut ratios: Vec<f32> = Vec::new();
+    for id in ids.iter().step_by(step).take(objects) {
+        // A generated object the weather hid every night is not in the store.
+        let Ok(list) = engine.neighbours(id) else {
+            continue;
+        };
+        let Some(radius) = list.get(9).map(|n| n.distance).filter(|r| *r > 0.0) else {
+            continue;
+        };
+        let versions = engine.store().vector_versions(id).expect("versions");
+        for pair in versions.windows(2) {
+            let (a, _) = spec.scale(&pair[0].1.raw);
+            let (b, _) = spec.scale(&pair[1].1.raw);
+            ratios.push(l2(&a, &b) / radius);
+        }
+    }
+    ratios.sort_by(f32::total_cmp);
+    let q = |f: f64| {
+        ratios
+            .get(((ratios.len() as f64 - 1.0) * f) as usize)
+            .copied()
+    };
+    let within =
+        |t: f32| ratios.iter().filter(|r| **r <= t).count() as f64 / ratios.len().max(1) as f64;
+    json!({
+        "pairs": ratios.len(),
+        "ratio_p10_p25_p50_p75_p90": [q(0.1), q(0.25), q(0.5), q(0.75), q(0.9)],
+        "within_0_1": within(0.1),
+        "within_0_25": within(0.25),
+        "within_0_5": within(0.5),
+    })
+}
+
+/// Whether the lists of other objects took in the streamed objects that belong there: for
+/// sampled streamed objects x, every object y among x's 20 exact nearest whose own exact 10
+/// nearest include x is a pair; the share of pairs where y's stored first 10 name x (or an
+/// object as near). k-NN is not symmetric, so these are the lists a relink must find.
+fn reverse_list_recall(engine: &Engine, streamed: &[String], samples: usize) -> Value {
+    let (ids, vectors) = engine.vectors();
+    let row: std::collections::HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let points = numbered(vectors);
+    let xs: Vec<usize> = streamed
+        .iter()
+        .filter_map(|id| row.get(id.as_str()).copied())
+        .collect();
+    let step = (xs.len() / samples.max(1)).max(1);
+    let (mut pairs, mut hits) = (0usize, 0usize);
+    for &x in xs.iter().step_by(step).take(samples) {
+        let near = exact_knn(points.par_iter(), &points[x].1, 20, &|p| p as usize != x);
+        for h in near {
+            let y = h.point as usize;
+            let truth = exact_knn(points.par_iter(), &points[y].1, 10, &|p| p as usize != y);
+            if !truth.iter().any(|t| t.point as usize == x) {
+                continue;
+            }
+            pairs += 1;
+            let list = engine.neighbours(&ids[y]).expect("neighbour list");
+            let first: Vec<_> = list.iter().take(10).collect();
+            let named = first.iter().any(|n| n.object_id == ids[x]);
+            // Ties: ten listed objects as near as x stand in for it.
+            let tied = first.len() == 10 && first.iter().all(|n| n.distance <= h.distance + 1e-4);
+            if named || tied {
+                hits += 1;
+            }
+        }
+    }
+    json!({
+        "sampled_objects": xs.len().min(samples),
+        "pairs": pairs,
+        "recall": hits as f64 / pairs.max(1) as f64,
+    })
+}
+
 /// The peer on `dir`; its JSON report.
 fn run_peer(python: &str, dir: &Path) -> Option<Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peer/peer.py");
@@ -371,6 +468,73 @@ fn print_report(report: &Value, rows: &[(&str, &[&str])]) {
 }
 
 /// `--reopen DIR`: W4, then W2 in process and over gRPC (idle), on a kept store.
+/// W1 on an existing store (a bulk-seeded 1M one): `live` new objects streamed in at full
+/// cadence, one alert per detection, from object number `first` on; then the index's and the
+/// lists' recall over the whole store.
+fn live_into(db: &Path, live: usize, first: usize, seed: u64, queries: usize, survey: Survey) {
+    assert!(db.exists(), "--live-into {}: no such store", db.display());
+    let bases = real_records(&["lightcurves", "ztf", "fink"]);
+    eprintln!("[1/3] open {}, wait until writable ...", db.display());
+    let t = Instant::now();
+    let engine = open(db, true);
+    let ready = t.elapsed().as_secs_f64();
+    engine.wait_until_writable().expect("reverse graph");
+    let writable = t.elapsed().as_secs_f64();
+    let rss_before = rss_bytes();
+    eprintln!("[2/3] W1: {live} new objects from number {first}, one alert per detection ...");
+    let run = ingest_generated(
+        &engine,
+        &bases,
+        StreamSpec {
+            objects: live,
+            seed,
+            first_object: first,
+            ..StreamSpec::for_survey(survey)
+        },
+    );
+    let streamed: Vec<String> = (first..first + live)
+        .map(|i| asterism::synth::object_id(survey, i as u64))
+        .collect();
+    let w1 = json!({
+        "alerts": run.alerts,
+        "seconds": run.seconds,
+        "alerts_per_s": run.alerts as f64 / run.seconds,
+        "batch_commit": latency(run.batches),
+        "drift": drift(&engine, &streamed, queries),
+        "seconds_to_index_ready": ready,
+        "seconds_to_writable": writable,
+        "rss_bytes": rss_bytes(),
+        "rss_growth_bytes": rss_bytes().saturating_sub(rss_before),
+        "index_backend": format!("{:?}", engine.index_backend()),
+    });
+    eprintln!("[3/3] W2: recall of the index and of the stored lists ...");
+    let (mut w2, _) = index_quality(&engine, queries, false);
+    w2["reverse_list_recall"] = reverse_list_recall(&engine, &streamed, queries / 2);
+    let report = json!({ "store": db, "W1": w1, "W2": w2 });
+    print_report(
+        &report,
+        &[
+            ("W1 ingest alerts/s (fsync)", &["W1", "alerts_per_s"]),
+            ("W1 batch commit p50 ms", &["W1", "batch_commit", "p50_ms"]),
+            ("W1 batch commit p99 ms", &["W1", "batch_commit", "p99_ms"]),
+            (
+                "W1 new vectors within 1/4 of the radius",
+                &["W1", "drift", "within_0_25"],
+            ),
+            ("W1 seconds to writable", &["W1", "seconds_to_writable"]),
+            ("W2 recall@10", &["W2", "recall_at_10"]),
+            (
+                "W2 recall@10 of the stored kNN lists",
+                &["W2", "graph_list_recall_at_10"],
+            ),
+            (
+                "W2 lists that took in a streamed object",
+                &["W2", "reverse_list_recall", "recall"],
+            ),
+        ],
+    );
+}
+
 fn reopen(db: &Path, queries: usize) {
     assert!(db.exists(), "--reopen {}: no such store", db.display());
     eprintln!("[1/3] W4: open {}, first answer ...", db.display());
@@ -449,6 +613,28 @@ fn main() {
         .and_then(|i| args.get(i + 1))
     {
         reopen(Path::new(db), queries);
+        return;
+    }
+    if let Some(db) = args
+        .iter()
+        .position(|a| a == "--live-into")
+        .and_then(|i| args.get(i + 1))
+    {
+        let survey = if args.iter().any(|a| a == "--lsst") {
+            Survey::Lsst
+        } else {
+            Survey::Ztf
+        };
+        let live = arg("--live-objects", 10_000);
+        let first = arg("--first-object", 1_000_000);
+        live_into(
+            Path::new(db),
+            live,
+            first,
+            arg("--seed", 5) as u64,
+            queries,
+            survey,
+        );
         return;
     }
     let stream_mode = args.iter().any(|a| a == "--stream");
@@ -542,6 +728,7 @@ fn main() {
         "generating_seconds": w1_run.generating_seconds,
         "alerts_per_s": w1_run.alerts as f64 / w1_run.seconds,
         "batch_commit": latency(w1_run.batches),
+        "drift": drift(&engine, &engine.vectors().0, queries),
     });
     if let Some(seeded) = seeded {
         w1["backfill"] = json!({
@@ -688,9 +875,13 @@ fn main() {
         "W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5,
         "peer": comparison,
     });
-    let rows: [(&str, &[&str]); 13] = [
+    let rows: [(&str, &[&str]); 14] = [
         ("W1 ingest alerts/s (fsync)", &["W1", "alerts_per_s"]),
         ("W1 batch commit p99 ms", &["W1", "batch_commit", "p99_ms"]),
+        (
+            "W1 new vectors within 1/4 of the radius",
+            &["W1", "drift", "within_0_25"],
+        ),
         ("W2 recall@10", &["W2", "recall_at_10"]),
         (
             "W2 recall@10 of the stored kNN lists",

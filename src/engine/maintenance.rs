@@ -69,6 +69,14 @@ impl Engine {
         }
     }
 
+    /// Waits until the engine can write without a pause: the reverse graph, read from the
+    /// stored lists in the background after open (seconds at 1M objects), is loaded. The first
+    /// write waits for it anyway; a caller that times writes waits here first.
+    pub fn wait_until_writable(&self) -> Result<()> {
+        drop(self.listed_by.get(&self.store)?);
+        Ok(())
+    }
+
     /// Points in the index that no object owns any more.
     pub fn tombstones(&self) -> usize {
         read(&self.live).tombstones()
