@@ -5,10 +5,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-/// A set of object ids hashed with foldhash (randomly seeded per process), several times
-/// faster than SipHash on these short keys; the relink builds thousands per batch.
-type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
-
 use rayon::prelude::*;
 
 use super::reverse::ReverseGraph;
@@ -16,11 +12,15 @@ use super::{Lists, Replaced, Result, GRAPH_K, STORED_K};
 use crate::index::live::LiveIndex;
 use crate::model::Neighbour;
 
+/// A set of object ids (or numbers) hashed with foldhash (randomly seeded per process),
+/// faster than SipHash on these short keys; the relink builds thousands per batch.
+type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
+
 /// The lists each moved object now enters though neither names the other: k-NN is not
 /// symmetric, and an object near many (a hub) belongs in lists whose owners lie far down its
 /// own ranking. Such an owner lists objects near the moved one, so the candidates are the
 /// owners of the lists naming its new neighbours, kept where it lies within the list's
-/// radius ([`ReverseGraph::radius`]). An owner the search did not return lies beyond the
+/// radius ([`ReverseGraph::radius_of`]). An owner the search did not return lies beyond the
 /// moved object's last found neighbour, so one whose radius is shorter than that is passed
 /// over without reading its vector.
 fn entered(

@@ -9,8 +9,9 @@
 //! moved away), of every new neighbour of a member of C (it may have moved close), and of every
 //! object whose list a member now enters though neither names the other (k-NN is not
 //! symmetric: a hub belongs in lists whose owners lie far down its own ranking; found among
-//! the owners of the lists naming its new neighbours, by each list's radius) are patched: the member is taken out and put back at its new distance, and the list keeps only
-//! its entries within its old last distance (those are certain). Only a list left with fewer
+//! the owners of the lists naming its new neighbours, by each list's radius) are patched: the
+//! member is taken out and put back at its new distance, and the list keeps only its entries
+//! within its old last distance (those are certain). Only a list left with fewer
 //! than [`GRAPH_K`] certain entries is searched again; the slack makes that rare (without it,
 //! most moves sent the ~10 lists naming the moved object back to the index). About |C| searches
 //! plus O(k²·|C|) distance computations per batch; a scaler refit recomputes every list. "The

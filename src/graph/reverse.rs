@@ -85,15 +85,10 @@ impl ReverseGraph {
         &self.listed_by[n as usize]
     }
 
-    /// [`ReverseGraph::radius`] of the object numbered `n`.
+    /// The distance within which an object enters the stored list of the object numbered
+    /// `n` (see the `radius` field).
     pub fn radius_of(&self, n: u32) -> f32 {
         self.radius[n as usize]
-    }
-
-    /// The distance within which an object enters `id`'s stored list (see `radius`).
-    pub fn radius(&self, id: &str) -> f32 {
-        self.number_of(id)
-            .map_or(f32::INFINITY, |n| self.radius[n as usize])
     }
 
     /// Notes that `by`'s list names `listed`.
