@@ -13,6 +13,11 @@ for both), ingested into one store, and measured:
    lightcurve each was made from), the engine's leave-one-out ``evaluate`` on the ZTF versions,
    and ``classify`` of every Rubin twin (voted by the labelled ZTF objects nearest to it):
    does the vote keep its macro-F1 on the Rubin twins?
+3. **a flux-space prototype** (not in the engine yet): eleven features of each object's
+   difference fluxes, computed here in Python from ``asterism object --json``, on the points
+   that both surveys could detect (brighter than ZTF's r-band depth, 20.6 mag), and the same
+   twin and vote measures in that space, beside the same measures (Python's) on the engine's
+   exported vectors.
 
     /var/tmp/science-venv/bin/python bench/science/surveys.py --out /tmp/surveys.json
 """
@@ -43,6 +48,72 @@ def run(binary, *args, json_out=False):
     if r.returncode != 0:
         sys.exit(f"asterism {' '.join(map(str, args))} failed:\n{r.stderr}")
     return json.loads(r.stdout) if json_out else r.stdout
+
+
+NJY_ZERO_POINT = 31.4
+# The common depth: ZTF's r-band 5-sigma depth, as `asterism generate` observes.
+COMMON_DEPTH_NJY = 10 ** ((NJY_ZERO_POINT - 20.6) / 2.5)
+BAND_GROUPS = ({"u", "g"}, {"r", "i", "z", "y"})
+
+
+def signed_flux(d):
+    """A detection's difference flux in nJy, signed (ZTF: from the difference magnitude and
+    `isdiffpos`; Rubin: as sent)."""
+    if d["unit"] == "flux_njy":
+        return d["value"]
+    f = 10 ** ((NJY_ZERO_POINT - d["value"]) / 2.5)
+    return -f if d.get("isdiffpos") is False else f
+
+
+def flux_features(detections):
+    """Eleven survey-blind features: of all bands together, the log peak and median |flux|,
+    the negative share, the log time span and the spread of log |flux|; of the blue (u, g) and
+    red (r, i, z, y) bands, the log peak and median |flux| and the negative share. Only points
+    brighter than the common depth count (all points if fewer than one is)."""
+    pts = [(d["mjd"], signed_flux(d), d["band"]) for d in detections]
+    bright = [p for p in pts if abs(p[1]) >= COMMON_DEPTH_NJY] or pts
+    t = np.array([p[0] for p in bright])
+    f = np.array([p[1] for p in bright])
+    a = np.log10(np.abs(f) + 1e-3)
+    out = [a.max(), np.median(a), float((f < 0).mean()), np.log10(1 + np.ptp(t)), a.std()]
+    for bands in BAND_GROUPS:
+        g = np.array([p[1] for p in pts if p[2] in bands and abs(p[1]) >= COMMON_DEPTH_NJY])
+        if len(g) == 0:
+            out += [np.nan] * 3
+            continue
+        ga = np.log10(np.abs(g))
+        out += [ga.max(), np.median(ga), float((g < 0).mean())]
+    return out
+
+
+def space_measures(X, names, pairs, truth):
+    """Twin in 10 and the Rubin twins' vote by their 10 nearest labelled ZTF versions, in the
+    space of rows X (standardised here; a feature missing on either side is left out of a
+    distance, as the engine masks it)."""
+    X = (X - np.nanmedian(X, axis=0)) / (np.nanstd(X, axis=0) + 1e-9)
+    row = {n: i for i, n in enumerate(names)}
+
+    def dist(i, rows):
+        d = X[rows] - X[i]
+        ok = ~np.isnan(d)
+        return np.sqrt(np.where(ok, d * d, 0).sum(1) / np.maximum(ok.sum(1), 1))
+
+    everyone = np.arange(len(names))
+    hits = 0
+    for z, r, _ in pairs:
+        d = dist(row[z], everyone)
+        d[row[z]] = np.inf
+        hits += row[r] in set(np.argsort(d)[:10])
+    ztf = np.array([row[z] for z, _, _ in pairs])
+    label = [truth[b] for _, _, b in pairs]
+    actual, predicted = [], []
+    for _, r, b in pairs:
+        near = np.argsort(dist(row[r], ztf))[:10]
+        votes = [label[j] for j in near]
+        predicted.append(max(sorted(set(votes)), key=votes.count))
+        actual.append(truth[b])
+    return {"twin_in_10": hits / len(pairs),
+            "vote_rubin_twins_macro_f1": float(f1_score(actual, predicted, average="macro"))}
 
 
 def manifest(path):
@@ -95,6 +166,12 @@ def measure(binary, work, cadence, args, truth):
         predicted.append(c["class"] or "none")
     classes = sorted(set(actual))
     rubin_f1 = f1_score(actual, predicted, labels=classes, average="macro", zero_division=0)
+    # The flux-space prototype, beside the same Python measures on the engine's vectors.
+    detections = {o: run(binary, "object", "--db", db, o, "--json", json_out=True)["detections"]
+                  for o in names}
+    flux = np.array([flux_features(detections[o]) for o in names], dtype=np.float64)
+    prototype = {"engine_vectors": space_measures(M, names, pairs, truth),
+                 "flux_features": space_measures(flux, names, pairs, truth)}
     det = lambda survey: float(np.median([ndet[p[0 if survey == "ztf" else 1]] for p in pairs]))
     return {
         "cadence": cadence,
@@ -108,6 +185,7 @@ def measure(binary, work, cadence, args, truth):
         "vote_rubin_twins_by_ztf_labels_macro_f1": float(rubin_f1),
         "vote_rubin_twins_by_ztf_labels_accuracy":
             float(np.mean([a == p for a, p in zip(actual, predicted)])),
+        "python_measures": prototype,
     }
 
 
@@ -137,6 +215,12 @@ def main():
                      f" | {r['twin_in_10_engine']:.3f} | {r['twin_in_10_exact']:.3f} | "
                      f"{r['vote_ztf_leave_one_out_macro_f1']:.3f} | "
                      f"{r['vote_rubin_twins_by_ztf_labels_macro_f1']:.3f} |")
+    lines += ["", "| space (Python measures, same objects) | cadence | twin in 10 | vote macro-F1, "
+              "Rubin twins by 10 nearest ZTF |", "|---|---|---:|---:|"]
+    for r in result["runs"]:
+        for space, m in r["python_measures"].items():
+            lines.append(f"| {space} | `{r['cadence']}` | {m['twin_in_10']:.3f} | "
+                         f"{m['vote_rubin_twins_macro_f1']:.3f} |")
     result["markdown"] = "\n".join(lines)
     print(json.dumps(result, indent=2))
     print(result["markdown"])
