@@ -628,6 +628,7 @@ impl<'a> AlertStream<'a> {
             candidate,
             history,
             limits,
+            detections_so_far: u32::try_from(j + 1).unwrap_or(u32::MAX),
         }
     }
 }

@@ -164,7 +164,7 @@ impl LsstWriter {
                 ("validityStartMjdTai", Value::Double(p.candidate.mjd)),
                 ("ra", Value::Double(p.ra)),
                 ("dec", Value::Double(p.dec)),
-                ("nDiaSources", Value::Long(1 + p.history.len() as i64)),
+                ("nDiaSources", Value::Long(i64::from(p.detections_so_far))),
             ],
         );
         Ok(record(
@@ -229,6 +229,7 @@ mod tests {
                 band: Band::G,
                 limit_mag: 23.9,
             }],
+            detections_so_far: 5,
         }
     }
 
@@ -239,6 +240,11 @@ mod tests {
         assert_eq!(a.alert_id, Some(3));
         assert_eq!(a.survey, crate::model::Survey::Lsst);
         assert_eq!(a.detections.len(), 3);
+        // Every detection so far, not only the history sent.
+        assert_eq!(
+            a.annotations.get("diaObject.nDiaSources"),
+            Some(&crate::model::AnnotationValue::Number(5.0))
+        );
         let trigger = a
             .detections
             .iter()

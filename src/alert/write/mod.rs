@@ -33,6 +33,9 @@ pub struct Packet {
     pub history: Vec<Detection>,
     /// Earlier non-detections.
     pub limits: Vec<UpperLimit>,
+    /// Detections of the object up to and including this one, over the whole survey (older
+    /// ones than the history sends included): ZTF's `ndethist`, Rubin's `nDiaSources`.
+    pub detections_so_far: u32,
 }
 
 /// A writer for one survey's packets.

@@ -82,6 +82,8 @@ impl ZtfWriter {
         let prv_schema = self.schema.part(SURVEY, "prv_candidate")?;
         let mut fields = detection_fields(&p.candidate, p.ra, p.dec);
         fields.push(("candid", Value::Long(p.candid)));
+        let ndethist = i32::try_from(p.detections_so_far).unwrap_or(i32::MAX);
+        fields.push(("ndethist", Value::Int(ndethist)));
         let candidate = record(candidate_schema, &fields);
         let mut prv: Vec<Value> = p
             .history
@@ -139,6 +141,7 @@ mod tests {
                 band: Band::G,
                 limit_mag: 20.5,
             }],
+            detections_so_far: 7,
         };
         let bytes = ZtfWriter::new().unwrap().write(&packet).unwrap();
         let out = decode("gen.avro", &bytes, &DecodeOptions::default());
@@ -158,5 +161,10 @@ mod tests {
         assert_eq!((c.band.clone(), c.value), (Band::R, 18.25));
         assert!((c.mjd - 61002.3).abs() < 1e-6);
         assert_eq!((a.ra, a.dec), (Some(150.25), Some(-12.5)));
+        // The count of every detection so far, not only the history sent.
+        assert_eq!(
+            a.annotations.get("candidate.ndethist"),
+            Some(&crate::model::AnnotationValue::Number(7.0))
+        );
     }
 }
