@@ -263,7 +263,9 @@ pub fn numbered(vectors: Vec<Vec<f32>>) -> Vec<(PointId, Vec<f32>)> {
         .collect()
 }
 
-/// Exact k nearest of `points` to `query` among those `live` accepts, nearest first.
+/// Exact k nearest of `points` to `query` among those `live` accepts, nearest first (ties by
+/// point number). The k are selected, not the whole list sorted, and the answer holds k hits'
+/// memory, not one per point: 200 answers over 10M points kept 32 GB before.
 pub fn exact_knn<'a>(
     points: impl IntoParallelIterator<Item = &'a (PointId, Vec<f32>)>,
     query: &[f32],
@@ -278,12 +280,17 @@ pub fn exact_knn<'a>(
             distance: l2(query, v),
         })
         .collect();
-    hits.sort_by(|a, b| {
+    let order = |a: &Hit, b: &Hit| {
         a.distance
             .total_cmp(&b.distance)
             .then(a.point.cmp(&b.point))
-    });
-    hits.truncate(k);
+    };
+    if k < hits.len() {
+        hits.select_nth_unstable_by(k, order);
+        hits.truncate(k);
+    }
+    hits.sort_by(order);
+    hits.shrink_to_fit();
     hits
 }
 
@@ -354,6 +361,29 @@ mod tests {
         assert_eq!(hits.len(), 10);
         assert!(hits.iter().all(|h| h.point % 2 == 1));
         assert!(index.search(&pts[0].1, 0, &|_| true).is_empty());
+    }
+
+    #[test]
+    fn exact_knn_selects_the_k_nearest_in_order_and_keeps_only_them() {
+        // Points on a line, two at each distance from the query: ties go by point number.
+        let pts: Vec<(PointId, Vec<f32>)> = (0..1000)
+            .map(|i| (i as PointId, vec![(i / 2) as f32]))
+            .collect();
+        let hits = exact_knn(pts.par_iter(), &[100.0], 5, &|p| p != 200);
+        let got: Vec<(PointId, f32)> = hits.iter().map(|h| (h.point, h.distance)).collect();
+        assert_eq!(
+            got,
+            vec![(201, 0.0), (198, 1.0), (199, 1.0), (202, 1.0), (203, 1.0)]
+        );
+        // The answer holds its k hits, not the 1000 it ranked.
+        assert!(hits.capacity() < 10, "{}", hits.capacity());
+        // Fewer points than k: all of them, sorted; k = 0: none.
+        let all = exact_knn(pts[..3].par_iter(), &[0.0], 10, &|_| true);
+        assert_eq!(
+            all.iter().map(|h| h.point).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        assert!(exact_knn(pts.par_iter(), &[0.0], 0, &|_| true).is_empty());
     }
 
     /// Recall@10 against exact search over clustered points (as embeddings are), the query's
