@@ -524,6 +524,7 @@ async fn bad_arguments_are_invalid_argument_with_the_field() {
     let e = c
         .classify(pb::ClassifyRequest {
             object_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -535,6 +536,7 @@ async fn bad_arguments_are_invalid_argument_with_the_field() {
     let e = c
         .classify(pb::ClassifyRequest {
             object_id: huge.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -554,6 +556,7 @@ async fn bad_arguments_are_invalid_argument_with_the_field() {
     let e = c
         .classify(pb::ClassifyRequest {
             object_id: id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -587,6 +590,7 @@ async fn classify_explain_anomalies_and_recommend() {
     let class = c
         .classify(pb::ClassifyRequest {
             object_id: "1027882".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -564,7 +564,11 @@ fn presets_rank_neighbours_by_one_group_of_features() {
     let target = "ZTF19acmbvwi";
     let me = ids.iter().position(|i| i == target).unwrap();
     let mut answers = Vec::new();
-    for group in [FeatureGroup::Lightcurve, FeatureGroup::Context] {
+    for group in [
+        FeatureGroup::Lightcurve,
+        FeatureGroup::Context,
+        FeatureGroup::Flux,
+    ] {
         let mask = spec.group_mask(group);
         let cut = |v: &[f32]| -> Vec<f32> { v.iter().zip(&mask).map(|(x, m)| x * m).collect() };
         let mut q = SimilarQuery::new(Target::Object(target.into()), 5);
@@ -623,6 +627,8 @@ fn presets_rank_neighbours_by_one_group_of_features() {
         answers[0], answers[1],
         "shape and context are different questions"
     );
+    assert_ne!(answers[0], answers[2]);
+    assert_ne!(answers[1], answers[2]);
     // The query's own group weights: context weighed 3 against 1, ranked exactly here.
     let weights: asterism::embed::GroupWeights = "lightcurve=1,context=3".parse().unwrap();
     let mult = spec.group_multipliers(FeatureGroup::All, Some(weights));
@@ -645,20 +651,44 @@ fn presets_rank_neighbours_by_one_group_of_features() {
     }
     assert!(hits.windows(2).all(|w| w[0].distance <= w[1].distance));
 
-    // A lightcurve table carries no packet context: a context preset is refused.
-    let mut q = SimilarQuery::new(Target::Object("1013184".into()), 5);
-    q.features = FeatureGroup::Context;
-    let e = engine.find_similar(&q).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            EngineError::InvalidArgument {
-                field: "features",
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    // A lightcurve table carries no packet context and no difference fluxes: those presets
+    // are refused, by similar and by classify.
+    for group in [FeatureGroup::Context, FeatureGroup::Flux] {
+        let mut q = SimilarQuery::new(Target::Object("1013184".into()), 5);
+        q.features = group;
+        let e = engine.find_similar(&q).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                EngineError::InvalidArgument {
+                    field: "features",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = engine.classify_by("1013184", group).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                EngineError::InvalidArgument {
+                    field: "features",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+    // classify by the flux preset: its voters are the nearest labelled objects in that space.
+    let c = engine.classify_by(target, FeatureGroup::Flux).unwrap();
+    let flux = spec.group_mask(FeatureGroup::Flux);
+    let cut = |v: &[f32]| -> Vec<f32> { v.iter().zip(&flux).map(|(x, m)| x * m).collect() };
+    for v in &c.voters {
+        let other = &vectors[ids.iter().position(|i| *i == v.object_id).unwrap()];
+        let d = l2(&cut(&vectors[me]), &cut(other));
+        assert!((v.distance - d).abs() < 1e-4, "{v:?} vs {d}");
+    }
+    assert!(c.voters.windows(2).all(|w| w[0].distance <= w[1].distance));
 }
 
 /// Early-lightcurve analogs: at an age past every lightcurve's end, `--at-age` is the exact
@@ -754,5 +784,110 @@ fn at_age_compares_every_object_as_it_was_days_after_its_first_detection() {
             }
         ),
         "{e:?}"
+    );
+}
+
+/// One space for ZTF and Rubin (issue 16): the same generated objects, observed by each survey
+/// as it would (its cadence, bands and depth; `Cadence::Survey`) and read back through the
+/// real packet writers and decoders, find their twin among their 10 nearest by the flux
+/// preset three times as often as by the index's metric (0.68 against 0.20 here); and a vote
+/// over the flux preset by the labelled ZTF versions classifies the Rubin twins.
+#[test]
+fn the_flux_preset_finds_the_same_object_seen_by_the_other_survey() {
+    use asterism::alert::write::PacketWriter;
+    use asterism::alert::{decode, DecodeOptions};
+    use asterism::model::{Alert, Survey};
+    use asterism::source;
+    use asterism::synth::{self, AlertStream, Cadence, StreamSpec};
+
+    let (files, _) = source::expand(&[data("lightcurves/SNIa"), data("lightcurves/RRLyrae")]);
+    let alerts: Vec<Alert> = files
+        .iter()
+        .flat_map(|f| source::decode_file(f, &DecodeOptions::default()).alerts)
+        .collect();
+    let bases = synth::records(&alerts);
+    let n = 120;
+    let observe = |survey: Survey| -> (Vec<Alert>, Vec<String>) {
+        let spec = StreamSpec {
+            objects: n,
+            seed: 7,
+            backfill: true,
+            cadence: Cadence::Survey,
+            ..StreamSpec::for_survey(survey)
+        };
+        let writer = PacketWriter::new(survey).unwrap();
+        let mut stream = AlertStream::new(&bases, spec);
+        let alerts: Vec<Alert> = stream
+            .by_ref()
+            .flat_map(|p| {
+                let out = decode(
+                    "p.avro",
+                    &writer.write(&p).unwrap(),
+                    &DecodeOptions::default(),
+                );
+                assert!(out.rejects.is_empty(), "{:?}", out.rejects);
+                out.alerts
+            })
+            .collect();
+        let base_of = (0..n)
+            .map(|i| stream.base_of(i).unwrap().to_string())
+            .collect();
+        (alerts, base_of)
+    };
+    let (ztf, ztf_bases) = observe(Survey::Ztf);
+    let (rubin, rubin_bases) = observe(Survey::Lsst);
+    assert_eq!(ztf_bases, rubin_bases, "twins are made from the same base");
+    let (_dir, engine) = engine();
+    engine.apply(&ztf).unwrap();
+    engine.apply(&rubin).unwrap();
+    let twin = |i: usize| {
+        (
+            synth::object_id(Survey::Ztf, i as u64),
+            synth::object_id(Survey::Lsst, i as u64),
+        )
+    };
+    // Objects the survey never detected are not stored.
+    let pairs: Vec<usize> = (0..n)
+        .filter(|&i| {
+            let (z, r) = twin(i);
+            engine.object(&z).is_ok() && engine.object(&r).is_ok()
+        })
+        .collect();
+    assert!(pairs.len() >= 100, "{} pairs", pairs.len());
+    let found = |features: FeatureGroup| -> f64 {
+        let mut hits = 0;
+        for &i in &pairs {
+            let (z, r) = twin(i);
+            let mut q = SimilarQuery::new(Target::Object(z), 10);
+            q.features = features;
+            let near = engine.find_similar(&q).unwrap();
+            hits += usize::from(near.iter().any(|h| h.object_id == r));
+        }
+        hits as f64 / pairs.len() as f64
+    };
+    let (by_all, by_flux) = (found(FeatureGroup::All), found(FeatureGroup::Flux));
+    assert!(
+        by_flux >= 0.55 && by_flux >= 2.5 * by_all,
+        "twins found: flux {by_flux}, all {by_all}"
+    );
+
+    // The ZTF versions labelled with their base's class; the Rubin twins voted on by them.
+    let truth = truth();
+    let rows: Vec<(String, String)> = pairs
+        .iter()
+        .map(|&i| (twin(i).0, truth[&ztf_bases[i]].clone()))
+        .collect();
+    engine.import_labels(&rows, "ztf.csv").unwrap();
+    let right = pairs
+        .iter()
+        .filter(|&&i| {
+            let c = engine.classify_by(&twin(i).1, FeatureGroup::Flux).unwrap();
+            c.class.as_deref() == Some(truth[&ztf_bases[i]].as_str())
+        })
+        .count();
+    assert!(
+        right as f64 >= 0.85 * pairs.len() as f64,
+        "{right} of {} Rubin twins classified by the ZTF labels",
+        pairs.len()
     );
 }

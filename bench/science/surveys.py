@@ -13,11 +13,13 @@ for both), ingested into one store, and measured:
    lightcurve each was made from), the engine's leave-one-out ``evaluate`` on the ZTF versions,
    and ``classify`` of every Rubin twin (voted by the labelled ZTF objects nearest to it):
    does the vote keep its macro-F1 on the Rubin twins?
-3. **a flux-space prototype** (not in the engine yet): eleven features of each object's
-   difference fluxes, computed here in Python from ``asterism object --json``, on the points
-   that both surveys could detect (brighter than ZTF's r-band depth, 20.6 mag), and the same
-   twin and vote measures in that space, beside the same measures (Python's) on the engine's
-   exported vectors.
+3. **the flux preset** (feature version 4): the same two measures by the engine's
+   ``similar --features flux`` and ``classify --features flux`` (the survey-blind flux group,
+   scanned exactly);
+4. **the flux-space prototype** the group was made from: its eleven features computed here in
+   Python from ``asterism object --json``, on the points that both surveys could detect
+   (brighter than ZTF's r-band depth, 20.6 mag), and the same twin and vote measures in that
+   space, beside the same measures (Python's) on the engine's exported vectors.
 
     /var/tmp/science-venv/bin/python bench/science/surveys.py --out /tmp/surveys.json
 """
@@ -143,7 +145,7 @@ def measure(binary, work, cadence, args, truth):
     names = sorted(vec)
     M = np.stack([vec[n] for n in names])
     row = {n: i for i, n in enumerate(names)}
-    exact_hits, engine_hits = 0, 0
+    exact_hits, engine_hits, flux_hits = 0, 0, 0
     for z, r, _ in pairs:
         d = np.linalg.norm(M - M[row[z]], axis=1)
         d[row[z]] = np.inf
@@ -151,6 +153,9 @@ def measure(binary, work, cadence, args, truth):
         exact_hits += r in near
         got = run(binary, "similar", "--db", db, z, "-k", "10", "--json", json_out=True)
         engine_hits += r in {n["object_id"] for n in got["neighbours"]}
+        got = run(binary, "similar", "--db", db, z, "-k", "10", "--features", "flux", "--json",
+                  json_out=True)
+        flux_hits += r in {n["object_id"] for n in got["neighbours"]}
     # The vote: ZTF versions labelled by their base's class.
     labels = work / "ztf_labels.csv"
     with open(labels, "w") as f:
@@ -159,13 +164,16 @@ def measure(binary, work, cadence, args, truth):
             f.write(f"{z},{truth[base]}\n")
     run(binary, "labels", "--db", db, labels, "--json", json_out=True)
     e = run(binary, "evaluate", "--db", db, "--labels", labels, "--json", json_out=True)
-    actual, predicted = [], []
+    actual, predicted, by_flux = [], [], []
     for _, r, base in pairs:
         c = run(binary, "classify", "--db", db, r, "--json", json_out=True)
         actual.append(truth[base])
         predicted.append(c["class"] or "none")
+        c = run(binary, "classify", "--db", db, r, "--features", "flux", "--json", json_out=True)
+        by_flux.append(c["class"] or "none")
     classes = sorted(set(actual))
     rubin_f1 = f1_score(actual, predicted, labels=classes, average="macro", zero_division=0)
+    rubin_flux_f1 = f1_score(actual, by_flux, labels=classes, average="macro", zero_division=0)
     # The flux-space prototype, beside the same Python measures on the engine's vectors.
     detections = {o: run(binary, "object", "--db", db, o, "--json", json_out=True)["detections"]
                   for o in names}
@@ -180,11 +188,13 @@ def measure(binary, work, cadence, args, truth):
         "median_detections": {"ztf": det("ztf"), "lsst": det("lsst")},
         "twin_in_10_engine": engine_hits / len(pairs),
         "twin_in_10_exact": exact_hits / len(pairs),
+        "twin_in_10_engine_flux_preset": flux_hits / len(pairs),
         "vote_ztf_leave_one_out_macro_f1": e["macro_f1"],
         "vote_ztf_leave_one_out_accuracy": e["accuracy"],
         "vote_rubin_twins_by_ztf_labels_macro_f1": float(rubin_f1),
         "vote_rubin_twins_by_ztf_labels_accuracy":
             float(np.mean([a == p for a, p in zip(actual, predicted)])),
+        "vote_rubin_twins_by_ztf_labels_flux_preset_macro_f1": float(rubin_flux_f1),
         "python_measures": prototype,
     }
 
@@ -215,6 +225,11 @@ def main():
                      f" | {r['twin_in_10_engine']:.3f} | {r['twin_in_10_exact']:.3f} | "
                      f"{r['vote_ztf_leave_one_out_macro_f1']:.3f} | "
                      f"{r['vote_rubin_twins_by_ztf_labels_macro_f1']:.3f} |")
+    lines += ["", "| generator | twin in 10, `similar --features flux` | vote macro-F1, Rubin "
+              "twins by ZTF labels, `classify --features flux` |", "|---|---:|---:|"]
+    for r in result["runs"]:
+        lines.append(f"| `--cadence {r['cadence']}` | {r['twin_in_10_engine_flux_preset']:.3f} | "
+                     f"{r['vote_rubin_twins_by_ztf_labels_flux_preset_macro_f1']:.3f} |")
     lines += ["", "| space (Python measures, same objects) | cadence | twin in 10 | vote macro-F1, "
               "Rubin twins by 10 nearest ZTF |", "|---|---|---:|---:|"]
     for r in result["runs"]:

@@ -526,13 +526,18 @@ pub(super) struct SimilarArgs {
     #[arg(long, value_name = "MJD")]
     pub(super) as_of: Option<f64>,
     /// Which features make objects alike: `lightcurve` (looks like this one), `context` (sits
-    /// where this one sits: catalogue neighbours, reference source, history) or `all` (the
-    /// index's metric: is the same kind of thing).
-    #[arg(long, default_value = "all", value_name = "lightcurve|context|all")]
+    /// where this one sits: catalogue neighbours, reference source, history), `flux` (the
+    /// survey-blind difference fluxes: the same object seen by ZTF or Rubin; an exact scan)
+    /// or `all` (the index's metric: is the same kind of thing).
+    #[arg(
+        long,
+        default_value = "all",
+        value_name = "lightcurve|context|flux|all"
+    )]
     pub(super) features: asterism::embed::FeatureGroup,
     /// The query's own weights of the feature groups, on top of the store's: candidates from
     /// the index are ranked with them.
-    #[arg(long, value_name = "lightcurve=W,context=W")]
+    #[arg(long, value_name = "lightcurve=W,context=W,flux=W")]
     pub(super) weights: Option<asterism::embed::GroupWeights>,
     /// Compare every object as it was DAYS after its own first detection (early-lightcurve
     /// analogs; exact, every object embedded at that age).
@@ -598,8 +603,16 @@ pub(super) struct ClassifyArgs {
     pub(super) object_id: String,
     /// Compare every object as it was DAYS after its own first detection (early-lightcurve
     /// analogs; exact, every object embedded at that age).
-    #[arg(long, value_name = "DAYS")]
+    #[arg(long, value_name = "DAYS", conflicts_with = "features")]
     pub(super) at_age: Option<f64>,
+    /// Which features find the voters (see `similar`): `flux` lets the labelled objects of
+    /// one survey vote on another's.
+    #[arg(
+        long,
+        default_value = "all",
+        value_name = "lightcurve|context|flux|all"
+    )]
+    pub(super) features: asterism::embed::FeatureGroup,
     #[arg(long)]
     pub(super) json: bool,
 }
@@ -689,12 +702,16 @@ pub(super) struct RecommendArgs {
     pub(super) user: Option<String>,
     #[arg(long, default_value_t = 10)]
     pub(super) top: usize,
-    /// Which features make objects alike: lightcurve, context or all (see `similar`).
-    #[arg(long, default_value = "all", value_name = "lightcurve|context|all")]
+    /// Which features make objects alike: lightcurve, context, flux or all (see `similar`).
+    #[arg(
+        long,
+        default_value = "all",
+        value_name = "lightcurve|context|flux|all"
+    )]
     pub(super) features: asterism::embed::FeatureGroup,
     /// The query's own weights of the feature groups, on top of the store's: candidates from
     /// the index are ranked with them.
-    #[arg(long, value_name = "lightcurve=W,context=W")]
+    #[arg(long, value_name = "lightcurve=W,context=W,flux=W")]
     pub(super) weights: Option<asterism::embed::GroupWeights>,
     #[command(flatten)]
     pub(super) filters: FilterArgs,

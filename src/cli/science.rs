@@ -28,7 +28,7 @@ pub(super) fn classify(args: ClassifyArgs) -> Result<()> {
     let engine = open_existing(&args.db.db)?;
     let c = match args.at_age {
         Some(days) => engine.classify_at_age(&args.object_id, days)?,
-        None => engine.classify(&args.object_id)?,
+        None => engine.classify_by(&args.object_id, args.features)?,
     };
     output::print_classification(&c, args.json)
 }

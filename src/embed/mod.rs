@@ -23,6 +23,11 @@
 //!   a field the survey does not send is missing (masked), a "no source within the search
 //!   radius" sentinel is a far distance ([`NONE_WITHIN_ARCSEC`]).
 //!
+//! - the **flux group** (names `flux_*`, [`FLUX_FEATURES`]): statistics of the signed
+//!   difference fluxes (nJy) of the points both ZTF and Rubin could detect, so that one object
+//!   seen by either survey lands in one place, where the other groups describe the sampling
+//!   as much as the object (SCIENCE.md). Its own similarity preset scans it exactly.
+//!
 //! Each group has a weight ([`EmbeddingSpec::weights`]): scaled values are multiplied by it,
 //! so the index's L2 distance weighs the groups as the spec says; a metric learned from labels
 //! (`crate::science::metric`) replaces the weights by per-feature ones.
@@ -40,15 +45,20 @@ use serde::{Deserialize, Serialize};
 use crate::model::{AnnotationValue, Band, Detection, ObjectRecord, Unit};
 
 /// Version of the feature list; bump on any change to [`Embedder`]'s output.
-pub const FEATURE_VERSION: u32 = 3;
+pub const FEATURE_VERSION: u32 = 4;
 
-/// Feature groups: the lightcurve-shape features and the packet context.
+/// Feature groups: the lightcurve-shape features, the packet context and the survey-blind
+/// difference fluxes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum FeatureGroup {
     Lightcurve,
     Context,
-    /// Both: the index's own metric.
+    /// The survey-blind group ([`FLUX_FEATURES`]): the same object seen by ZTF and by Rubin
+    /// lands in the same place. Its neighbourhoods are not the index's, so a query by it
+    /// scans every object's vector (exact).
+    Flux,
+    /// Every group: the index's own metric.
     #[default]
     All,
 }
@@ -58,17 +68,27 @@ impl FeatureGroup {
         match self {
             FeatureGroup::Lightcurve => "lightcurve",
             FeatureGroup::Context => "context",
+            FeatureGroup::Flux => "flux",
             FeatureGroup::All => "all",
         }
     }
 
     /// Whether the named feature belongs to this group.
     pub fn contains(self, feature: &str) -> bool {
+        let context = feature.starts_with(CONTEXT_PREFIX);
+        let flux = feature.starts_with(FLUX_PREFIX);
         match self {
             FeatureGroup::All => true,
-            FeatureGroup::Context => feature.starts_with(CONTEXT_PREFIX),
-            FeatureGroup::Lightcurve => !feature.starts_with(CONTEXT_PREFIX),
+            FeatureGroup::Context => context,
+            FeatureGroup::Flux => flux,
+            FeatureGroup::Lightcurve => !context && !flux,
         }
+    }
+
+    /// Whether a query by this group scans every object instead of ranking the index's
+    /// candidates: the flux group's nearest objects are seldom among the index's.
+    pub fn scans_every_object(self) -> bool {
+        self == FeatureGroup::Flux
     }
 }
 
@@ -78,28 +98,45 @@ impl std::str::FromStr for FeatureGroup {
         match s {
             "lightcurve" => Ok(FeatureGroup::Lightcurve),
             "context" => Ok(FeatureGroup::Context),
+            "flux" => Ok(FeatureGroup::Flux),
             "all" => Ok(FeatureGroup::All),
             other => Err(format!(
-                "unknown feature group {other:?}: expected lightcurve, context or all"
+                "unknown feature group {other:?}: expected lightcurve, context, flux or all"
             )),
         }
     }
 }
 
-/// A query's own weights of the two groups, on top of the spec's (`lightcurve=W,context=W`).
+/// A query's own weights of the groups, on top of the spec's
+/// (`lightcurve=W,context=W,flux=W`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GroupWeights {
     pub lightcurve: f64,
     pub context: f64,
+    pub flux: f64,
+}
+
+impl GroupWeights {
+    /// The weight of the group the named feature belongs to.
+    pub fn of(&self, feature: &str) -> f64 {
+        if FeatureGroup::Context.contains(feature) {
+            self.context
+        } else if FeatureGroup::Flux.contains(feature) {
+            self.flux
+        } else {
+            self.lightcurve
+        }
+    }
 }
 
 impl std::str::FromStr for GroupWeights {
     type Err = String;
-    /// Parses `lightcurve=W,context=W` (either may be left out: weight 1).
+    /// Parses `lightcurve=W,context=W,flux=W` (any may be left out: weight 1).
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let mut w = GroupWeights {
             lightcurve: 1.0,
             context: 1.0,
+            flux: 1.0,
         };
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, value) = part
@@ -117,10 +154,11 @@ impl std::str::FromStr for GroupWeights {
             match name.trim() {
                 "lightcurve" => w.lightcurve = value,
                 "context" => w.context = value,
+                "flux" => w.flux = value,
                 other => return Err(format!("unknown feature group `{other}`")),
             }
         }
-        if w.lightcurve == 0.0 && w.context == 0.0 {
+        if w.lightcurve == 0.0 && w.context == 0.0 && w.flux == 0.0 {
             return Err("at least one group needs a weight above 0".into());
         }
         Ok(w)
@@ -146,6 +184,35 @@ pub const CONTEXT_FEATURES: [&str; 13] = [
     "ctx_negative_fraction",
     "ctx_galactic_latitude",
 ];
+
+/// Name prefix of the flux group's features.
+pub const FLUX_PREFIX: &str = "flux_";
+
+/// The flux group, in vector order: what both ZTF and Rubin could see of an object's signed
+/// difference flux (nJy), so that the same object seen by either survey gets the same values.
+/// Only the points brighter than [`COMMON_DEPTH_MAG`] count (for the first five, every point
+/// when none is): of every band together, log10 of the peak and the median |flux|, the share
+/// of negative differences, log10(1 + time span) and the spread (standard deviation) of
+/// log10 |flux|; of the blue (u, g) and the red (r, i, z, y) bands, log10 of the peak and the
+/// median |flux| and the negative share. Statistics of the points rather than of their shape
+/// (moments, periodograms), which 4-10 Rubin points per band cannot pin down.
+pub const FLUX_FEATURES: [&str; 11] = [
+    "flux_log_peak",
+    "flux_log_median",
+    "flux_negative_share",
+    "flux_log_span",
+    "flux_log_spread",
+    "flux_blue_log_peak",
+    "flux_blue_log_median",
+    "flux_blue_negative_share",
+    "flux_red_log_peak",
+    "flux_red_log_median",
+    "flux_red_negative_share",
+];
+
+/// The depth both surveys reach (ZTF's r-band 5σ depth, AB mag): the flux group counts only
+/// points brighter than this, so Rubin's deeper points do not set its objects apart.
+pub const COMMON_DEPTH_MAG: f64 = 20.6;
 
 /// A "no source within the search radius" sentinel stands for this distance (arcsec).
 pub const NONE_WITHIN_ARCSEC: f64 = 30.0;
@@ -236,6 +303,7 @@ impl Embedder {
             names.push(n.to_string());
         }
         names.extend(CONTEXT_FEATURES.iter().map(|n| n.to_string()));
+        names.extend(FLUX_FEATURES.iter().map(|n| n.to_string()));
         Embedder {
             per_band,
             weighted_mean: WeightedMean::new().into(),
@@ -330,6 +398,7 @@ impl Embedder {
         out.push(period);
         out.push(s_to_n);
         out.extend(context(record, &detections, as_of));
+        out.extend(flux_group(&detections));
         for v in &mut out {
             if !v.is_finite() {
                 *v = f64::NAN;
@@ -432,6 +501,95 @@ fn context(record: &ObjectRecord, detections: &[&Detection], as_of: Option<f64>)
         log_distance(ztf("ssdistnr")),
         negative_fraction,
         galactic_latitude(record.meta.ra, record.meta.dec),
+    ]
+}
+
+/// A detection's signed difference flux (nJy): a ZTF difference magnitude turned back into
+/// flux, negative when `isdiffpos` says so; a Rubin difference flux as sent. Tables of
+/// magnitudes or fluxes are not differences: `None`.
+pub fn signed_flux(d: &Detection) -> Option<f64> {
+    let f = match d.unit {
+        Unit::DiffMag { positive } => {
+            let f = 10f64.powf((NJY_ZERO_POINT - d.value) / 2.5);
+            if positive {
+                f
+            } else {
+                -f
+            }
+        }
+        Unit::FluxNjy => d.value,
+        _ => return None,
+    };
+    (f.is_finite() && f != 0.0).then_some(f)
+}
+
+/// log10 of the peak and of the median |flux|, and the share of negative fluxes.
+fn peak_median_negative(fluxes: &[f64]) -> [f64; 3] {
+    if fluxes.is_empty() {
+        return [f64::NAN; 3];
+    }
+    let mut logs: Vec<f64> = fluxes.iter().map(|f| f.abs().log10()).collect();
+    logs.sort_by(f64::total_cmp);
+    let median = if logs.len() % 2 == 1 {
+        logs[logs.len() / 2]
+    } else {
+        (logs[logs.len() / 2 - 1] + logs[logs.len() / 2]) / 2.0
+    };
+    let negative = fluxes.iter().filter(|f| **f < 0.0).count() as f64 / fluxes.len() as f64;
+    [logs[logs.len() - 1], median, negative]
+}
+
+/// The flux group of some detections ([`FLUX_FEATURES`], in order).
+fn flux_group(detections: &[&Detection]) -> [f64; 11] {
+    let depth = 10f64.powf((NJY_ZERO_POINT - COMMON_DEPTH_MAG) / 2.5);
+    let points: Vec<(f64, f64, &Band)> = detections
+        .iter()
+        .filter_map(|d| Some((d.mjd, signed_flux(d)?, &d.band)))
+        .collect();
+    let bright: Vec<(f64, f64, &Band)> = points
+        .iter()
+        .copied()
+        .filter(|p| p.1.abs() >= depth)
+        .collect();
+    let all = if bright.is_empty() { &points } else { &bright };
+    let fluxes: Vec<f64> = all.iter().map(|p| p.1).collect();
+    let [peak, median, negative] = peak_median_negative(&fluxes);
+    let (span, spread) = if all.is_empty() {
+        (f64::NAN, f64::NAN)
+    } else {
+        let (lo, hi) = all
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+                (lo.min(p.0), hi.max(p.0))
+            });
+        let logs: Vec<f64> = fluxes.iter().map(|f| f.abs().log10()).collect();
+        let mean = logs.iter().sum::<f64>() / logs.len() as f64;
+        let var = logs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / logs.len() as f64;
+        ((1.0 + (hi - lo)).log10(), var.sqrt())
+    };
+    let of_bands = |blue: bool| -> [f64; 3] {
+        let fluxes: Vec<f64> = bright
+            .iter()
+            .filter(|p| matches!(p.2, Band::U | Band::G) == blue)
+            .filter(|p| !matches!(p.2, Band::Other(_)))
+            .map(|p| p.1)
+            .collect();
+        peak_median_negative(&fluxes)
+    };
+    let [blue_peak, blue_median, blue_negative] = of_bands(true);
+    let [red_peak, red_median, red_negative] = of_bands(false);
+    [
+        peak,
+        median,
+        negative,
+        span,
+        spread,
+        blue_peak,
+        blue_median,
+        blue_negative,
+        red_peak,
+        red_median,
+        red_negative,
     ]
 }
 
@@ -693,11 +851,7 @@ impl EmbeddingSpec {
             .iter()
             .map(|n| {
                 let kept = if group.contains(n) { 1.0 } else { 0.0 };
-                let w = match weights {
-                    None => 1.0,
-                    Some(w) if FeatureGroup::Context.contains(n) => w.context,
-                    Some(w) => w.lightcurve,
-                };
+                let w = weights.map_or(1.0, |w| w.of(n));
                 (kept * w) as f32
             })
             .collect()
@@ -774,7 +928,83 @@ mod tests {
         r.refresh_meta();
         let e = Embedder::new();
         let raw = e.features(&r, None);
-        raw[e.dim() - CONTEXT_FEATURES.len()..].to_vec()
+        let start = group_start(&e, CONTEXT_FEATURES[0]);
+        raw[start..start + CONTEXT_FEATURES.len()].to_vec()
+    }
+
+    fn group_start(e: &Embedder, first: &str) -> usize {
+        e.names().iter().position(|n| n == first).unwrap()
+    }
+
+    /// The flux group of detections given as (MJD, band, signed flux in nJy), written once as
+    /// ZTF difference magnitudes (sign in `isdiffpos`) and once as Rubin difference fluxes.
+    fn flux_of(points: &[(f64, Band, f64)]) -> (Vec<f64>, Vec<f64>) {
+        let e = Embedder::new();
+        let start = group_start(&e, FLUX_FEATURES[0]);
+        let written = |ztf: bool| {
+            let mut r = ObjectRecord::new("X".into(), Survey::External);
+            r.detections = points
+                .iter()
+                .map(|(t, b, f)| {
+                    let mut d = Detection::magnitude(*t, b.clone(), *f, 0.1 * f.abs());
+                    if ztf {
+                        d.value = NJY_ZERO_POINT - 2.5 * f.abs().log10();
+                        d.unit = Unit::DiffMag { positive: *f > 0.0 };
+                    } else {
+                        d.unit = Unit::FluxNjy;
+                    }
+                    d
+                })
+                .collect();
+            e.features(&r, None)[start..start + FLUX_FEATURES.len()].to_vec()
+        };
+        (written(true), written(false))
+    }
+
+    #[test]
+    fn the_flux_group_is_one_for_both_surveys_and_counts_only_what_both_could_see() {
+        let depth = 10f64.powf((NJY_ZERO_POINT - COMMON_DEPTH_MAG) / 2.5);
+        let points = [
+            (10.0, Band::G, 4.0 * depth),
+            (12.0, Band::R, 10.0 * depth),
+            (15.0, Band::R, -2.0 * depth),
+            (16.0, Band::Z, 0.5 * depth), // too faint for ZTF: left out
+            (30.0, Band::U, 1.5 * depth),
+        ];
+        let (ztf, rubin) = flux_of(&points);
+        for (i, name) in FLUX_FEATURES.iter().enumerate() {
+            assert!(
+                (ztf[i] - rubin[i]).abs() < 1e-9,
+                "{name}: {} vs {}",
+                ztf[i],
+                rubin[i]
+            );
+        }
+        let at = |name: &str| ztf[FLUX_FEATURES.iter().position(|n| *n == name).unwrap()];
+        let l = depth.log10();
+        assert!((at("flux_log_peak") - (l + 1.0)).abs() < 1e-9);
+        // |flux| of the four bright points: 1.5, 2, 4, 10 x depth.
+        assert!((at("flux_log_median") - (l + (2f64.log10() + 4f64.log10()) / 2.0)).abs() < 1e-9);
+        assert!((at("flux_negative_share") - 0.25).abs() < 1e-12);
+        assert!((at("flux_log_span") - 21f64.log10()).abs() < 1e-12);
+        assert!((at("flux_blue_log_peak") - (l + 4f64.log10())).abs() < 1e-9);
+        assert!((at("flux_blue_negative_share")).abs() < 1e-12);
+        assert!((at("flux_red_negative_share") - 0.5).abs() < 1e-12);
+        assert!((at("flux_red_log_median") - (l + (2f64.log10() + 1.0) / 2.0)).abs() < 1e-9);
+
+        // Nothing bright: the all-band features use every point, the band ones are missing.
+        let (faint, _) = flux_of(&[(1.0, Band::G, 0.1 * depth), (2.0, Band::R, -0.2 * depth)]);
+        assert!((faint[0] - (0.2 * depth).log10()).abs() < 1e-9);
+        assert!((faint[2] - 0.5).abs() < 1e-12);
+        assert!(faint[5..].iter().all(|x| x.is_nan()));
+
+        // Tables of magnitudes are not differences: no flux group.
+        let e = Embedder::new();
+        let start = group_start(&e, FLUX_FEATURES[0]);
+        let table = e.features(&record(&[(1.0, Band::G, 18.0), (2.0, Band::R, 17.0)]), None);
+        assert!(table[start..start + FLUX_FEATURES.len()]
+            .iter()
+            .all(|x| x.is_nan()));
     }
 
     #[test]
@@ -842,12 +1072,17 @@ mod tests {
         let w: GroupWeights = "lightcurve=2, context=0.5".parse().unwrap();
         assert_eq!((w.lightcurve, w.context), (2.0, 0.5));
         let w: GroupWeights = "context=3".parse().unwrap();
-        assert_eq!((w.lightcurve, w.context), (1.0, 3.0));
+        assert_eq!((w.lightcurve, w.context, w.flux), (1.0, 3.0, 1.0));
+        let w: GroupWeights = "flux=0.5,lightcurve=0".parse().unwrap();
+        assert_eq!((w.lightcurve, w.context, w.flux), (0.0, 1.0, 0.5));
+        assert_eq!(w.of("flux_log_peak"), 0.5);
+        assert_eq!(w.of("ctx_real_bogus"), 1.0);
+        assert_eq!(w.of("g_mean"), 0.0);
         for bad in [
             "context=-1",
             "shape=1",
             "lightcurve",
-            "lightcurve=0,context=0",
+            "lightcurve=0,context=0,flux=0",
             "context=x",
         ] {
             assert!(bad.parse::<GroupWeights>().is_err(), "{bad}");
@@ -898,7 +1133,14 @@ mod tests {
             assert_eq!(*x, want, "{name}");
         }
         let mask = spec.group_mask(FeatureGroup::Lightcurve);
-        assert_eq!(mask.iter().filter(|m| **m == 0.0).count(), n_ctx);
+        assert_eq!(
+            mask.iter().filter(|m| **m == 0.0).count(),
+            n_ctx + FLUX_FEATURES.len()
+        );
+        let flux = spec.group_mask(FeatureGroup::Flux);
+        for (name, m) in spec.feature_names.iter().zip(&flux) {
+            assert_eq!(*m == 1.0, name.starts_with(FLUX_PREFIX), "{name}");
+        }
         // A spec written before weights existed reads as all-ones weights.
         let mut old = spec.clone();
         old.weights.clear();

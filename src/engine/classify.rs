@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::{lock, read, ChangeEvent, Engine, EngineError, Result};
+use crate::embed::FeatureGroup;
 use crate::graph::GRAPH_K;
 use crate::model::{Label, ObjectRecord};
 use crate::science::taxonomy::{self, primary};
@@ -137,9 +138,17 @@ impl Engine {
     /// labelled. Either way the call reads a bounded number of lists and records, whatever
     /// the size of the store.
     pub fn classify(&self, object_id: &str) -> Result<Classification> {
+        self.classify_by(object_id, FeatureGroup::All)
+    }
+
+    /// [`Engine::classify`] with the voters found by a similarity preset (`features`, as
+    /// `similar` takes it): `flux` votes by the survey-blind group, so that labels of one
+    /// survey's objects classify the other's.
+    pub fn classify_by(&self, object_id: &str, features: FeatureGroup) -> Result<Classification> {
         let record = self.object(object_id)?;
+        self.check_preset(&super::Target::Object(object_id.to_string()), features)?;
         let vector = self.current_vector(object_id)?;
-        let candidates = read(&self.live).search(&vector, VOTE_CANDIDATES, Some(object_id));
+        let candidates = self.nearest_by(&vector, VOTE_CANDIDATES, Some(object_id), features, None);
         let ids: Vec<&str> = candidates.iter().map(|(id, _)| id.as_ref()).collect();
         let labels = self.primary_labels(&ids)?;
         let voters: Vec<Voter> = candidates

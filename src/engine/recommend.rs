@@ -37,7 +37,8 @@ impl Engine {
     /// Objects like the positive examples and unlike the negative ones (or like what `user`
     /// voted up and unlike what they voted down), filtered, best first. Score: mean over
     /// positives of 1/(1 + d) minus mean over negatives of 1/(1 + d), d measured on the
-    /// preset's features (`features`) among the index's nearest candidates of each positive.
+    /// preset's features (`features`) among the nearest candidates of each positive by that
+    /// preset (`Engine::nearest_by`).
     /// Never returns the examples nor objects the user voted on.
     pub fn recommend(&self, req: &RecommendQuery) -> Result<Vec<Recommendation>> {
         let (mut like, mut unlike) = (req.like.clone(), req.unlike.clone());
@@ -66,13 +67,10 @@ impl Engine {
             .collect::<Result<_>>()?;
         let per_example = (req.top * 10).clamp(50, MAX_K);
         let mut candidates: HashSet<String> = HashSet::new();
-        {
-            let live = read(&self.live);
-            for v in &pos {
-                for (id, _) in live.search(v, per_example, None) {
-                    if !exclude.contains(id.as_ref()) {
-                        candidates.insert(id.to_string());
-                    }
+        for v in &pos {
+            for (id, _) in self.nearest_by(v, per_example, None, req.features, req.weights) {
+                if !exclude.contains(id.as_ref()) {
+                    candidates.insert(id.to_string());
                 }
             }
         }

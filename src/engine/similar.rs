@@ -7,11 +7,12 @@
 //! never returns fewer objects than exist.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use super::{check_count, read, Engine, EngineError, Result};
-use crate::embed::{l2, FeatureGroup, GroupWeights};
+use crate::embed::{FeatureGroup, GroupWeights};
 use crate::index::exact_knn;
 use crate::model::{Alert, Detection, Label, ObjectRecord, Survey, Unit, VectorVersion};
 use crate::science::{self, taxonomy, Explanation};
@@ -270,7 +271,7 @@ impl Engine {
                 return Err(invalid("at_age", "give as_of or at_age, not both"));
             }
         }
-        self.check_preset(q)?;
+        self.check_preset(&q.target, q.features)?;
         match (q.as_of, q.at_age) {
             (Some(t), _) => self.similar_then(q, self.versions_at(t)?),
             (None, Some(days)) => self.similar_then(q, self.versions_at_age(days)?),
@@ -280,11 +281,11 @@ impl Engine {
 
     /// A preset's group must have a feature the target defines: ranking by features the
     /// target lacks (every one masked) would tie every object at distance 0.
-    fn check_preset(&self, q: &SimilarQuery) -> Result<()> {
-        if q.features == FeatureGroup::All {
+    pub(super) fn check_preset(&self, target: &Target, features: FeatureGroup) -> Result<()> {
+        if features == FeatureGroup::All {
             return Ok(());
         }
-        let mask = match &q.target {
+        let mask = match target {
             Target::Object(id) => self.vector(id)?.1,
             Target::Lightcurve(detections) => {
                 let record = lightcurve_record(detections)?;
@@ -298,19 +299,20 @@ impl Engine {
         let defined = names
             .iter()
             .zip(&mask)
-            .any(|(name, missing)| q.features.contains(name) && !missing);
+            .any(|(name, missing)| features.contains(name) && !missing);
         if defined {
             return Ok(());
         }
-        let what = match &q.target {
+        let what = match target {
             Target::Object(id) => format!("object `{id}`"),
             _ => "the lightcurve".to_string(),
         };
         Err(invalid(
             "features",
             format!(
-                "{what} has none of the {} features (lightcurve tables carry no packet context)",
-                q.features.as_str()
+                "{what} has none of the {} features (lightcurve tables carry no packet context \
+                 and no difference fluxes)",
+                features.as_str()
             ),
         ))
     }
@@ -368,6 +370,63 @@ impl Engine {
         }
     }
 
+    /// The `k` objects nearest `vector` by a preset, without `exclude`, nearest first, with
+    /// their distance in the preset's space: with `All` and no weights, the index's `k`
+    /// nearest; for a group that [scans every object](FeatureGroup::scans_every_object), an
+    /// exact scan of every live vector by that group's features; otherwise the index's
+    /// nearest (at least [`PRESET_CANDIDATES`]) ranked by the preset's features and weights.
+    pub(super) fn nearest_by(
+        &self,
+        vector: &[f32],
+        k: usize,
+        exclude: Option<&str>,
+        features: FeatureGroup,
+        weights: Option<GroupWeights>,
+    ) -> Vec<(Arc<str>, f32)> {
+        let live = read(&self.live);
+        if features == FeatureGroup::All && weights.is_none() {
+            return live.search(vector, k, exclude);
+        }
+        let mult = live.spec.group_multipliers(features, weights);
+        let query = masked(vector, &mult);
+        // Only the preset's own dimensions count: the rest are multiplied by 0.
+        let dims: Vec<usize> = (0..mult.len()).filter(|&i| mult[i] != 0.0).collect();
+        let distance = |v: &[f32]| -> f32 {
+            dims.iter()
+                .map(|&i| {
+                    let x = v[i] * mult[i] - query[i];
+                    x * x
+                })
+                .sum::<f32>()
+                .sqrt()
+        };
+        let mut all: Vec<(Arc<str>, f32)> = Vec::new();
+        if features.scans_every_object() {
+            all.reserve(live.len());
+            live.for_each_vector(|id, v| {
+                if Some(id.as_ref()) != exclude {
+                    all.push((id.clone(), distance(v)));
+                }
+            });
+        } else {
+            let mut buf = Vec::new();
+            for (id, _) in live.search(vector, k.max(PRESET_CANDIDATES), exclude) {
+                if let Some(d) = live.distance_by(&id, &mut buf, distance) {
+                    all.push((id, d));
+                }
+            }
+        }
+        let order = |a: &(Arc<str>, f32), b: &(Arc<str>, f32)| {
+            a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0))
+        };
+        if k < all.len() {
+            all.select_nth_unstable_by(k, order);
+            all.truncate(k);
+        }
+        all.sort_by(order);
+        all
+    }
+
     fn similar_now(&self, q: &SimilarQuery) -> Result<Vec<SimilarHit>> {
         let r = self.resolve(&q.target, q.explain)?;
         let total = read(&self.live).len();
@@ -379,33 +438,14 @@ impl Engine {
         } else {
             (4 * q.k).max(50)
         };
-        let mask = self.spec().group_multipliers(q.features, q.weights);
         loop {
-            let found = read(&self.live).search(&r.vector, pool, r.exclude.as_deref());
+            let exclude = r.exclude.as_deref();
+            let found = self.nearest_by(&r.vector, pool, exclude, q.features, q.weights);
             let exhausted = found.len() < pool || pool >= total;
-            let hits: Vec<(String, f32, Option<VectorVersion>)> = if preset {
-                // The index's candidates, ranked by the preset's features alone.
-                let live = read(&self.live);
-                let q_masked = masked(&r.vector, &mask);
-                let mut ranked: Vec<(String, f32, Option<VectorVersion>)> = found
-                    .into_iter()
-                    .filter_map(|(id, _)| {
-                        let c = live.current(&id)?;
-                        Some((
-                            id.to_string(),
-                            l2(&q_masked, &masked(&c.vector, &mask)),
-                            None,
-                        ))
-                    })
-                    .collect();
-                ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-                ranked
-            } else {
-                found
-                    .into_iter()
-                    .map(|(id, d)| (id.to_string(), d, None))
-                    .collect()
-            };
+            let hits: Vec<(String, f32, Option<VectorVersion>)> = found
+                .into_iter()
+                .map(|(id, d)| (id.to_string(), d, None))
+                .collect();
             let out = self.admit(q, &r, hits)?;
             if out.len() >= q.k || exhausted {
                 return Ok(out);

@@ -451,13 +451,24 @@ impl LiveIndex {
     /// The distance from `to` to `object_id`'s current vector, read into `buf` (no allocation
     /// once it has grown, where [`LiveIndex::current`] copies the vector out).
     pub fn distance_to(&self, object_id: &str, to: &[f32], buf: &mut Vec<f32>) -> Option<f32> {
+        self.distance_by(object_id, buf, |v| l2(v, to))
+    }
+
+    /// `distance` of `object_id`'s current vector, read into `buf` as in
+    /// [`LiveIndex::distance_to`].
+    pub fn distance_by(
+        &self,
+        object_id: &str,
+        buf: &mut Vec<f32>,
+        distance: impl Fn(&[f32]) -> f32,
+    ) -> Option<f32> {
         let slot = self.current.get(object_id)?;
         match &slot.vector {
-            Some(v) => Some(l2(v, to)),
+            Some(v) => Some(distance(v)),
             None => self
                 .index
                 .exact_vector_into(slot.point, buf)
-                .then(|| l2(buf, to)),
+                .then(|| distance(buf)),
         }
     }
 
@@ -466,6 +477,22 @@ impl LiveIndex {
         self.current
             .iter()
             .filter_map(|s| Some((&s.id, self.current_of(s)?)))
+    }
+
+    /// Calls `f` with every live object and its current vector, read into one buffer (no
+    /// allocation per object, where [`LiveIndex::objects`] copies each vector out).
+    pub fn for_each_vector(&self, mut f: impl FnMut(&Arc<str>, &[f32])) {
+        let mut buf = Vec::new();
+        for slot in self.current.iter() {
+            match &slot.vector {
+                Some(v) => f(&slot.id, v),
+                None if self.index.exact_vector_into(slot.point, &mut buf) => f(&slot.id, &buf),
+                None => tracing::error!(
+                    point = slot.point,
+                    "a live point's vector is not in the graph"
+                ),
+            }
+        }
     }
 
     /// Every live object's id.

@@ -291,9 +291,10 @@ impl asterism_server::Asterism for Service {
         self.access.check_read(request.metadata())?;
         let req = request.into_inner();
         required("object_id", &req.object_id)?;
+        let features = convert::features(&req.features)?;
         let engine = Arc::clone(&self.engine);
         blocking(move || {
-            let c = engine.classify(&req.object_id)?;
+            let c = engine.classify_by(&req.object_id, features)?;
             Ok(Response::new(convert::classification(&c)))
         })
         .await

@@ -144,9 +144,10 @@ async fn classify(
     RawQuery(query): RawQuery,
 ) -> Answer<Classification> {
     read_access(&shared, &headers)?;
-    Params::parse(query.as_deref(), &[])?;
+    let params = Params::parse(query.as_deref(), &["features"])?;
+    let features = convert::features(params.get("features").unwrap_or(""))?;
     let engine = shared.engine;
-    blocking(move || Ok(Json(engine.classify(&id)?))).await
+    blocking(move || Ok(Json(engine.classify_by(&id, features)?))).await
 }
 
 /// Everything the panel draws for one object, in one answer: its lightcurve, its neighbours

@@ -70,7 +70,7 @@ pub fn document() -> Value {
     let features = query(
         "features",
         "string",
-        "which features make objects alike: lightcurve, context or all (default)",
+        "which features make objects alike: lightcurve, context, flux (survey-blind, exact) or all (default)",
     );
     let at_age = query(
         "at_age",
@@ -80,7 +80,7 @@ pub fn document() -> Value {
     let weights = query(
         "weights",
         "string",
-        "the query's own group weights, lightcurve=W,context=W",
+        "the query's own group weights, lightcurve=W,context=W,flux=W",
     );
     let top = query("top", "integer", "how many (1..=1000, default 10)");
     let user = query(
@@ -144,7 +144,7 @@ pub fn document() -> Value {
             "/objects/{id}": get("an object's metadata, lightcurve, limits and annotations (`asterism object --json`)", vec![path_id()], false),
             "/objects/{id}/lightcurve": get("the lightcurve per band and unit: mjd, value, error, is_limit", vec![path_id()], false),
             "/objects/{id}/similar": get("the nearest objects (`asterism similar --json`)", similar_params, false),
-            "/objects/{id}/classify": get("class probabilities from the neighbours' labels (`asterism classify --json`)", vec![path_id()], false),
+            "/objects/{id}/classify": get("class probabilities from the neighbours' labels (`asterism classify --json`)", vec![path_id(), features.clone()], false),
             "/objects/{id}/panel": get("what the panel draws: lightcurve, neighbours with lightcurves and explanations, vote, anomaly score", panel_params, false),
             "/anomalies": get("the most anomalous objects (`asterism anomalies --json`)", vec![top.clone(), query("since", "number", "only objects detected at or after this MJD"), user.clone()], true),
             "/recommend": get("objects like the examples or a user's up-votes (`asterism recommend --json`)", recommend_params, true),
