@@ -7,20 +7,22 @@
 //! stored lists against exact search on a sample.
 //!
 //! Usage: cargo bench --bench seed -- --objects N [--index usearch|hnsw_rs] [--queries Q]
-//!        [--keep-db DIR]
+//!        [--quantization f16|f32|i8] [--keep-db DIR]
+//! Recall's truth is exact f32 search over the stored raw features under the spec, unrounded
+//! (an f16 store's own vectors are rounded to half precision).
 //! Prints progress on stderr and one JSON document on stdout. With --keep-db the store stays
 //! (serve it with `benches/grpc.rs --db DIR --objects N`, `benches/panel.rs --db DIR`).
 
 mod support;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
 use asterism::alert::write::PacketWriter;
 use asterism::alert::{DecodeOptions, Decoded};
 use asterism::engine::{Engine, EngineConfig};
-use asterism::index::IndexBackend;
+use asterism::index::{IndexBackend, Quantization, UsearchParams};
 use asterism::model::Survey;
 use asterism::store::StoreConfig;
 use asterism::synth::{AlertStream, StreamSpec};
@@ -34,6 +36,12 @@ fn main() {
     let objects = arg("--objects", 100_000);
     let queries = arg("--queries", 200);
     let backend = IndexBackend::from_name(&arg_text("--index", "usearch")).expect("--index");
+    let quantization = match arg_text("--quantization", "f16").as_str() {
+        "f32" => Quantization::F32,
+        "f16" => Quantization::F16,
+        "i8" => Quantization::I8,
+        other => panic!("--quantization f16|f32|i8, not {other}"),
+    };
     let keep: Option<PathBuf> = std::env::args()
         .skip_while(|a| a != "--keep-db")
         .nth(1)
@@ -49,6 +57,10 @@ fn main() {
         EngineConfig {
             store: StoreConfig { sync_writes: true },
             index: Some(backend),
+            usearch: UsearchParams {
+                quantization,
+                ..UsearchParams::default()
+            },
             ..EngineConfig::default()
         },
     )
@@ -102,7 +114,8 @@ fn main() {
     let rss_seeded = rss_bytes();
 
     eprintln!("  recall on {queries} sampled objects against exact search ...");
-    let (ids, vectors) = engine.vectors();
+    let (ids, _) = engine.vectors();
+    let vectors = unrounded(&engine, &ids);
     let step = (ids.len() / queries.max(1)).max(1);
     let sample: Vec<usize> = (0..ids.len()).step_by(step).take(queries).collect();
     let (index_hits, list_hits): (usize, usize) = sample
@@ -137,6 +150,7 @@ fn main() {
         "objects": pass.objects,
         "packets": packets,
         "index": backend.name(),
+        "quantization": format!("{quantization:?}"),
         "machine_threads": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "generating_seconds": generating,
         "pass_one_seconds": pass_one,
@@ -162,4 +176,19 @@ fn main() {
         list_hits as f64 / wanted,
     );
     println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+}
+
+/// Every object's current vector in f32, unrounded: its latest stored raw features under the
+/// engine's spec, in the order of `ids`.
+fn unrounded(engine: &Engine, ids: &[String]) -> Vec<Vec<f32>> {
+    let spec = engine.spec();
+    let mut latest: HashMap<String, Vec<f32>> = HashMap::with_capacity(ids.len());
+    // Versions come in key order (object id, then sequence): the last one is the current.
+    engine
+        .store()
+        .for_each_vector(|id, _, v| {
+            latest.insert(id.to_string(), v.raw);
+        })
+        .expect("stored vectors");
+    ids.iter().map(|id| spec.scale(&latest[id]).0).collect()
 }

@@ -56,7 +56,9 @@
 //! 1,000,000, on; `--seed`, default 5) into a kept store (a bulk-seeded one: `benches/seed.rs
 //! --keep-db`): W1 at that store's size in minutes, the drift of their embeddings, recall@10 of
 //! the index and the lists, and whether the lists of other objects took them in (the relink's
-//! reverse recall). It writes into PATH: give it a copy.
+//! reverse recall). It writes into PATH: give it a copy. `--insert-expansion N` streams with
+//! USearch keeping N candidates per insertion (`Engine::set_insert_expansion`) instead of the
+//! store's recorded `expansion_add`.
 //!
 //! ```sh
 //! cargo bench --bench workloads -- --live-into /var/tmp/seed1m-w1 --live-objects 10000 --queries 200
@@ -478,6 +480,13 @@ fn live_into(db: &Path, live: usize, first: usize, seed: u64, queries: usize, su
     let t = Instant::now();
     let engine = open(db, true);
     let ready = t.elapsed().as_secs_f64();
+    let insert_expansion = std::env::args()
+        .skip_while(|a| a != "--insert-expansion")
+        .nth(1)
+        .map(|n| n.parse::<usize>().expect("--insert-expansion N"));
+    if let Some(n) = insert_expansion {
+        engine.set_insert_expansion(n);
+    }
     engine.wait_until_writable().expect("reverse graph");
     let writable = t.elapsed().as_secs_f64();
     let rss_before = rss_bytes();
@@ -496,6 +505,7 @@ fn live_into(db: &Path, live: usize, first: usize, seed: u64, queries: usize, su
         .map(|i| asterism::synth::object_id(survey, i as u64))
         .collect();
     let w1 = json!({
+        "insert_expansion": insert_expansion,
         "alerts": run.alerts,
         "seconds": run.seconds,
         "alerts_per_s": run.alerts as f64 / run.seconds,

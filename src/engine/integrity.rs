@@ -206,7 +206,7 @@ impl Engine {
             for (id, (seq, point, raw)) in &latest {
                 match live.current(id) {
                     Some(c) if c.seq == *seq && c.point == *point => {
-                        if c.vector != spec.scale(raw).0 {
+                        if c.vector != live.scale(raw) {
                             report.problem(format!("index {id}: vector differs from the store"));
                         }
                         current.insert(id.clone(), c.vector.clone());

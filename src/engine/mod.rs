@@ -324,6 +324,14 @@ impl Engine {
         &self.store
     }
 
+    /// Candidates kept while inserting new vectors into the current graph (USearch's
+    /// ef_construction for live ingest; the bulk seed and rebuilds use the recorded
+    /// `expansion_add`): a lower figure makes each alert cheaper and links it less well
+    /// (measured in BENCHMARKS.md, "W1 live into the 1M store").
+    pub fn set_insert_expansion(&self, n: usize) {
+        read(&self.live).set_insert_expansion(n);
+    }
+
     /// For a process that exits soon after this engine: its in-memory index is not freed
     /// when the engine drops but left to the exit (freeing hnsw_rs's graph link by link takes
     /// seconds on a 1M-object store: BENCHMARKS.md, W4). Background work and the store still

@@ -30,7 +30,8 @@ impl Engine {
             .collect())
     }
 
-    /// An object's current scaled vector and its mask of undefined features.
+    /// An object's current scaled vector, as the index keeps it (rounded to half precision
+    /// in an f16 store), and its mask of undefined features.
     pub fn vector(&self, object_id: &str) -> Result<(Vec<f32>, Vec<bool>)> {
         let versions = self.store.vector_versions(object_id)?;
         let Some((_, v)) = versions.last() else {
@@ -41,7 +42,10 @@ impl Engine {
             });
         };
         let raw: Vec<f64> = v.raw.iter().map(|&x| f64::from(x)).collect();
-        Ok(self.spec().transform(&raw))
+        let live = read(&self.live);
+        let (mut vector, mask) = live.spec.transform(&raw);
+        live.keep(&mut vector);
+        Ok((vector, mask))
     }
 
     /// The neighbour list of an object in the kNN graph: its [`GRAPH_K`] nearest.

@@ -360,7 +360,9 @@ impl Engine {
             Target::Lightcurve(detections) => {
                 let record = lightcurve_record(detections)?;
                 let raw = self.embedder.features(&record, None);
-                let (vector, mask) = spec.transform(&raw);
+                // Embedded as a stored object would be, and kept as the index keeps it.
+                let (mut vector, mask) = spec.transform(&raw);
+                read(&self.live).keep(&mut vector);
                 Ok(Resolved {
                     vector,
                     mask,

@@ -31,10 +31,12 @@ fn refits_beside_the_engine_leave_the_same_graph() {
     assert!(spec.version >= 2, "spec version {}", spec.version);
     assert_eq!(spec.version, engine.spec().version);
     let (ids, vectors) = engine.vectors();
+    let live = read(&engine.live);
+    assert_eq!(live.spec, spec);
     for (id, v) in ids.iter().zip(&vectors) {
         let versions = engine.store.vector_versions(id).expect("versions");
         let (_, latest) = versions.last().expect("a version");
-        assert_eq!(&spec.scale(&latest.raw).0, v, "{id}");
+        assert_eq!(&live.scale(&latest.raw), v, "{id}");
     }
 }
 

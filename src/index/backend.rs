@@ -154,26 +154,38 @@ impl AnyIndex {
         }
     }
 
-    /// Whether the graph holds every point's exact f32 vector ([`AnyIndex::exact_vector`]), so
-    /// that the live index need not keep a copy: USearch with f32 storage. (hnsw_rs keeps
-    /// them too, but does not hand them back by point.)
-    pub fn holds_exact_vectors(&self) -> bool {
-        matches!(self, AnyIndex::Usearch(_)) && self.exact_distances()
-    }
-
-    /// The exact vector of `point` where [`AnyIndex::holds_exact_vectors`].
-    pub fn exact_vector(&self, point: PointId) -> Option<Vec<f32>> {
+    /// Whether the graph holds every point's vector as the engine keeps it
+    /// ([`AnyIndex::vector`]), so that the live index need not keep a copy: USearch with f32
+    /// or f16 storage ([`super::Quantization::holds_vectors`]). (hnsw_rs keeps them too, but does not
+    /// hand them back by point.)
+    pub fn holds_vectors(&self) -> bool {
         match self {
-            AnyIndex::Hnsw(_) => None,
-            AnyIndex::Usearch(i) => i.exact_vector(point),
+            AnyIndex::Hnsw(_) => false,
+            AnyIndex::Usearch(i) => i.params().quantization.holds_vectors(),
         }
     }
 
-    /// [`AnyIndex::exact_vector`] into `out`, reusing its allocation; whether it was read.
-    pub fn exact_vector_into(&self, point: PointId, out: &mut Vec<f32>) -> bool {
+    /// `v` as this graph stores it, where [`AnyIndex::holds_vectors`]; see
+    /// [`super::Quantization::round`].
+    pub fn round(&self, v: &mut [f32]) {
+        if let AnyIndex::Usearch(i) = self {
+            i.params().quantization.round(v);
+        }
+    }
+
+    /// The vector of `point` where [`AnyIndex::holds_vectors`].
+    pub fn vector(&self, point: PointId) -> Option<Vec<f32>> {
+        match self {
+            AnyIndex::Hnsw(_) => None,
+            AnyIndex::Usearch(i) => i.vector(point),
+        }
+    }
+
+    /// [`AnyIndex::vector`] into `out`, reusing its allocation; whether it was read.
+    pub fn vector_into(&self, point: PointId, out: &mut Vec<f32>) -> bool {
         match self {
             AnyIndex::Hnsw(_) => false,
-            AnyIndex::Usearch(i) => i.exact_vector_into(point, out),
+            AnyIndex::Usearch(i) => i.vector_into(point, out),
         }
     }
 
@@ -182,6 +194,13 @@ impl AnyIndex {
         match self {
             AnyIndex::Hnsw(_) => true,
             AnyIndex::Usearch(i) => i.params().quantization.is_exact(),
+        }
+    }
+
+    /// Candidates kept by later insertions (USearch; hnsw_rs fixes them when it is built).
+    pub fn set_expansion_add(&self, n: usize) {
+        if let AnyIndex::Usearch(i) = self {
+            i.set_expansion_add(n);
         }
     }
 

@@ -12,10 +12,13 @@
 //! search returns them yet, as no object owns them; [`LiveIndex::commit`] (under the write
 //! lock, a few map updates and removals) makes them current.
 //!
-//! With f16 or i8 vectors in the graph (and with hnsw_rs), each object's exact f32 vector is
-//! held here, and a quantized search takes [`RERANK`] times more candidates and orders them by
-//! their exact distance. With f32 vectors in a USearch graph, the graph's copy is the only one:
-//! [`LiveIndex::current`] reads it back (about 260 bytes per object not held twice).
+//! With f32 or f16 vectors in a USearch graph, the graph's copy is the only one:
+//! [`LiveIndex::current`] reads it back (348 bytes per object not held twice at 87 values,
+//! f32; 174 with f16). An f16 graph's vectors are the scaled vectors rounded to half precision
+//! ([`LiveIndex::scale`]): every distance the engine computes is then exact on the values the
+//! graph holds, and a search takes [`RERANK`] times more candidates and orders them by their
+//! f32 distance to the (unrounded) query. With i8 vectors (and with hnsw_rs), each object's
+//! exact f32 vector is held here, and an i8 search is re-ranked the same way.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -54,7 +57,7 @@ struct Slot {
     id: Arc<str>,
     point: PointId,
     seq: u32,
-    /// The exact vector, unless the graph holds it ([`AnyIndex::holds_exact_vectors`]).
+    /// The vector, unless the graph holds it ([`AnyIndex::holds_vectors`]).
     vector: Option<Box<[f32]>>,
 }
 
@@ -196,7 +199,7 @@ impl Loader {
         }
         let vector = live
             .hold_vectors()
-            .then(|| live.spec.scale(&entry.raw).0.into_boxed_slice());
+            .then(|| live.scale(&entry.raw).into_boxed_slice());
         live.make_current(Slot {
             id: Arc::from(entry.object_id),
             point: entry.point,
@@ -321,7 +324,7 @@ impl LiveIndex {
                 object_id: Arc::from(e.object_id),
                 seq: e.seq,
                 point: e.point,
-                vector: self.spec.scale(&e.raw).0,
+                vector: self.scale(&e.raw),
             })
             .collect();
         let points: Vec<(PointId, Vec<f32>)> = entries
@@ -369,17 +372,33 @@ impl LiveIndex {
         }
     }
 
-    /// Whether the exact vectors are kept here (the graph does not hold them).
+    /// Whether the vectors are kept here (the graph does not hold them).
     fn hold_vectors(&self) -> bool {
-        !self.index.holds_exact_vectors()
+        !self.index.holds_vectors()
     }
 
-    /// A slot's exact vector: held, or read back from the graph.
+    /// The vector this index keeps for stored raw features: scaled by the spec, then as the
+    /// graph stores it (rounded to half precision in an f16 graph; [`AnyIndex::round`]).
+    /// Whoever compares a stored vector with [`LiveIndex::current`] scales it here.
+    pub fn scale(&self, raw: &[f32]) -> Vec<f32> {
+        let mut v = self.spec.scale(raw).0;
+        self.keep(&mut v);
+        v
+    }
+
+    /// A scaled vector as this index keeps it (see [`LiveIndex::scale`]).
+    pub fn keep(&self, v: &mut [f32]) {
+        if self.index.holds_vectors() {
+            self.index.round(v);
+        }
+    }
+
+    /// A slot's vector: held, or read back from the graph.
     fn vector_of(&self, slot: &Slot) -> Option<Vec<f32>> {
         match &slot.vector {
             Some(v) => Some(v.to_vec()),
             None => {
-                let v = self.index.exact_vector(slot.point);
+                let v = self.index.vector(slot.point);
                 if v.is_none() {
                     tracing::error!(
                         point = slot.point,
@@ -426,16 +445,18 @@ impl LiveIndex {
                 })
                 .collect();
         }
-        // Quantized vectors: more candidates, ordered by their exact distance.
+        // Quantized vectors: more candidates, ordered by their f32 distance to the query.
         let wanted = k.saturating_mul(RERANK);
         let ef = self.index.ef_search().max(wanted);
+        let mut buf = Vec::new();
         let mut hits: Vec<(Arc<str>, f32)> = self
             .index
             .search_with_ef(query, wanted, ef, &live)
             .into_iter()
             .filter_map(|h| {
                 let s = self.current.owner(h.point)?;
-                Some((s.id.clone(), l2(query, s.vector.as_deref()?)))
+                let d = self.slot_distance(s, &mut buf, |v| l2(query, v))?;
+                Some((s.id.clone(), d))
             })
             .collect();
         hits.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
@@ -462,12 +483,21 @@ impl LiveIndex {
         buf: &mut Vec<f32>,
         distance: impl Fn(&[f32]) -> f32,
     ) -> Option<f32> {
-        let slot = self.current.get(object_id)?;
+        self.slot_distance(self.current.get(object_id)?, buf, distance)
+    }
+
+    /// `distance` of a slot's vector: held, or read from the graph into `buf`.
+    fn slot_distance(
+        &self,
+        slot: &Slot,
+        buf: &mut Vec<f32>,
+        distance: impl Fn(&[f32]) -> f32,
+    ) -> Option<f32> {
         match &slot.vector {
             Some(v) => Some(distance(v)),
             None => self
                 .index
-                .exact_vector_into(slot.point, buf)
+                .vector_into(slot.point, buf)
                 .then(|| distance(buf)),
         }
     }
@@ -486,7 +516,7 @@ impl LiveIndex {
         for slot in self.current.iter() {
             match &slot.vector {
                 Some(v) => f(&slot.id, v),
-                None if self.index.exact_vector_into(slot.point, &mut buf) => f(&slot.id, &buf),
+                None if self.index.vector_into(slot.point, &mut buf) => f(&slot.id, &buf),
                 None => tracing::error!(
                     point = slot.point,
                     "a live point's vector is not in the graph"
@@ -498,6 +528,12 @@ impl LiveIndex {
     /// Every live object's id.
     pub fn ids(&self) -> impl Iterator<Item = &Arc<str>> {
         self.current.iter().map(|s| &s.id)
+    }
+
+    /// Candidates kept while inserting into this graph from now on (USearch's ef_construction
+    /// for live ingest; a rebuilt graph starts again from the recorded parameters).
+    pub fn set_insert_expansion(&self, n: usize) {
+        self.index.set_expansion_add(n);
     }
 
     /// Bytes of the graph, where its backend counts them ([`AnyIndex::memory_bytes`]).
@@ -698,8 +734,10 @@ mod tests {
         }
     }
 
-    /// With i8 or f16 vectors in the graph, answers are ordered by exact f32 distance and
-    /// recall@10 against exact search holds (re-rank of [`RERANK`] x k candidates).
+    /// With i8 or f16 vectors in the graph, answers are ordered by their f32 distance to the
+    /// query (to the exact vector with i8; to the vector as the graph holds it, rounded to
+    /// half precision, with f16) and recall@10 against exact f32 search holds (re-rank of
+    /// [`RERANK`] x k candidates). An f16 index's current vectors are the rounded ones.
     #[test]
     fn quantized_graphs_are_reranked_to_exact_distances() {
         use crate::index::{exact_knn, recall, Hit, Quantization, UsearchParams};
@@ -738,6 +776,8 @@ mod tests {
             let mut spec = EmbeddingSpec::initial(&embedder);
             spec.weights = vec![1.0; dim];
             let live = LiveIndex::build(spec, config, entries.clone()).unwrap();
+            // f16: one copy, in the graph; i8: the exact vectors held beside it.
+            assert_eq!(live.hold_vectors(), quantization == Quantization::I8);
             let (mut got, mut want) = (Vec::new(), Vec::new());
             for q in (0..3000).step_by(25) {
                 let id = format!("o{q}");
@@ -745,10 +785,10 @@ mod tests {
                 let hits = live.search(query, 10, Some(&id));
                 for (name, d) in &hits {
                     let p: usize = name[1..].parse().unwrap();
-                    assert!(
-                        (d - l2(query, &points[p].1)).abs() < 1e-5,
-                        "{quantization:?}"
-                    );
+                    let mut kept = points[p].1.clone();
+                    quantization.round(&mut kept);
+                    assert_eq!(live.current(name).unwrap().vector, kept, "{quantization:?}");
+                    assert!((d - l2(query, &kept)).abs() < 1e-5, "{quantization:?}");
                 }
                 assert!(hits.windows(2).all(|w| w[0].1 <= w[1].1));
                 let as_hits = |h: &[(Arc<str>, f32)]| -> Vec<Hit> {

@@ -528,24 +528,30 @@ mod tests {
         let pts = random_points(300, 6, 3);
         index.insert(&pts);
         let name = index.dump(dir.path(), "idx").unwrap();
-        let loaded = UsearchIndex::load(dir.path(), &name, UsearchParams::default()).unwrap();
+        let f32 = UsearchParams {
+            quantization: Quantization::F32,
+            ..UsearchParams::default()
+        };
+        let loaded = UsearchIndex::load(dir.path(), &name, f32.clone()).unwrap();
         assert_eq!(loaded.len(), 300);
         assert_eq!(loaded.search(&pts[5].1, 1, &|_| true)[0].point, 5);
         // A loaded dump can grow; a memory-mapped one answers but is read-only.
         loaded.try_insert(&[(300, vec![0.0; 6])]).unwrap();
-        let mapped = UsearchIndex::view(dir.path(), &name, UsearchParams::default()).unwrap();
+        let mapped = UsearchIndex::view(dir.path(), &name, f32.clone()).unwrap();
         assert_eq!(mapped.search(&pts[7].1, 1, &|p| p != 5)[0].point, 7);
         assert!(mapped.try_insert(&[(301, vec![0.0; 6])]).is_err());
         // A dump of other parameters is refused (the caller rebuilds).
-        let i8 = UsearchParams {
-            quantization: Quantization::I8,
-            ..UsearchParams::default()
-        };
-        assert!(matches!(
-            UsearchIndex::load(dir.path(), &name, i8),
-            Err(IndexError::Dump { .. })
-        ));
-        assert!(UsearchIndex::load(dir.path(), "nothing", UsearchParams::default()).is_err());
+        for other in [Quantization::I8, Quantization::F16] {
+            let params = UsearchParams {
+                quantization: other,
+                ..UsearchParams::default()
+            };
+            assert!(matches!(
+                UsearchIndex::load(dir.path(), &name, params),
+                Err(IndexError::Dump { .. })
+            ));
+        }
+        assert!(UsearchIndex::load(dir.path(), "nothing", f32).is_err());
     }
 
     #[test]

@@ -27,12 +27,18 @@ use super::{Hit, IndexError, PointId, Result, VectorInsert, VectorSearch};
 use crate::embed::CLIP;
 
 /// How the index stores its vectors.
+///
+/// New stores use f16 ([`Quantization::default`]): the engine then holds each object's
+/// vector once, in the graph, at half precision ([`Quantization::round`] is what the engine
+/// calls its vector; BENCHMARKS.md measures recall against f32 search). Stores recorded
+/// with f32 keep it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Quantization {
     /// 4 bytes a value: distances exact.
-    #[default]
     F32,
-    /// 2 bytes a value (IEEE half precision): ~3 significant digits.
+    /// 2 bytes a value (IEEE half precision): ~3 significant digits, a relative rounding of
+    /// at most 2^-11, far below the features' own errors.
+    #[default]
     F16,
     /// 1 byte a value: 255 levels over ±[`CLIP`].
     I8,
@@ -47,9 +53,30 @@ impl Quantization {
         }
     }
 
-    /// Whether distances are exact (no re-rank needed).
+    /// Whether the graph's distances are exact for any f32 query (no re-rank needed).
     pub fn is_exact(self) -> bool {
         self == Quantization::F32
+    }
+
+    /// Whether the graph's copy of a vector can serve as the vector itself (read back with
+    /// [`UsearchIndex::vector_into`]), so that the live index keeps no other copy: f32, and
+    /// f16 once the vector is [`Quantization::round`]ed. i8 (255 levels) is too coarse: its
+    /// exact vectors are held apart for the re-rank.
+    pub fn holds_vectors(self) -> bool {
+        matches!(self, Quantization::F32 | Quantization::F16)
+    }
+
+    /// `v` as the graph stores it, where that is what the engine keeps ([`holds_vectors`]):
+    /// f16 values are rounded to half precision (to nearest, ties to even, as USearch
+    /// converts), so the vector read back equals the one inserted. f32 and i8 are unchanged.
+    ///
+    /// [`holds_vectors`]: Quantization::holds_vectors
+    pub fn round(self, v: &mut [f32]) {
+        if self == Quantization::F16 {
+            for x in v {
+                *x = half::f16::from_f32(*x).to_f32();
+            }
+        }
     }
 }
 
@@ -74,7 +101,7 @@ impl Default for UsearchParams {
             connectivity: 16,
             expansion_add: 200,
             expansion_search: 64,
-            quantization: Quantization::F32,
+            quantization: Quantization::default(),
             capacity: 1024,
         }
     }
@@ -195,6 +222,15 @@ impl UsearchIndex {
         }
     }
 
+    /// Candidates kept by the insertions made from now on (ef_construction); a bulk build
+    /// uses the parameters' `expansion_add`.
+    pub fn set_expansion_add(&self, n: usize) {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(index) = inner.as_ref() {
+            index.change_expansion_add(n.max(self.params.connectivity));
+        }
+    }
+
     /// Bytes USearch holds for the graph and vectors (C++ allocations, not seen by Rust).
     pub fn memory_bytes(&self) -> usize {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
@@ -260,17 +296,18 @@ impl UsearchIndex {
         }
     }
 
-    /// The vector of `point` as stored, when vectors are stored as f32 (then exactly the one
-    /// inserted); `None` for f16/i8 storage or a point not in the index.
-    pub fn exact_vector(&self, point: PointId) -> Option<Vec<f32>> {
+    /// The vector of `point` as stored, where that is the vector ([`Quantization::holds_vectors`]:
+    /// with f32, exactly the one inserted; with f16, the inserted one [`Quantization::round`]ed);
+    /// `None` for i8 storage or a point not in the index.
+    pub fn vector(&self, point: PointId) -> Option<Vec<f32>> {
         let mut v = Vec::new();
-        self.exact_vector_into(point, &mut v).then_some(v)
+        self.vector_into(point, &mut v).then_some(v)
     }
 
-    /// [`UsearchIndex::exact_vector`] into `out` (resized to the dimensions), without an
+    /// [`UsearchIndex::vector`] into `out` (resized to the dimensions), without an
     /// allocation once `out` has grown; whether the point's vector was read.
-    pub fn exact_vector_into(&self, point: PointId, out: &mut Vec<f32>) -> bool {
-        if !self.params.quantization.is_exact() {
+    pub fn vector_into(&self, point: PointId, out: &mut Vec<f32>) -> bool {
+        if !self.params.quantization.holds_vectors() {
             return false;
         }
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
