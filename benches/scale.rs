@@ -305,6 +305,9 @@ fn main() {
         usearch: UsearchParams {
             connectivity: m,
             expansion_add: ef_construction,
+            // The bare index is never marked built: every insertion, churn included, keeps
+            // ef_construction candidates.
+            expansion_add_live: ef_construction,
             // The sweep sets ef per query (USearch keeps max(expansion_search, wanted)).
             expansion_search: 16,
             quantization,

@@ -204,6 +204,14 @@ impl AnyIndex {
         }
     }
 
+    /// Marks the graph built: later insertions are live ingest's, with USearch's
+    /// [`UsearchParams::expansion_add_live`] candidates.
+    pub fn built(&self) {
+        if let AnyIndex::Usearch(i) = self {
+            i.set_expansion_add(i.params().expansion_add_live);
+        }
+    }
+
     /// The configured ef_search.
     pub fn ef_search(&self) -> usize {
         match self {

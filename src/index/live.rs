@@ -269,6 +269,7 @@ impl LiveIndex {
             removed: 0,
         };
         live.upsert(entries);
+        live.index.built();
         Ok(live)
     }
 
@@ -292,6 +293,7 @@ impl LiveIndex {
             });
         }
         let index = AnyIndex::load(&config, dir, &dump.basename)?;
+        index.built();
         let live = LiveIndex {
             spec,
             index,
@@ -386,6 +388,19 @@ impl LiveIndex {
         v
     }
 
+    /// Whether `v` is a vector as this graph keeps it, so that the graph's distances to it are
+    /// exact on the kept values: any vector in an f32 graph; in an f16 graph, one whose every
+    /// value is a half-precision number (an object's own vector, [`LiveIndex::keep`]), where
+    /// an f32 query's candidates are re-ranked.
+    fn is_kept(&self, v: &[f32]) -> bool {
+        if !self.index.holds_vectors() {
+            return false;
+        }
+        let mut kept = v.to_vec();
+        self.index.round(&mut kept);
+        kept == v
+    }
+
     /// A scaled vector as this index keeps it (see [`LiveIndex::scale`]).
     pub fn keep(&self, v: &mut [f32]) {
         if self.index.holds_vectors() {
@@ -434,7 +449,7 @@ impl LiveIndex {
     pub fn search(&self, query: &[f32], k: usize, exclude: Option<&str>) -> Vec<(Arc<str>, f32)> {
         let excluded = exclude.and_then(|id| self.current.get(id)).map(|c| c.point);
         let live = |p: PointId| Some(p) != excluded && self.live_points.contains(p);
-        if self.index.exact_distances() {
+        if self.index.exact_distances() || self.is_kept(query) {
             return self
                 .index
                 .search(query, k, &live)
@@ -610,6 +625,7 @@ impl LiveIndex {
             .filter_map(|s| Some((s.point, self.vector_of(s)?)))
             .collect();
         graph.insert(&missing);
+        graph.built();
         // Points superseded while the graph was built: removed where the backend can.
         if graph.can_remove() {
             for p in built {
@@ -776,6 +792,11 @@ mod tests {
             let mut spec = EmbeddingSpec::initial(&embedder);
             spec.weights = vec![1.0; dim];
             let live = LiveIndex::build(spec, config, entries.clone()).unwrap();
+            // Built in bulk with 200 candidates; live insertions from now on keep fewer.
+            match &live.index {
+                AnyIndex::Usearch(i) => assert_eq!(i.expansion_add(), 64),
+                AnyIndex::Hnsw(_) => unreachable!(),
+            }
             // f16: one copy, in the graph; i8: the exact vectors held beside it.
             assert_eq!(live.hold_vectors(), quantization == Quantization::I8);
             let (mut got, mut want) = (Vec::new(), Vec::new());
@@ -791,6 +812,14 @@ mod tests {
                     assert!((d - l2(query, &kept)).abs() < 1e-5, "{quantization:?}");
                 }
                 assert!(hits.windows(2).all(|w| w[0].1 <= w[1].1));
+                // An object's own (kept) vector as the query: f16 answers straight from the
+                // graph, at the distances between kept vectors.
+                let own = live.current(&id).unwrap().vector;
+                assert_eq!(live.is_kept(&own), quantization == Quantization::F16);
+                for (name, d) in live.search(&own, 10, Some(&id)) {
+                    let other = live.current(&name).unwrap().vector;
+                    assert!((d - l2(&own, &other)).abs() < 1e-5, "{quantization:?}");
+                }
                 let as_hits = |h: &[(Arc<str>, f32)]| -> Vec<Hit> {
                     h.iter()
                         .map(|(n, d)| Hit {

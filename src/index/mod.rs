@@ -574,6 +574,16 @@ mod tests {
         assert_eq!(back.usearch.capacity, 5000);
     }
 
+    /// A store recorded before the live insertions had their own expansion gets the default.
+    #[test]
+    fn settings_recorded_without_the_live_expansion_take_the_default() {
+        let old = r#"{"connectivity":16,"expansion_add":200,"expansion_search":64,"quantization":"F32","capacity":1024}"#;
+        let p: UsearchParams = serde_json::from_str(old).unwrap();
+        assert_eq!(p.expansion_add, 200);
+        assert_eq!(p.expansion_add_live, usearch::LIVE_EXPANSION_ADD);
+        assert_eq!(p.quantization, Quantization::F32);
+    }
+
     #[test]
     fn bad_params_are_refused() {
         let p = UsearchParams {

@@ -86,8 +86,15 @@ impl Quantization {
 pub struct UsearchParams {
     /// Links per node and layer (hnsw_rs's `m`).
     pub connectivity: usize,
-    /// Candidates kept while inserting (ef_construction).
+    /// Candidates kept while building a graph in bulk (ef_construction): the seed, a rebuild,
+    /// a refit.
     pub expansion_add: usize,
+    /// Candidates kept while inserting the vectors of live ingest into a built graph: fewer
+    /// than the bulk build's, as each alert pays one insertion (BENCHMARKS.md, "f16 vectors at
+    /// 1M": 64 against 200 streamed 15% more alerts/s at the same recall). Stores recorded
+    /// before this setting get [`LIVE_EXPANSION_ADD`].
+    #[serde(default = "live_expansion_add")]
+    pub expansion_add_live: usize,
     /// Candidates kept while searching (ef_search).
     pub expansion_search: usize,
     pub quantization: Quantization,
@@ -95,11 +102,19 @@ pub struct UsearchParams {
     pub capacity: usize,
 }
 
+/// [`UsearchParams::expansion_add_live`] unless configured otherwise.
+pub const LIVE_EXPANSION_ADD: usize = 64;
+
+fn live_expansion_add() -> usize {
+    LIVE_EXPANSION_ADD
+}
+
 impl Default for UsearchParams {
     fn default() -> Self {
         UsearchParams {
             connectivity: 16,
             expansion_add: 200,
+            expansion_add_live: LIVE_EXPANSION_ADD,
             expansion_search: 64,
             quantization: Quantization::default(),
             capacity: 1024,
@@ -115,10 +130,15 @@ impl UsearchParams {
                 reason: format!("{} is not in 2..=256", self.connectivity),
             });
         }
-        if self.expansion_add < self.connectivity || self.expansion_search == 0 {
+        if self.expansion_add < self.connectivity
+            || self.expansion_add_live < self.connectivity
+            || self.expansion_search == 0
+        {
             return Err(IndexError::InvalidParams {
                 field: "expansion",
-                reason: "expansion_add must be >= connectivity and expansion_search > 0".into(),
+                reason: "expansion_add and expansion_add_live must be >= connectivity and \
+                         expansion_search > 0"
+                    .into(),
             });
         }
         Ok(())
@@ -229,6 +249,12 @@ impl UsearchIndex {
         if let Some(index) = inner.as_ref() {
             index.change_expansion_add(n.max(self.params.connectivity));
         }
+    }
+
+    /// Candidates the next insertion keeps (see [`UsearchIndex::set_expansion_add`]).
+    pub fn expansion_add(&self) -> usize {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner.as_ref().map_or(0, Index::expansion_add)
     }
 
     /// Bytes USearch holds for the graph and vectors (C++ allocations, not seen by Rust).
