@@ -840,6 +840,25 @@ impl EmbeddingSpec {
         self.group_multipliers(group, None)
     }
 
+    /// Positions of the features that belong to a group whose queries scan every object
+    /// ([`FeatureGroup::scans_every_object`]), in vector order.
+    pub fn scanned_dims(&self) -> Vec<usize> {
+        self.feature_names
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| {
+                [
+                    FeatureGroup::Lightcurve,
+                    FeatureGroup::Context,
+                    FeatureGroup::Flux,
+                ]
+                .into_iter()
+                .any(|g| g.scans_every_object() && g.contains(n))
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// Multipliers of a vector of this spec for a query: the preset's group kept, each group
     /// times the query's own weight.
     pub fn group_multipliers(

@@ -375,7 +375,8 @@ impl Engine {
     /// The `k` objects nearest `vector` by a preset, without `exclude`, nearest first, with
     /// their distance in the preset's space: with `All` and no weights, the index's `k`
     /// nearest; for a group that [scans every object](FeatureGroup::scans_every_object), an
-    /// exact scan of every live vector by that group's features; otherwise the index's
+    /// exact scan of every live object by that group's features (read from the live index's
+    /// table of them, `LiveIndex::for_each_scanned`); otherwise the index's
     /// nearest (at least [`PRESET_CANDIDATES`]) ranked by the preset's features and weights.
     pub(super) fn nearest_by(
         &self,
@@ -404,10 +405,26 @@ impl Engine {
         };
         let mut all: Vec<(Arc<str>, f32)> = Vec::new();
         if features.scans_every_object() {
+            // The preset's dimensions as positions in the live index's table of the scanned
+            // groups' features (all of them are there: the preset is such a group).
+            let table = live.scanned_dims();
+            let at: Vec<(usize, usize)> = dims
+                .iter()
+                .filter_map(|&i| table.iter().position(|&t| t == i).map(|j| (j, i)))
+                .collect();
+            debug_assert_eq!(at.len(), dims.len());
             all.reserve(live.len());
-            live.for_each_vector(|id, v| {
+            live.for_each_scanned(|id, row| {
                 if Some(id.as_ref()) != exclude {
-                    all.push((id.clone(), distance(v)));
+                    let d = at
+                        .iter()
+                        .map(|&(j, i)| {
+                            let x = row[j] * mult[i] - query[i];
+                            x * x
+                        })
+                        .sum::<f32>()
+                        .sqrt();
+                    all.push((id.clone(), d));
                 }
             });
         } else {

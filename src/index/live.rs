@@ -97,8 +97,8 @@ impl Objects {
         }
     }
 
-    /// Makes `slot` its object's current one; returns the point it replaces.
-    fn set(&mut self, slot: Slot) -> Option<PointId> {
+    /// Makes `slot` its object's current one; returns its number and the point it replaces.
+    fn set(&mut self, slot: Slot) -> (u32, Option<PointId>) {
         let Slot {
             id,
             point,
@@ -142,7 +142,7 @@ impl Objects {
             self.owner.resize(at + 1, NO_OWNER);
         }
         self.owner[at] = n;
-        old
+        (n, old)
     }
 
     fn len(&self) -> usize {
@@ -155,6 +155,41 @@ impl Objects {
 
     fn iter(&self) -> impl Iterator<Item = &Slot> {
         self.slots.iter()
+    }
+}
+
+/// The features that a query scans over every object (the flux group:
+/// [`EmbeddingSpec::scanned_dims`]), copied out of each object's current vector into one table,
+/// a row per object in the order of their numbers. A scan reads 44 bytes per object here
+/// instead of reading every vector back from the graph (435 ns per object with f16 vectors).
+struct Scanned {
+    /// Positions in a vector of the scanned features.
+    dims: Vec<usize>,
+    /// Row n: object n's values at `dims`.
+    rows: Vec<f32>,
+}
+
+impl Scanned {
+    fn new(spec: &EmbeddingSpec) -> Scanned {
+        Scanned {
+            dims: spec.scanned_dims(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn set(&mut self, n: usize, vector: &[f32]) {
+        let w = self.dims.len();
+        if self.rows.len() < (n + 1) * w {
+            self.rows.resize((n + 1) * w, 0.0);
+        }
+        for (j, &i) in self.dims.iter().enumerate() {
+            self.rows[n * w + j] = vector.get(i).copied().unwrap_or(f32::NAN);
+        }
+    }
+
+    fn row(&self, n: usize) -> &[f32] {
+        let w = self.dims.len();
+        &self.rows[n * w..(n + 1) * w]
     }
 }
 
@@ -180,6 +215,8 @@ pub struct LiveIndex {
     watermark: PointId,
     /// Points removed from the graph since it was built (USearch; see [`LiveIndex::worn`]).
     removed: usize,
+    /// The scanned features of every object.
+    scanned: Scanned,
 }
 
 /// A loaded dump being given its objects; see [`LiveIndex::load`].
@@ -197,15 +234,19 @@ impl Loader {
             self.replay.push(entry);
             return;
         }
-        let vector = live
+        let vector = live.scale(&entry.raw);
+        let held = live
             .hold_vectors()
-            .then(|| live.scale(&entry.raw).into_boxed_slice());
-        live.make_current(Slot {
-            id: Arc::from(entry.object_id),
-            point: entry.point,
-            seq: entry.seq,
-            vector,
-        });
+            .then(|| vector.clone().into_boxed_slice());
+        live.make_current(
+            Slot {
+                id: Arc::from(entry.object_id),
+                point: entry.point,
+                seq: entry.seq,
+                vector: held,
+            },
+            &vector,
+        );
     }
 
     /// The index, once the entries newer than the dump are inserted; and how many there were.
@@ -258,6 +299,7 @@ impl LiveIndex {
     /// Builds an index of `config`'s backend over the given current vectors.
     pub fn build(spec: EmbeddingSpec, config: IndexConfig, entries: Vec<Entry>) -> Result<Self> {
         let index = AnyIndex::new(&config.with_capacity(entries.len()))?;
+        let scanned = Scanned::new(&spec);
         let mut live = LiveIndex {
             spec,
             index,
@@ -267,6 +309,7 @@ impl LiveIndex {
             live_points: LiveBits::default(),
             watermark: 0,
             removed: 0,
+            scanned,
         };
         live.upsert(entries);
         live.index.built();
@@ -294,6 +337,7 @@ impl LiveIndex {
         }
         let index = AnyIndex::load(&config, dir, &dump.basename)?;
         index.built();
+        let scanned = Scanned::new(&spec);
         let live = LiveIndex {
             spec,
             index,
@@ -303,6 +347,7 @@ impl LiveIndex {
             live_points: LiveBits::default(),
             watermark: dump.watermark,
             removed: 0,
+            scanned,
         };
         Ok(Loader {
             live,
@@ -360,13 +405,18 @@ impl LiveIndex {
         } in prepared.entries
         {
             self.watermark = self.watermark.max(point + 1);
-            let vector = self.hold_vectors().then(|| vector.into_boxed_slice());
-            if let Some(old) = self.make_current(Slot {
-                id,
-                point,
-                seq,
-                vector,
-            }) {
+            let held = self
+                .hold_vectors()
+                .then(|| vector.clone().into_boxed_slice());
+            if let Some(old) = self.make_current(
+                Slot {
+                    id,
+                    point,
+                    seq,
+                    vector: held,
+                },
+                &vector,
+            ) {
                 if self.index.remove(old) {
                     self.removed += 1;
                 }
@@ -435,9 +485,10 @@ impl LiveIndex {
 
     /// Makes `slot` its object's current one (its point live); returns the point it replaces
     /// (no longer live).
-    fn make_current(&mut self, slot: Slot) -> Option<PointId> {
+    fn make_current(&mut self, slot: Slot, vector: &[f32]) -> Option<PointId> {
         let point = slot.point;
-        let old = self.current.set(slot);
+        let (n, old) = self.current.set(slot);
+        self.scanned.set(n as usize, vector);
         if let Some(o) = old {
             self.live_points.clear(o);
         }
@@ -524,20 +575,18 @@ impl LiveIndex {
             .filter_map(|s| Some((&s.id, self.current_of(s)?)))
     }
 
-    /// Calls `f` with every live object and its current vector, read into one buffer (no
-    /// allocation per object, where [`LiveIndex::objects`] copies each vector out).
-    pub fn for_each_vector(&self, mut f: impl FnMut(&Arc<str>, &[f32])) {
-        let mut buf = Vec::new();
-        for slot in self.current.iter() {
-            match &slot.vector {
-                Some(v) => f(&slot.id, v),
-                None if self.index.vector_into(slot.point, &mut buf) => f(&slot.id, &buf),
-                None => tracing::error!(
-                    point = slot.point,
-                    "a live point's vector is not in the graph"
-                ),
-            }
+    /// Calls `f` with every live object and its values of the scanned features (those at
+    /// [`LiveIndex::scanned_dims`], in that order), read from one table.
+    pub fn for_each_scanned(&self, mut f: impl FnMut(&Arc<str>, &[f32])) {
+        for (n, slot) in self.current.iter().enumerate() {
+            f(&slot.id, self.scanned.row(n));
         }
+    }
+
+    /// Positions in a vector of the features [`LiveIndex::for_each_scanned`] gives
+    /// ([`EmbeddingSpec::scanned_dims`]).
+    pub fn scanned_dims(&self) -> &[usize] {
+        &self.scanned.dims
     }
 
     /// Every live object's id.
@@ -714,6 +763,59 @@ mod tests {
             assert_eq!(live.tombstones(), tombstones_after_one_move(backend));
             // Removed or tombstoned, the superseded point counts towards a rebuild.
             assert_eq!(live.worn(), 1);
+        }
+    }
+
+    /// The table of scanned features (the flux group) holds each object's current values,
+    /// through a move and a reload of the dump.
+    #[test]
+    fn the_scanned_table_follows_the_current_vectors() {
+        for backend in IndexBackend::ALL {
+            let embedder = Embedder::new();
+            let dim = embedder.dim();
+            let spec = EmbeddingSpec::initial(&embedder);
+            let dims = spec.scanned_dims();
+            assert_eq!(dims.len(), crate::embed::FLUX_FEATURES.len());
+            let raw = |x: f32| -> Vec<f32> { (0..dim).map(|i| x + i as f32 / 8.0).collect() };
+            let mut current: Vec<Entry> = (0..30u64)
+                .map(|i| Entry {
+                    object_id: format!("o{i}"),
+                    seq: 0,
+                    point: i,
+                    raw: raw(i as f32),
+                })
+                .collect();
+            let mut live =
+                LiveIndex::build(spec.clone(), config(backend), current.clone()).unwrap();
+            let moved = Entry {
+                object_id: "o7".into(),
+                seq: 1,
+                point: 30,
+                raw: raw(-4.0),
+            };
+            live.upsert(vec![moved.clone()]);
+            current[7] = moved;
+            let check = |live: &LiveIndex| {
+                let mut seen = 0;
+                live.for_each_scanned(|id, row| {
+                    let n: usize = id[1..].parse().unwrap();
+                    let v = live.scale(&current[n].raw);
+                    let want: Vec<f32> = dims.iter().map(|&i| v[i]).collect();
+                    assert_eq!(row, want.as_slice(), "{backend} {id}");
+                    seen += 1;
+                });
+                assert_eq!(seen, 30, "{backend}");
+            };
+            check(&live);
+            let dir = tempfile::tempdir().unwrap();
+            let dump = live.dump(dir.path()).unwrap();
+            let mut loader = LiveIndex::load(spec, config(backend), dir.path(), &dump).unwrap();
+            for e in current.iter().rev() {
+                loader.add(e.clone());
+            }
+            let (loaded, replayed) = loader.finish();
+            assert_eq!(replayed, 0);
+            check(&loaded);
         }
     }
 
