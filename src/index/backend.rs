@@ -173,6 +173,14 @@ impl AnyIndex {
         }
     }
 
+    /// Whether `v` is as [`AnyIndex::round`] leaves it ([`super::Quantization::is_rounded`]).
+    pub fn is_rounded(&self, v: &[f32]) -> bool {
+        match self {
+            AnyIndex::Hnsw(_) => v.iter().all(|x| !x.is_nan()),
+            AnyIndex::Usearch(i) => i.params().quantization.is_rounded(v),
+        }
+    }
+
     /// The vector of `point` where [`AnyIndex::holds_vectors`].
     pub fn vector(&self, point: PointId) -> Option<Vec<f32>> {
         match self {

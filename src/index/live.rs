@@ -16,8 +16,9 @@
 //! [`LiveIndex::current`] reads it back (348 bytes per object not held twice at 87 values,
 //! f32; 174 with f16). An f16 graph's vectors are the scaled vectors rounded to half precision
 //! ([`LiveIndex::scale`]): every distance the engine computes is then exact on the values the
-//! graph holds, and a search takes [`RERANK`] times more candidates and orders them by their
-//! f32 distance to the (unrounded) query. With i8 vectors (and with hnsw_rs), each object's
+//! graph holds; for a query that is not a kept vector (one a client sends, not an object's
+//! own), a search takes [`RERANK`] times more candidates and orders them by their f32
+//! distance to the (unrounded) query. With i8 vectors (and with hnsw_rs), each object's
 //! exact f32 vector is held here, and an i8 search is re-ranked the same way.
 
 use std::collections::HashSet;
@@ -235,18 +236,7 @@ impl Loader {
             return;
         }
         let vector = live.scale(&entry.raw);
-        let held = live
-            .hold_vectors()
-            .then(|| vector.clone().into_boxed_slice());
-        live.make_current(
-            Slot {
-                id: Arc::from(entry.object_id),
-                point: entry.point,
-                seq: entry.seq,
-                vector: held,
-            },
-            &vector,
-        );
+        live.make_current(Arc::from(entry.object_id), entry.point, entry.seq, vector);
     }
 
     /// The index, once the entries newer than the dump are inserted; and how many there were.
@@ -405,18 +395,7 @@ impl LiveIndex {
         } in prepared.entries
         {
             self.watermark = self.watermark.max(point + 1);
-            let held = self
-                .hold_vectors()
-                .then(|| vector.clone().into_boxed_slice());
-            if let Some(old) = self.make_current(
-                Slot {
-                    id,
-                    point,
-                    seq,
-                    vector: held,
-                },
-                &vector,
-            ) {
+            if let Some(old) = self.make_current(id, point, seq, vector) {
                 if self.index.remove(old) {
                     self.removed += 1;
                 }
@@ -443,19 +422,12 @@ impl LiveIndex {
     /// value is a half-precision number (an object's own vector, [`LiveIndex::keep`]), where
     /// an f32 query's candidates are re-ranked.
     fn is_kept(&self, v: &[f32]) -> bool {
-        if !self.index.holds_vectors() {
-            return false;
-        }
-        let mut kept = v.to_vec();
-        self.index.round(&mut kept);
-        kept == v
+        self.index.holds_vectors() && self.index.is_rounded(v)
     }
 
     /// A scaled vector as this index keeps it (see [`LiveIndex::scale`]).
     pub fn keep(&self, v: &mut [f32]) {
-        if self.index.holds_vectors() {
-            self.index.round(v);
-        }
+        self.index.round(v);
     }
 
     /// A slot's vector: held, or read back from the graph.
@@ -485,10 +457,33 @@ impl LiveIndex {
 
     /// Makes `slot` its object's current one (its point live); returns the point it replaces
     /// (no longer live).
-    fn make_current(&mut self, slot: Slot, vector: &[f32]) -> Option<PointId> {
-        let point = slot.point;
-        let (n, old) = self.current.set(slot);
-        self.scanned.set(n as usize, vector);
+    fn make_current(
+        &mut self,
+        id: Arc<str>,
+        point: PointId,
+        seq: u32,
+        vector: Vec<f32>,
+    ) -> Option<PointId> {
+        // Held here (moved, not copied) unless the graph holds it.
+        let (held, unheld) = if self.hold_vectors() {
+            (Some(vector.into_boxed_slice()), None)
+        } else {
+            (None, Some(vector))
+        };
+        let (n, old) = self.current.set(Slot {
+            id,
+            point,
+            seq,
+            vector: held,
+        });
+        let values = match &unheld {
+            Some(v) => v.as_slice(),
+            None => self.current.slots[n as usize]
+                .vector
+                .as_deref()
+                .unwrap_or_default(),
+        };
+        self.scanned.set(n as usize, values);
         if let Some(o) = old {
             self.live_points.clear(o);
         }
@@ -549,22 +544,30 @@ impl LiveIndex {
         buf: &mut Vec<f32>,
         distance: impl Fn(&[f32]) -> f32,
     ) -> Option<f32> {
-        self.slot_distance(self.current.get(object_id)?, buf, distance)
+        self.with_vector(object_id, buf, distance)
     }
 
-    /// `distance` of a slot's vector: held, or read from the graph into `buf`.
-    fn slot_distance(
+    /// `f` of `object_id`'s current vector, read into `buf` as in [`LiveIndex::distance_to`]
+    /// (for several distances from one read).
+    pub fn with_vector<R>(
+        &self,
+        object_id: &str,
+        buf: &mut Vec<f32>,
+        f: impl FnOnce(&[f32]) -> R,
+    ) -> Option<R> {
+        self.slot_distance(self.current.get(object_id)?, buf, f)
+    }
+
+    /// `f` of a slot's vector: held, or read from the graph into `buf`.
+    fn slot_distance<R>(
         &self,
         slot: &Slot,
         buf: &mut Vec<f32>,
-        distance: impl Fn(&[f32]) -> f32,
-    ) -> Option<f32> {
+        f: impl FnOnce(&[f32]) -> R,
+    ) -> Option<R> {
         match &slot.vector {
-            Some(v) => Some(distance(v)),
-            None => self
-                .index
-                .vector_into(slot.point, buf)
-                .then(|| distance(buf)),
+            Some(v) => Some(f(v)),
+            None => self.index.vector_into(slot.point, buf).then(|| f(buf)),
         }
     }
 

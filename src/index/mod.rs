@@ -480,6 +480,21 @@ mod tests {
     }
 
     #[test]
+    fn rounded_vectors_are_recognised_without_a_copy() {
+        let mut v = vec![0.1_f32, -3.3, 1.0, 2.5e-3];
+        assert!(!Quantization::F16.is_rounded(&v));
+        assert!(Quantization::F32.is_rounded(&v) && Quantization::I8.is_rounded(&v));
+        Quantization::F16.round(&mut v);
+        assert!(Quantization::F16.is_rounded(&v));
+        assert_eq!(v[2], 1.0);
+        assert_ne!(v[0], 0.1);
+        v[3] = f32::NAN;
+        for q in [Quantization::F16, Quantization::F32, Quantization::I8] {
+            assert!(!q.is_rounded(&v), "{q:?}");
+        }
+    }
+
+    #[test]
     fn usearch_removes_points_and_reuses_their_slots() {
         let index = usearch(Quantization::F32);
         let pts = random_points(300, 8, 9);

@@ -78,6 +78,15 @@ impl Quantization {
             }
         }
     }
+
+    /// Whether [`Quantization::round`] would leave `v` as it is (value by value, without a
+    /// copy; NaN never is).
+    pub fn is_rounded(self, v: &[f32]) -> bool {
+        match self {
+            Quantization::F16 => v.iter().all(|&x| half::f16::from_f32(x).to_f32() == x),
+            _ => v.iter().all(|x| !x.is_nan()),
+        }
+    }
 }
 
 /// USearch parameters. Defaults match [`super::HnswParams`]'s graph (16 links, 200 candidates
