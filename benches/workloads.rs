@@ -64,10 +64,20 @@
 //! cargo bench --bench workloads -- --live-into /var/tmp/seed1m-w1 --live-objects 10000 --queries 200
 //! ```
 //!
+//! With `--fresh` it also builds a fresh graph of the store's backend and settings from the
+//! same vectors and reports its recall beside the live graph's (W5). Streaming stored objects
+//! again (`--first-object 0` and a `--seed` other than the seed's) makes that a churn run:
+//!
+//! ```sh
+//! cargo bench --bench workloads -- --live-into /var/tmp/seed1m-w5 --first-object 0 \
+//!     --live-objects 10000 --seed 2 --fresh --queries 200
+//! ```
+//!
 //! Progress goes to stderr; a table to stderr and one JSON document to stdout at the end.
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,7 +86,7 @@ use asterism::alert::write::PacketWriter;
 use asterism::alert::DecodeOptions;
 use asterism::embed::l2;
 use asterism::engine::{Engine, EngineConfig};
-use asterism::index::{exact_knn, numbered, HnswIndex, HnswParams, VectorInsert, VectorSearch};
+use asterism::index::{exact_knn, numbered, VectorInsert, VectorSearch};
 use asterism::model::Survey;
 use asterism::server::{serve, Access, ServerConfig};
 use asterism::source;
@@ -141,6 +151,10 @@ struct Ingested {
     generating_seconds: f64,
     /// Each batch's commit time.
     batches: Vec<Duration>,
+    /// Seconds spent decoding (part of `seconds`).
+    decode_seconds: f64,
+    /// The batches' commit time by step.
+    steps: BTreeMap<&'static str, f64>,
 }
 
 impl Ingested {
@@ -149,8 +163,11 @@ impl Ingested {
         assert!(decoded.rejects.is_empty(), "{:?}", decoded.rejects.first());
         for chunk in decoded.alerts.chunks(BATCH) {
             let b = Instant::now();
-            engine.apply(chunk).expect("apply");
+            let outcome = engine.apply(chunk).expect("apply");
             self.batches.push(b.elapsed());
+            for (step, d) in outcome.times.steps() {
+                *self.steps.entry(step).or_default() += d.as_secs_f64();
+            }
             self.alerts += chunk.len();
         }
     }
@@ -202,6 +219,7 @@ fn ingest_generated(
             .par_iter()
             .map(|(name, bytes)| asterism::alert::decode(name, bytes, &DecodeOptions::default()))
             .collect();
+        out.decode_seconds += t.elapsed().as_secs_f64();
         drop(encoded);
         let mut decoded = asterism::alert::Decoded::default();
         for p in parts {
@@ -252,16 +270,15 @@ fn index_quality(engine: &Engine, queries: usize, compare_fresh: bool) -> (Value
         })
         .collect();
     let lists_per_s = sample.len() as f64 / t.elapsed().as_secs_f64();
+    // A fresh graph of the store's own backend and settings, built in one pass over the same
+    // vectors: what the live graph is compared with after churn (W5).
     let fresh = compare_fresh.then(|| {
         let t = Instant::now();
-        let index = HnswIndex::new(HnswParams {
-            capacity: points.len(),
-            ..HnswParams::default()
-        })
-        .expect("index");
+        let index = engine.empty_index(points.len()).expect("index");
         index.insert(&points);
         eprintln!(
-            "  fresh index of {} points built in {:.0} s",
+            "  fresh {:?} index of {} points built in {:.0} s",
+            engine.index_backend(),
             points.len(),
             t.elapsed().as_secs_f64()
         );
@@ -509,6 +526,8 @@ fn live_into(db: &Path, live: usize, first: usize, seed: u64, queries: usize, su
         "alerts": run.alerts,
         "seconds": run.seconds,
         "alerts_per_s": run.alerts as f64 / run.seconds,
+        "decode_seconds": run.decode_seconds,
+        "commit_seconds_by_step": run.steps,
         "batch_commit": latency(run.batches),
         "drift": drift(&engine, &streamed, queries),
         "seconds_to_index_ready": ready,
@@ -517,9 +536,24 @@ fn live_into(db: &Path, live: usize, first: usize, seed: u64, queries: usize, su
         "rss_growth_bytes": rss_bytes().saturating_sub(rss_before),
         "index_backend": format!("{:?}", engine.index_backend()),
     });
+    // `--fresh`: W5, the live graph against a fresh one built from the same vectors (for a
+    // churn run: `--first-object 0` and another `--seed` re-observe stored objects).
+    let fresh = std::env::args().any(|a| a == "--fresh");
     eprintln!("[3/3] W2: recall of the index and of the stored lists ...");
-    let (mut w2, _) = index_quality(&engine, queries, false);
+    engine.wait_for_rebuild();
+    let (mut w2, _) = index_quality(&engine, queries, fresh);
     w2["reverse_list_recall"] = reverse_list_recall(&engine, &streamed, queries / 2);
+    w2["tombstones"] = json!(engine.tombstones());
+    w2["embeddings_per_object"] = json!(
+        engine.store().next_point().expect("next point") as f64
+            / engine
+                .store()
+                .counts()
+                .expect("counts")
+                .values()
+                .map(|c| c.objects)
+                .sum::<u64>() as f64
+    );
     let report = json!({ "store": db, "W1": w1, "W2": w2 });
     print_report(
         &report,
@@ -540,6 +574,10 @@ fn live_into(db: &Path, live: usize, first: usize, seed: u64, queries: usize, su
             (
                 "W2 lists that took in a streamed object",
                 &["W2", "reverse_list_recall", "recall"],
+            ),
+            (
+                "W5 fresh index recall@10 (--fresh)",
+                &["W2", "fresh_index_recall_at_10"],
             ),
         ],
     );
@@ -737,6 +775,8 @@ fn main() {
         "seconds": w1_run.seconds,
         "generating_seconds": w1_run.generating_seconds,
         "alerts_per_s": w1_run.alerts as f64 / w1_run.seconds,
+        "decode_seconds": w1_run.decode_seconds,
+        "commit_seconds_by_step": w1_run.steps,
         "batch_commit": latency(w1_run.batches),
         "drift": drift(&engine, &engine.vectors().0, queries),
     });

@@ -4,6 +4,7 @@
 //! `graph` and the engine's refit and maintenance files.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -59,20 +60,30 @@ impl Engine {
         }
         self.install_refit(false)?;
         let mut outcome = BatchOutcome::default();
+        let mut clock = Instant::now();
         let Merged {
             records: changed_records,
             mut batch,
             total_objects,
         } = self.merge(alerts, &mut outcome)?;
+        outcome.times.merge = lap(&mut clock);
         if self.spec_outdated && !changed_records.is_empty() {
             return Err(EngineError::SpecOutdated);
         }
-        let replaced = self.embed_and_link(&changed_records, total_objects, &mut batch)?;
+        let replaced = self.embed_and_link(
+            &changed_records,
+            total_objects,
+            &mut batch,
+            &mut outcome.times,
+        )?;
         batch.objects = changed_records;
         batch.offsets = marks.offsets;
         batch.quarantined = marks.quarantined;
+        clock = Instant::now();
         self.store.write(&batch)?;
+        outcome.times.write = lap(&mut clock);
         self.note_lists(replaced, &batch.neighbours)?;
+        outcome.times.note = lap(&mut clock);
         if self.refit_due(total_objects) == Some(true) && lock(&self.refit).is_none() {
             self.start_refit()?;
         }
@@ -185,21 +196,25 @@ impl Engine {
     }
 
     /// Embeds the changed objects, updates the live index (refitting the scaler when the store
-    /// has doubled) and recomputes the affected neighbour lists, all into `batch`. Returns the
-    /// stored lists the new ones replace (`None` after a refit, which rewrites every list).
+    /// has doubled) and recomputes the affected neighbour lists, all into `batch`, timing each
+    /// step into `times`. Returns the stored lists the new ones replace (`None` after a refit,
+    /// which rewrites every list).
     pub(super) fn embed_and_link(
         &self,
         changed: &[ObjectRecord],
         total_objects: u64,
         batch: &mut Batch,
+        times: &mut BatchTimes,
     ) -> Result<Option<Replaced>> {
         if changed.is_empty() {
             return Ok(Some(Replaced::new()));
         }
+        let mut clock = Instant::now();
         let raws: Vec<Vec<f32>> = changed
             .par_iter()
             .map(|r| self.embedder.raw_features(r, None))
             .collect();
+        times.embed = lap(&mut clock);
         let mut next_point = self.store.next_point()?;
         let mut entries: Vec<Entry> = Vec::with_capacity(changed.len());
         {
@@ -242,11 +257,15 @@ impl Engine {
             }
             // The HNSW insertion under a read lock: queries go on meanwhile.
             let prepared = read(&self.live).prepare(entries);
+            times.insert = lap(&mut clock);
             write(&self.live).commit(prepared);
+            times.commit = lap(&mut clock);
             let (lists, replaced) = self.relink(&ids)?;
+            times.relink = lap(&mut clock);
             batch.neighbours = lists;
             return Ok(Some(replaced));
         }
+        times.refit = lap(&mut clock);
         Ok(None)
     }
 
@@ -329,6 +348,54 @@ pub struct BatchOutcome {
     pub changed_objects: Vec<String>,
     pub alerts_duplicate: u64,
     pub detections_added: u64,
+    /// Where the batch's time went.
+    pub times: BatchTimes,
+}
+
+/// Wall time of each step of one batch ([`Engine::apply`]), for an operator or a benchmark to
+/// see where ingest time goes. Steps a batch did not take stay zero.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct BatchTimes {
+    /// Reading the stored objects and merging the alerts into them.
+    pub merge: Duration,
+    /// Light-curve features of the changed objects (parallel).
+    pub embed: Duration,
+    /// Inserting the new vectors into the graph (under the read lock).
+    pub insert: Duration,
+    /// Making them current (under the write lock).
+    pub commit: Duration,
+    /// The moved objects' own lists and the stored lists they enter or leave.
+    pub relink: Duration,
+    /// A scaler refit with the rebuild of the index and of every list, when one was due.
+    pub refit: Duration,
+    /// The atomic store write (fsync).
+    pub write: Duration,
+    /// The in-memory reverse graph.
+    pub note: Duration,
+}
+
+impl BatchTimes {
+    /// The steps by name, in order.
+    pub fn steps(&self) -> [(&'static str, Duration); 8] {
+        [
+            ("merge", self.merge),
+            ("embed", self.embed),
+            ("insert", self.insert),
+            ("commit", self.commit),
+            ("relink", self.relink),
+            ("refit", self.refit),
+            ("write", self.write),
+            ("note", self.note),
+        ]
+    }
+}
+
+/// The time since `clock`, which is reset to now.
+fn lap(clock: &mut Instant) -> Duration {
+    let now = Instant::now();
+    let d = now - *clock;
+    *clock = now;
+    d
 }
 /// Rejects listed in one report (all are counted): a long-running stream must not grow it
 /// without bound.

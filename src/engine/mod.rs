@@ -40,7 +40,7 @@ use crate::embed::{Embedder, EmbeddingSpec};
 use crate::graph::reverse::LazyReverse;
 use crate::graph::GraphError;
 use crate::index::live::{Entry, LiveIndex};
-use crate::index::{IndexBackend, IndexConfig, IndexError};
+use crate::index::{AnyIndex, IndexBackend, IndexConfig, IndexError};
 use crate::model::{ObjectRecord, Survey};
 use crate::store::{Counts, Store, StoreError};
 
@@ -71,7 +71,7 @@ pub use config::{
     index_from_env, EngineConfig, DEFAULT_BATCH_SIZE, INDEX_ENV, MAX_K, MIN_OBJECTS_TO_FIT,
 };
 pub use ingest::{
-    BatchOutcome, IngestReport, IngestSession, IngestTally, RejectReport, StreamMarks,
+    BatchOutcome, BatchTimes, IngestReport, IngestSession, IngestTally, RejectReport, StreamMarks,
 };
 pub use integrity::{BackupReport, CheckReport, MAX_LISTED_PROBLEMS};
 pub use maintenance::{ReindexOptions, ReindexReport};
@@ -290,6 +290,12 @@ impl Engine {
     /// The backend of the store's index.
     pub fn index_backend(&self) -> IndexBackend {
         read(&self.live).config().backend
+    }
+
+    /// An empty graph of the store's backend and recorded settings (the kind a rebuild fills),
+    /// sized for `capacity` points: what a benchmark compares the live graph with after churn.
+    pub fn empty_index(&self, capacity: usize) -> Result<AnyIndex> {
+        Ok(read(&self.live).empty_graph(capacity)?)
     }
 
     pub fn embedder(&self) -> &Embedder {

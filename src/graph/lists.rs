@@ -3,7 +3,7 @@
 //! [`ReverseGraph`], so that a refit running beside the engine computes lists the same way.
 //! Imports `index` (the live index), `model` and the reverse graph.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rayon::prelude::*;
 
@@ -15,6 +15,7 @@ use crate::model::Neighbour;
 /// A set of object ids (or numbers) hashed with foldhash (randomly seeded per process),
 /// faster than SipHash on these short keys; the relink builds thousands per batch.
 type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The lists each moved object now enters though neither names the other: k-NN is not
 /// symmetric, and an object near many (a hub) belongs in lists whose owners lie far down its
@@ -100,32 +101,30 @@ pub fn relink(
 ) -> Result<(Lists, Replaced)> {
     let own = search(live, moved);
     let moved_set: FastSet<&str> = moved.iter().map(String::as_str).collect();
-    let mut touched: BTreeMap<String, FastSet<String>> = BTreeMap::new();
+    let entered = entered(live, reverse, &own, &moved_set);
+    let mut touched: BTreeMap<&str, FastSet<&str>> = BTreeMap::new();
     for (x, list) in &own {
         for n in list {
             if !moved_set.contains(n.object_id.as_str()) {
-                touched
-                    .entry(n.object_id.clone())
-                    .or_default()
-                    .insert(x.clone());
+                touched.entry(&n.object_id).or_default().insert(x);
             }
         }
     }
     for x in moved {
         for y in reverse.listed_by(x) {
             if !moved_set.contains(y) {
-                touched.entry(y.to_string()).or_default().insert(x.clone());
+                touched.entry(y).or_default().insert(x);
             }
         }
     }
-    for (x, ys) in entered(live, reverse, &own, &moved_set) {
+    for (x, ys) in &entered {
         for y in ys {
-            touched.entry(y).or_default().insert(x.clone());
+            touched.entry(y).or_default().insert(x);
         }
     }
     // One read for the lists being replaced: the moved objects' own, then the touched.
     let mut keys: Vec<&str> = moved.iter().map(String::as_str).collect();
-    keys.extend(touched.keys().map(String::as_str));
+    keys.extend(touched.keys());
     let mut old_lists = stored(&keys)?;
     let old_touched = old_lists.split_off(moved.len());
     let mut replaced: Replaced = moved
@@ -134,42 +133,69 @@ pub fn relink(
         .zip(old_lists)
         .map(|(id, list)| (id, list.unwrap_or_default()))
         .collect();
+    // The moved objects' vectors, read once for every list they enter.
+    let moved_vectors: FastMap<&str, Vec<f32>> = moved
+        .par_iter()
+        .filter_map(|x| Some((x.as_str(), live.current(x)?.vector)))
+        .collect();
+    let touched: Vec<(&str, FastSet<&str>)> = touched.into_iter().collect();
+    let patched: Vec<(String, Vec<Neighbour>, Option<Vec<Neighbour>>)> = touched
+        .into_par_iter()
+        .zip(old_touched)
+        .map_init(Vec::new, |buf, ((y, xs), list)| {
+            let placed = live.with_vector(y, buf, |yv| {
+                xs.iter()
+                    .filter_map(|&x| {
+                        Some(Neighbour {
+                            object_id: x.to_string(),
+                            distance: crate::embed::l2(yv, moved_vectors.get(x)?),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })?;
+            let old = list.unwrap_or_default();
+            let new = patch(&old, &xs, placed);
+            Some((y.to_string(), old, new))
+        })
+        .flatten()
+        .collect();
     let mut research = Vec::new();
-    let mut out = own.clone();
-    for ((y, xs), list) in touched.iter().zip(old_touched) {
-        let Some(yv) = live.current(y) else { continue };
-        let old = list.unwrap_or_default();
-        replaced.insert(y.clone(), old.clone());
-        let Some(last) = old.last().map(|n| n.distance) else {
-            research.push(y.clone());
-            continue;
-        };
-        let mut list: Vec<Neighbour> = old
-            .into_iter()
-            .filter(|n| !xs.contains(&n.object_id))
-            .collect();
-        for x in xs {
-            if let Some(xv) = live.current(x) {
-                list.push(Neighbour {
-                    object_id: x.clone(),
-                    distance: crate::embed::l2(&yv.vector, &xv.vector),
-                });
-            }
+    let mut out = own;
+    for (y, old, list) in patched {
+        match list {
+            Some(list) => out.push((y.clone(), list)),
+            None => research.push(y.clone()),
         }
-        list.sort_by(|a, b| {
-            a.distance
-                .total_cmp(&b.distance)
-                .then(a.object_id.cmp(&b.object_id))
-        });
-        // Beyond the old last distance, objects the list never held may be nearer.
-        list.retain(|n| n.distance <= last);
-        if list.len() >= GRAPH_K {
-            list.truncate(STORED_K);
-            out.push((y.clone(), list));
-        } else {
-            research.push(y.clone());
-        }
+        replaced.insert(y, old);
     }
     out.extend(search(live, &research));
     Ok((out, replaced))
+}
+
+/// `old` (a stored list) with the `moved` objects taken out and put back at their new
+/// distances (`placed`), keeping what lies within its old last distance; `None` when fewer
+/// than [`GRAPH_K`] remain (or `old` is empty), so that the list has to be searched again.
+fn patch(
+    old: &[Neighbour],
+    moved: &FastSet<&str>,
+    placed: Vec<Neighbour>,
+) -> Option<Vec<Neighbour>> {
+    let last = old.last()?.distance;
+    let mut list: Vec<Neighbour> = old
+        .iter()
+        .filter(|n| !moved.contains(n.object_id.as_str()))
+        .cloned()
+        .chain(placed)
+        .collect();
+    list.sort_by(|a, b| {
+        a.distance
+            .total_cmp(&b.distance)
+            .then(a.object_id.cmp(&b.object_id))
+    });
+    // Beyond the old last distance, objects the list never held may be nearer.
+    list.retain(|n| n.distance <= last);
+    (list.len() >= GRAPH_K).then(|| {
+        list.truncate(STORED_K);
+        list
+    })
 }
