@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use super::{check_count, lock, read, Engine, EngineError, Result};
 use crate::graph::GRAPH_K;
 use crate::index::live::LiveIndex;
+use crate::model::ObjectRecord;
 use crate::model::Vote;
 use crate::science::{self, IndexedLists, IsolationForest};
 use crate::store::Store;
@@ -119,7 +120,12 @@ impl Engine {
 
     /// An object's unpersonalised anomaly score; `None` when it has no embedding.
     pub fn anomaly_of(&self, object_id: &str) -> Result<Option<AnomalyScore>> {
-        self.object(object_id)?;
+        self.anomaly_of_record(&self.object(object_id)?)
+    }
+
+    /// [`Engine::anomaly_of`] of a record already read.
+    pub fn anomaly_of_record(&self, record: &ObjectRecord) -> Result<Option<AnomalyScore>> {
+        let object_id = record.object_id.as_str();
         let b = self.anomaly_base()?;
         Ok(b.index_of(object_id).map(|i| AnomalyScore {
             object_id: object_id.to_string(),

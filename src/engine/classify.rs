@@ -80,13 +80,17 @@ impl Engine {
 
     /// Every label of an object, most trusted first.
     pub fn labels(&self, object_id: &str) -> Result<Vec<Label>> {
-        let r = self.object(object_id)?;
+        self.labels_of_record(&self.object(object_id)?)
+    }
+
+    /// [`Engine::labels`] of a record already read.
+    pub fn labels_of_record(&self, record: &ObjectRecord) -> Result<Vec<Label>> {
         let imported = self
             .store
-            .labels_of(&[object_id])?
+            .labels_of(&[record.object_id.as_str()])?
             .pop()
             .unwrap_or_default();
-        Ok(taxonomy::labels_of(&r, &imported))
+        Ok(taxonomy::labels_of(record, &imported))
     }
 
     /// Imports `(object id, class)` rows from a labels file named `source`. Classes are mapped
@@ -145,7 +149,20 @@ impl Engine {
     /// `similar` takes it): `flux` votes by the survey-blind group, so that labels of one
     /// survey's objects classify the other's.
     pub fn classify_by(&self, object_id: &str, features: FeatureGroup) -> Result<Classification> {
-        let record = self.object(object_id)?;
+        self.classify_record_by(&self.object(object_id)?, features)
+    }
+
+    /// [`Engine::classify`] of a record already read (an object's page reads it once).
+    pub fn classify_record(&self, record: &ObjectRecord) -> Result<Classification> {
+        self.classify_record_by(record, FeatureGroup::All)
+    }
+
+    fn classify_record_by(
+        &self,
+        record: &ObjectRecord,
+        features: FeatureGroup,
+    ) -> Result<Classification> {
+        let object_id = record.object_id.as_str();
         self.check_preset(&super::Target::Object(object_id.to_string()), features)?;
         let vector = self.current_vector(object_id)?;
         let candidates = self.nearest_by(&vector, VOTE_CANDIDATES, Some(object_id), features, None);
@@ -175,7 +192,7 @@ impl Engine {
                 .collect();
             (science::vote(&v), "vote")
         };
-        let packet_snia_score = snia_score(&record);
+        let packet_snia_score = snia_score(record);
         if let Some(s) = packet_snia_score {
             science::pool_snia_score(&mut probabilities, s);
         }
@@ -189,7 +206,7 @@ impl Engine {
             voters,
             packet_snia_score,
             labels: taxonomy::labels_of(
-                &record,
+                record,
                 &self
                     .store
                     .labels_of(&[object_id])?

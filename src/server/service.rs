@@ -243,16 +243,17 @@ impl asterism_server::Asterism for Service {
         required("object_id", &req.object_id)?;
         let engine = Arc::clone(&self.engine);
         blocking(move || {
+            // The record is read once, for every part of the answer.
             let record = engine.object(&req.object_id)?;
-            let labels = engine.labels(&req.object_id)?;
+            let labels = engine.labels_of_record(&record)?;
             let mut out = convert::object(&record, &labels, !req.without_lightcurve);
-            out.classification = match engine.classify(&req.object_id) {
+            out.classification = match engine.classify_record(&record) {
                 Ok(c) => Some(convert::classification(&c)),
                 Err(EngineError::NoEmbedding { .. } | EngineError::SpecOutdated) => None,
                 Err(e) => return Err(e.into()),
             };
             out.anomaly = engine
-                .anomaly_of(&req.object_id)?
+                .anomaly_of_record(&record)?
                 .as_ref()
                 .map(convert::anomaly);
             Ok(Response::new(out))

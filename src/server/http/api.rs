@@ -172,7 +172,7 @@ async fn panel(
             .iter()
             .map(|h| {
                 let r = engine.object(&h.object_id)?;
-                let labels = engine.labels(&h.object_id)?;
+                let labels = engine.labels_of_record(&r)?;
                 let label = taxonomy::primary(&labels);
                 Ok(json!({
                     "object_id": h.object_id,
@@ -182,12 +182,12 @@ async fn panel(
                 }))
             })
             .collect::<Result<Vec<Value>, ServerError>>()?;
-        let classification = match engine.classify(&id) {
+        let classification = match engine.classify_record(&record) {
             Ok(c) => json!(c),
             Err(EngineError::NoEmbedding { .. } | EngineError::SpecOutdated) => Value::Null,
             Err(e) => return Err(e.into()),
         };
-        let anomaly = engine.anomaly_of(&id)?;
+        let anomaly = engine.anomaly_of_record(&record)?;
         Ok(Json(json!({
             "object_id": id,
             "lightcurve": json::lightcurve(&record),
