@@ -71,7 +71,10 @@ fn main() {
         Engine::open(
             &existing.unwrap_or_else(|| dir.path().join("db")),
             EngineConfig {
-                store: StoreConfig { sync_writes: true },
+                store: StoreConfig {
+                    sync_writes: true,
+                    ..StoreConfig::default()
+                },
                 ..EngineConfig::default()
             },
         )

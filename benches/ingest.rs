@@ -128,7 +128,10 @@ fn bench_store(c: &mut Criterion) {
                     let engine = Engine::open(
                         &dir.path().join("db"),
                         EngineConfig {
-                            store: StoreConfig { sync_writes: sync },
+                            store: StoreConfig {
+                                sync_writes: sync,
+                                ..StoreConfig::default()
+                            },
                             batch_size: 1000,
                             ..EngineConfig::default()
                         },

@@ -60,7 +60,10 @@ fn engine_phase(
     let engine = Engine::open(
         &dir.path().join("db"),
         EngineConfig {
-            store: StoreConfig { sync_writes: true },
+            store: StoreConfig {
+                sync_writes: true,
+                ..StoreConfig::default()
+            },
             index: Some(backend),
             hnsw: HnswParams {
                 capacity: n,

@@ -55,7 +55,10 @@ fn main() {
     let engine = Engine::open(
         &db,
         EngineConfig {
-            store: StoreConfig { sync_writes: true },
+            store: StoreConfig {
+                sync_writes: true,
+                ..StoreConfig::default()
+            },
             index: Some(backend),
             usearch: UsearchParams {
                 quantization,

@@ -58,7 +58,8 @@
 //! the index and the lists, and whether the lists of other objects took them in (the relink's
 //! reverse recall). It writes into PATH: give it a copy. `--insert-expansion N` streams with
 //! USearch keeping N candidates per insertion (`Engine::set_insert_expansion`) instead of the
-//! store's recorded `expansion_add`.
+//! store's recorded `expansion_add`; `--block-cache-mib N` sizes RocksDB's shared block cache
+//! (default 64, as `asterism ingest`).
 //!
 //! ```sh
 //! cargo bench --bench workloads -- --live-into /var/tmp/seed1m-w1 --live-objects 10000 --queries 200
@@ -134,7 +135,11 @@ fn open(db: &Path, sync: bool) -> Engine {
     Engine::open(
         db,
         EngineConfig {
-            store: StoreConfig { sync_writes: sync },
+            store: StoreConfig {
+                sync_writes: sync,
+                // `--block-cache-mib N`: RocksDB's shared block cache (default 64).
+                block_cache_bytes: arg("--block-cache-mib", 64) << 20,
+            },
             ..EngineConfig::default()
         },
     )

@@ -88,11 +88,22 @@ fn ingest_object_and_stats_as_json() {
     assert_eq!(stats["surveys"]["ztf"]["alerts"], 66);
     assert_eq!(stats["alerts"], 66);
 
-    let (ok, again, _) = asterism(&["ingest", "--db", &db, &ztf, "--json"]);
-    assert!(ok);
+    // Again, with a smaller block cache: the same store, nothing new.
+    let (ok, again, err) = asterism(&[
+        "ingest",
+        "--db",
+        &db,
+        &ztf,
+        "--block-cache-mib",
+        "8",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
     assert_eq!(again["objects_new"], 0);
     assert_eq!(again["objects_updated"], 0);
     assert_eq!(again["detections_added"], 0);
+    let (ok, _, err) = asterism(&["ingest", "--db", &db, &ztf, "--block-cache-mib", "lots"]);
+    assert!(!ok && err.contains("--block-cache-mib"), "{err}");
 }
 
 #[test]

@@ -14,7 +14,7 @@ use asterism::index::IndexBackend;
 use asterism::model::{Survey, Vote};
 use asterism::server;
 use asterism::source;
-use asterism::store::StoreConfig;
+use asterism::store::{StoreConfig, BLOCK_CACHE_BYTES};
 
 #[derive(Subcommand, Debug)]
 pub(super) enum Command {
@@ -121,6 +121,10 @@ pub(super) struct WriteArgs {
     /// created with; naming another is an error.
     #[arg(long, value_enum, value_name = "BACKEND")]
     index: Option<IndexChoice>,
+    /// MiB of RocksDB block cache (decoded blocks of every column family, shared): more
+    /// memory, fewer blocks read again from the page cache and decompressed.
+    #[arg(long, value_name = "MIB", default_value_t = BLOCK_CACHE_BYTES >> 20)]
+    block_cache_mib: usize,
 }
 
 /// The index backends `--index` names.
@@ -148,6 +152,7 @@ impl WriteArgs {
         let config = EngineConfig {
             store: StoreConfig {
                 sync_writes: !self.no_sync,
+                block_cache_bytes: self.block_cache_mib << 20,
             },
             batch_size: self.batch_size,
             index: self.index.map(IndexBackend::from),

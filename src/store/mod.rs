@@ -66,13 +66,13 @@ pub mod cf {
 /// Keys per part of a read split over threads ([`Store::multi_get`]).
 const PARALLEL_READ_KEYS: usize = 1024;
 
-/// Bytes of the block cache all column families share.
+/// Bytes of the block cache all column families share, unless [`StoreConfig`] says otherwise.
 pub const BLOCK_CACHE_BYTES: usize = 64 << 20;
 
 /// What RocksDB holds in memory (its C++ allocations), from its own properties.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct StoreMemory {
-    /// The shared block cache's contents (at most [`BLOCK_CACHE_BYTES`]).
+    /// The shared block cache's contents (at most [`StoreConfig::block_cache_bytes`]).
     pub block_cache_bytes: u64,
     /// Memtables of every column family (writes not flushed yet).
     pub memtable_bytes: u64,
@@ -127,11 +127,18 @@ impl From<rocksdb::Error> for StoreError {
 pub struct StoreConfig {
     /// fsync the WAL on every batch: survives power loss, not only a killed process.
     pub sync_writes: bool,
+    /// Bytes of the block cache every column family shares (default [`BLOCK_CACHE_BYTES`]):
+    /// that much more resident memory once it has filled, for fewer blocks read again and
+    /// decompressed.
+    pub block_cache_bytes: usize,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { sync_writes: true }
+        StoreConfig {
+            sync_writes: true,
+            block_cache_bytes: BLOCK_CACHE_BYTES,
+        }
     }
 }
 
@@ -293,7 +300,7 @@ impl Store {
         }
         // One block cache for every column family (RocksDB's default gives each its own 32 MB
         // cache: 320 MB once a pass over every object has filled them).
-        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let cache = rocksdb::Cache::new_lru_cache(config.block_cache_bytes);
         let mut table = rocksdb::BlockBasedOptions::default();
         table.set_block_cache(&cache);
         let mut opts = Options::default();

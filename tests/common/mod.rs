@@ -24,7 +24,10 @@ pub fn decode(rel: &str) -> Decoded {
 
 pub fn config() -> EngineConfig {
     EngineConfig {
-        store: StoreConfig { sync_writes: false },
+        store: StoreConfig {
+            sync_writes: false,
+            ..StoreConfig::default()
+        },
         batch_size: 1000,
         ..EngineConfig::default()
     }
