@@ -29,10 +29,11 @@ fn entered(
     reverse: &ReverseGraph,
     own: &Lists,
     moved: &FastSet<&str>,
+    moved_vectors: &FastMap<&str, Vec<f32>>,
 ) -> Vec<(String, Vec<String>)> {
     own.par_iter()
         .map_init(Vec::new, |buf, (x, list)| {
-            let xv = live.current(x)?;
+            let xv = moved_vectors.get(x.as_str())?;
             let floor = match list.last() {
                 Some(last) if list.len() >= STORED_K => last.distance,
                 _ => 0.0,
@@ -54,10 +55,7 @@ fn entered(
                     if moved.contains(name) {
                         continue;
                     }
-                    if live
-                        .distance_to(name, &xv.vector, buf)
-                        .is_some_and(|d| d <= radius)
-                    {
+                    if live.distance_to(name, xv, buf).is_some_and(|d| d <= radius) {
                         ys.push(name.to_string());
                     }
                 }
@@ -101,7 +99,12 @@ pub fn relink(
 ) -> Result<(Lists, Replaced)> {
     let own = search(live, moved);
     let moved_set: FastSet<&str> = moved.iter().map(String::as_str).collect();
-    let entered = entered(live, reverse, &own, &moved_set);
+    // The moved objects' vectors, read once for the lists they enter and the patches.
+    let moved_vectors: FastMap<&str, Vec<f32>> = moved
+        .par_iter()
+        .filter_map(|x| Some((x.as_str(), live.current(x)?.vector)))
+        .collect();
+    let entered = entered(live, reverse, &own, &moved_set, &moved_vectors);
     let mut touched: BTreeMap<&str, FastSet<&str>> = BTreeMap::new();
     for (x, list) in &own {
         for n in list {
@@ -132,11 +135,6 @@ pub fn relink(
         .cloned()
         .zip(old_lists)
         .map(|(id, list)| (id, list.unwrap_or_default()))
-        .collect();
-    // The moved objects' vectors, read once for every list they enter.
-    let moved_vectors: FastMap<&str, Vec<f32>> = moved
-        .par_iter()
-        .filter_map(|x| Some((x.as_str(), live.current(x)?.vector)))
         .collect();
     let touched: Vec<(&str, FastSet<&str>)> = touched.into_iter().collect();
     let patched: Vec<(String, Vec<Neighbour>, Option<Vec<Neighbour>>)> = touched

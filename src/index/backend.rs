@@ -176,7 +176,8 @@ impl AnyIndex {
     /// Whether `v` is as [`AnyIndex::round`] leaves it ([`super::Quantization::is_rounded`]).
     pub fn is_rounded(&self, v: &[f32]) -> bool {
         match self {
-            AnyIndex::Hnsw(_) => v.iter().all(|x| !x.is_nan()),
+            // hnsw_rs keeps f32 vectors.
+            AnyIndex::Hnsw(_) => super::Quantization::F32.is_rounded(v),
             AnyIndex::Usearch(i) => i.params().quantization.is_rounded(v),
         }
     }

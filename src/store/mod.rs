@@ -426,8 +426,8 @@ impl Store {
         // A large read (a batch's touched neighbour lists: ~12,000 at 1M objects, each a
         // block-cache miss to decompress and decode) is split over the thread pool.
         if ids.len() >= 2 * PARALLEL_READ_KEYS {
-            let parts = ids.len().div_ceil(rayon::current_num_threads().max(1));
-            let chunk = parts.max(PARALLEL_READ_KEYS);
+            let per_thread = ids.len().div_ceil(rayon::current_num_threads().max(1));
+            let chunk = per_thread.max(PARALLEL_READ_KEYS);
             let read: Vec<Result<Vec<Option<T>>>> = ids
                 .par_chunks(chunk)
                 .map(|part| self.multi_get_serial(cf, part))
