@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use asterism::embed::l2;
-use asterism::engine::{Engine, EngineConfig, IndexOrigin};
+use asterism::engine::{Engine, EngineConfig, IndexOrigin, SimilarQuery, Target};
 use asterism::index::{exact_knn, numbered, recall, Hit, HnswParams, IndexBackend, PointId};
 use asterism::model::{Alert, ObjectRecord, VectorVersion};
 use asterism::synth::{augment, truncate, Augment};
@@ -47,6 +47,21 @@ fn synthetic(n: u64, seed: u64) -> Vec<Alert> {
             )
         })
         .collect()
+}
+
+/// The `k` hits nearest `object_id`'s current vector, itself first, each reporting the
+/// detections its stored record has: the live index keeps the count, so that an unfiltered
+/// search reads no record.
+fn assert_hits_count_their_records(engine: &Engine, object_id: &str, k: usize) {
+    let (vector, _) = engine.vector(object_id).unwrap();
+    let q = SimilarQuery::new(Target::Vector(vector), k);
+    let hits = engine.find_similar(&q).unwrap();
+    assert_eq!(hits.len(), k);
+    assert_eq!(hits[0].object_id, object_id);
+    for h in &hits {
+        let record = engine.object(&h.object_id).unwrap();
+        assert_eq!(h.n_detections, record.detections.len(), "{}", h.object_id);
+    }
 }
 
 /// Recall@k of the engine's `similar` against exact search over the same current vectors.
@@ -150,6 +165,7 @@ fn two_halves_end_at_the_vector_of_one_ingest_and_as_of_sees_the_first_half() {
         2,
         "re-embedded when the second half arrived"
     );
+    assert_hits_count_their_records(&halves, id, 10);
     let latest_whole = whole.store().vector_versions(id).unwrap().pop().unwrap().1;
     assert_eq!(versions[1].1.raw.len(), latest_whole.raw.len());
     assert_eq!(
@@ -311,6 +327,9 @@ fn restart_loads_the_dump_and_replays_newer_vectors(backend: IndexBackend) {
         IndexOrigin::Loaded { replayed: 100 },
         "the dump is loaded and only the newer vectors inserted"
     );
+    // The loaded slots and the replayed ones report their records' detections.
+    assert_hits_count_their_records(&engine, &alerts[7].object_id, 10);
+    assert_hits_count_their_records(&engine, &alerts[350].object_id, 10);
     let got = engine.similar(&alerts[7].object_id, 10, None).unwrap();
     let overlap = got
         .iter()

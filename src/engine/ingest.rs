@@ -236,6 +236,7 @@ impl Engine {
                     object_id: r.object_id.clone(),
                     seq,
                     point: next_point,
+                    detections: r.detections.len() as u32,
                     raw,
                 });
                 next_point += 1;

@@ -162,6 +162,7 @@ impl Engine {
                         object_id: r.object_id.clone(),
                         seq,
                         point: next_point,
+                        detections: version.n_detections,
                         raw,
                     });
                 }

@@ -145,6 +145,7 @@ impl Engine {
             object_id,
             seq,
             point: v.point,
+            detections: v.n_detections,
             raw: v.raw,
         };
         let mut out = Vec::new();

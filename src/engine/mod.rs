@@ -302,8 +302,8 @@ impl Engine {
         &self.embedder
     }
 
-    /// The embedding spec in force.
-    pub fn spec(&self) -> EmbeddingSpec {
+    /// The embedding spec in force (shared: the next refit replaces it, never changes it).
+    pub fn spec(&self) -> Arc<EmbeddingSpec> {
         read(&self.live).spec.clone()
     }
 
@@ -442,7 +442,8 @@ fn for_each_current_entry(store: &Store, mut f: impl FnMut(Entry)) -> Result<()>
     store.for_each_vector(|id, seq, v| match &mut pending {
         Some(last) if last.object_id == id => {
             if seq >= last.seq {
-                (last.seq, last.point, last.raw) = (seq, v.point, v.raw);
+                (last.seq, last.point, last.detections, last.raw) =
+                    (seq, v.point, v.n_detections, v.raw);
             }
         }
         _ => {
@@ -450,6 +451,7 @@ fn for_each_current_entry(store: &Store, mut f: impl FnMut(Entry)) -> Result<()>
                 object_id: id.to_string(),
                 seq,
                 point: v.point,
+                detections: v.n_detections,
                 raw: v.raw,
             };
             if let Some(done) = pending.replace(next) {

@@ -109,7 +109,11 @@ impl Engine {
                 break;
             }
             let r = self.object(&id)?;
-            if !req.filters.admits(r.detections.len(), r.meta.last_mjd, &r) {
+            let position = r.meta.ra.zip(r.meta.dec);
+            if !req
+                .filters
+                .admits(r.detections.len(), r.meta.last_mjd, position)
+            {
                 continue;
             }
             let label = self

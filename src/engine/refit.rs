@@ -196,7 +196,7 @@ impl Engine {
         let entries = current_entries(&self.store)?;
         let (spec, index) = {
             let live = read(&self.live);
-            (live.spec.clone(), live.config().clone())
+            (EmbeddingSpec::clone(&live.spec), live.config().clone())
         };
         tracing::info!(
             objects = entries.len(),
@@ -233,7 +233,7 @@ impl Engine {
         }
         let replayed = done.replay(log)?;
         let batch = Batch {
-            spec: Some(done.live.spec.clone()),
+            spec: Some(EmbeddingSpec::clone(&done.live.spec)),
             neighbours: done.lists.into_iter().collect(),
             ..Batch::default()
         };

@@ -158,6 +158,7 @@ impl Engine {
                 },
             });
             entries.push(Entry {
+                detections: r.detections.len() as u32,
                 object_id: r.object_id,
                 seq: 0,
                 point,

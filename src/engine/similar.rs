@@ -156,12 +156,19 @@ impl Filters {
         Ok(())
     }
 
-    /// Whether an object with these facts passes, ignoring the class.
+    /// Whether deciding needs an object's record: for its position, or for the date of its
+    /// last detection where the hit does not come with a dated version of its own.
+    fn reads_records(&self, dated: bool) -> bool {
+        self.cone.is_some() || (!dated && (self.last_after.is_some() || self.last_before.is_some()))
+    }
+
+    /// Whether an object with these facts passes, ignoring the class; `position` (RA, Dec)
+    /// is only looked at by a cone.
     pub(super) fn admits(
         &self,
         n_detections: usize,
         last_mjd: Option<f64>,
-        record: &ObjectRecord,
+        position: Option<(f64, f64)>,
     ) -> bool {
         if self.min_detections.is_some_and(|n| n_detections < n) {
             return false;
@@ -179,9 +186,9 @@ impl Filters {
             return false;
         }
         if let Some(c) = &self.cone {
-            let inside = match (record.meta.ra, record.meta.dec) {
-                (Some(ra), Some(dec)) => separation(c.ra, c.dec, ra, dec) <= c.radius,
-                _ => false,
+            let inside = match position {
+                Some((ra, dec)) => separation(c.ra, c.dec, ra, dec) <= c.radius,
+                None => false,
             };
             if !inside {
                 return false;
@@ -632,19 +639,31 @@ impl Engine {
         let mut out = Vec::new();
         for chunk in hits.chunks(q.k.max(16)) {
             let ids: Vec<&str> = chunk.iter().map(|h| h.0.as_str()).collect();
-            let records = self.store.get_objects(&ids)?;
-            let labels = self.primary_labels_of(&ids, records.iter().map(Option::as_ref))?;
+            // A hit's detections and labels are known without its record (the live index
+            // keeps the first, the label columns the second): the record is read only for
+            // a filter that needs it.
+            let dated = chunk.iter().all(|h| h.2.is_some());
+            let records = if q.filters.reads_records(dated) {
+                self.store.get_objects(&ids)?
+            } else {
+                vec![None; ids.len()]
+            };
+            let labels = self.primary_labels(&ids)?;
             for ((hit, record), label) in chunk.iter().zip(records).zip(labels) {
                 if out.len() == q.k {
                     return Ok(out);
                 }
                 let (id, distance, version) = hit;
-                let Some(record) = record else { continue };
-                let (n, last) = match version {
-                    Some(v) => (v.n_detections as usize, Some(v.from_mjd)),
-                    None => (record.detections.len(), record.meta.last_mjd),
+                let (n, last) = match (version, &record) {
+                    (Some(v), _) => (v.n_detections as usize, Some(v.from_mjd)),
+                    (None, Some(r)) => (r.detections.len(), r.meta.last_mjd),
+                    (None, None) => match read(&self.live).detections(id) {
+                        Some(n) => (n as usize, None),
+                        None => continue,
+                    },
                 };
-                if !q.filters.admits(n, last, &record) {
+                let position = record.as_ref().and_then(|r| r.meta.ra.zip(r.meta.dec));
+                if !q.filters.admits(n, last, position) {
                     continue;
                 }
                 let Some(class) = self.class_if_admitted(id, label, &q.filters)? else {

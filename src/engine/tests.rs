@@ -32,7 +32,7 @@ fn refits_beside_the_engine_leave_the_same_graph() {
     assert_eq!(spec.version, engine.spec().version);
     let (ids, vectors) = engine.vectors();
     let live = read(&engine.live);
-    assert_eq!(live.spec, spec);
+    assert_eq!(*live.spec, spec);
     for (id, v) in ids.iter().zip(&vectors) {
         let versions = engine.store.vector_versions(id).expect("versions");
         let (_, latest) = versions.last().expect("a version");

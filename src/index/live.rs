@@ -49,6 +49,8 @@ pub struct Entry {
     /// The object's vector version (0, 1, ...).
     pub seq: u32,
     pub point: PointId,
+    /// The detections the version was embedded from (`VectorVersion::n_detections`).
+    pub detections: u32,
     /// Raw features (unscaled), as stored.
     pub raw: Vec<f32>,
 }
@@ -58,6 +60,9 @@ struct Slot {
     id: Arc<str>,
     point: PointId,
     seq: u32,
+    /// The current version's detections: what a search hit reports without reading the
+    /// object's record (it fills the slot's padding: no extra memory).
+    detections: u32,
     /// The vector, unless the graph holds it ([`AnyIndex::holds_vectors`]).
     vector: Option<Box<[f32]>>,
 }
@@ -104,6 +109,7 @@ impl Objects {
             id,
             point,
             seq,
+            detections,
             vector,
         } = slot;
         let hash = self.hash(&id);
@@ -116,7 +122,8 @@ impl Objects {
             Some(n) => {
                 let slot = &mut self.slots[n as usize];
                 let old = slot.point;
-                (slot.point, slot.seq, slot.vector) = (point, seq, vector);
+                (slot.point, slot.seq, slot.detections, slot.vector) =
+                    (point, seq, detections, vector);
                 if let Some(o) = self.owner.get_mut(old as usize) {
                     *o = NO_OWNER;
                 }
@@ -128,6 +135,7 @@ impl Objects {
                     id,
                     point,
                     seq,
+                    detections,
                     vector,
                 });
                 let (slots, hasher) = (&self.slots, &self.hasher);
@@ -199,11 +207,13 @@ struct Scaled {
     object_id: Arc<str>,
     seq: u32,
     point: PointId,
+    detections: u32,
     vector: Vec<f32>,
 }
 
 pub struct LiveIndex {
-    pub spec: EmbeddingSpec,
+    /// Shared, so that a query takes it without copying its names and scales.
+    pub spec: Arc<EmbeddingSpec>,
     index: AnyIndex,
     config: IndexConfig,
     /// Which graph `index` is (unique in the process; a swap gives a new one).
@@ -236,7 +246,8 @@ impl Loader {
             return;
         }
         let vector = live.scale(&entry.raw);
-        live.make_current(Arc::from(entry.object_id), entry.point, entry.seq, vector);
+        let version = (entry.point, entry.seq, entry.detections);
+        live.make_current(Arc::from(entry.object_id), version, vector);
     }
 
     /// The index, once the entries newer than the dump are inserted; and how many there were.
@@ -291,7 +302,7 @@ impl LiveIndex {
         let index = AnyIndex::new(&config.with_capacity(entries.len()))?;
         let scanned = Scanned::new(&spec);
         let mut live = LiveIndex {
-            spec,
+            spec: Arc::new(spec),
             index,
             config,
             graph_id: next_graph_id(),
@@ -329,7 +340,7 @@ impl LiveIndex {
         index.built();
         let scanned = Scanned::new(&spec);
         let live = LiveIndex {
-            spec,
+            spec: Arc::new(spec),
             index,
             config,
             graph_id: next_graph_id(),
@@ -361,6 +372,7 @@ impl LiveIndex {
                 object_id: Arc::from(e.object_id),
                 seq: e.seq,
                 point: e.point,
+                detections: e.detections,
                 vector: self.scale(&e.raw),
             })
             .collect();
@@ -391,11 +403,12 @@ impl LiveIndex {
             object_id: id,
             seq,
             point,
+            detections,
             vector,
         } in prepared.entries
         {
             self.watermark = self.watermark.max(point + 1);
-            if let Some(old) = self.make_current(id, point, seq, vector) {
+            if let Some(old) = self.make_current(id, (point, seq, detections), vector) {
                 if self.index.remove(old) {
                     self.removed += 1;
                 }
@@ -457,13 +470,14 @@ impl LiveIndex {
 
     /// Makes `slot` its object's current one (its point live); returns the point it replaces
     /// (no longer live).
+    /// `version` is the point, sequence number and detections of the object's new vector.
     fn make_current(
         &mut self,
         id: Arc<str>,
-        point: PointId,
-        seq: u32,
+        version: (PointId, u32, u32),
         vector: Vec<f32>,
     ) -> Option<PointId> {
+        let (point, seq, detections) = version;
         // Held here (moved, not copied) unless the graph holds it.
         let (held, unheld) = if self.hold_vectors() {
             (Some(vector.into_boxed_slice()), None)
@@ -474,6 +488,7 @@ impl LiveIndex {
             id,
             point,
             seq,
+            detections,
             vector: held,
         });
         let values = match &unheld {
@@ -523,6 +538,11 @@ impl LiveIndex {
         hits.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
         hits.truncate(k);
         hits
+    }
+
+    /// The detections of an object's current vector version, if it has one.
+    pub fn detections(&self, object_id: &str) -> Option<u32> {
+        self.current.get(object_id).map(|s| s.detections)
     }
 
     /// An object's current point and exact vector (a copy).
@@ -705,6 +725,7 @@ mod tests {
             object_id: id.into(),
             seq,
             point,
+            detections: seq + 1,
             raw,
         }
     }
@@ -785,6 +806,7 @@ mod tests {
                     object_id: format!("o{i}"),
                     seq: 0,
                     point: i,
+                    detections: 1,
                     raw: raw(i as f32),
                 })
                 .collect();
@@ -794,6 +816,7 @@ mod tests {
                 object_id: "o7".into(),
                 seq: 1,
                 point: 30,
+                detections: 2,
                 raw: raw(-4.0),
             };
             live.upsert(vec![moved.clone()]);
@@ -808,6 +831,10 @@ mod tests {
                     seen += 1;
                 });
                 assert_eq!(seen, 30, "{backend}");
+                // Each slot reports its current version's detections.
+                assert_eq!(live.detections("o7"), Some(2), "{backend}");
+                assert_eq!(live.detections("o8"), Some(1), "{backend}");
+                assert_eq!(live.detections("o30"), None, "{backend}");
             };
             check(&live);
             let dir = tempfile::tempdir().unwrap();
@@ -877,6 +904,7 @@ mod tests {
                 object_id: format!("o{i}"),
                 seq: 0,
                 point: i,
+                detections: 1,
                 raw: centres[i as usize % 30]
                     .iter()
                     .map(|c| c + rng.gen_range(-1.0..1.0))
