@@ -184,17 +184,31 @@ pub(super) struct Anomalies {
     /// Requests to the worker (a generation); `None` once the engine drops.
     requests: Mutex<Option<SyncSender<u64>>>,
     worker: Mutex<Option<JoinHandle<()>>>,
+    /// Threads at background priority ([`crate::memory::yield_cpu`]) that compute the scores:
+    /// a pass over every object (~10 s at 1M) then takes no core from queries and batches.
+    /// `None` where the pool could not start (the global one then computes).
+    pool: Option<rayon::ThreadPool>,
 }
 
 impl Anomalies {
     /// Starts the worker thread, which computes the scores when asked, from `store` and `live`.
     pub(super) fn start(store: Arc<Store>, live: Arc<RwLock<LiveIndex>>) -> Arc<Anomalies> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<u64>(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(rayon::current_num_threads())
+            .thread_name(|i| format!("anomaly-{i}"))
+            .start_handler(|_| {
+                crate::memory::yield_cpu();
+            })
+            .build()
+            .map_err(|e| tracing::warn!("anomaly scores computed at normal priority: {e}"))
+            .ok();
         let anomalies = Arc::new(Anomalies {
             cache: Mutex::new(None),
             refresh: Mutex::new(()),
             requests: Mutex::new(Some(tx)),
             worker: Mutex::new(None),
+            pool,
         });
         let state = Arc::clone(&anomalies);
         let spawned = std::thread::Builder::new()
@@ -236,7 +250,10 @@ impl Anomalies {
             }
         }
         let started = Instant::now();
-        let b = Arc::new(AnomalyBase::compute(store, live)?);
+        let b = Arc::new(match &self.pool {
+            Some(pool) => pool.install(|| AnomalyBase::compute(store, live))?,
+            None => AnomalyBase::compute(store, live)?,
+        });
         crate::memory::release_free_memory();
         tracing::debug!(
             objects = b.ids.len(),
