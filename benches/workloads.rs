@@ -86,7 +86,7 @@ use std::time::{Duration, Instant};
 use asterism::alert::write::PacketWriter;
 use asterism::alert::DecodeOptions;
 use asterism::embed::l2;
-use asterism::engine::{Engine, EngineConfig};
+use asterism::engine::{AnomalyQuery, Engine, EngineConfig};
 use asterism::index::{exact_knn, numbered, VectorInsert, VectorSearch};
 use asterism::model::Survey;
 use asterism::server::{serve, Access, ServerConfig};
@@ -249,18 +249,26 @@ fn index_quality(engine: &Engine, queries: usize, compare_fresh: bool) -> (Value
     let step = (ids.len() / queries.max(1)).max(1);
     let sample: Vec<usize> = (0..ids.len()).step_by(step).take(queries).collect();
     let t = Instant::now();
+    let mut took = Vec::with_capacity(sample.len());
     let answers: Vec<Vec<String>> = sample
         .iter()
         .map(|&i| {
-            engine
-                .similar(&ids[i], 10, None)
-                .expect("similar")
-                .into_iter()
-                .map(|n| n.object_id)
-                .collect()
+            let asked = Instant::now();
+            let hits = engine.similar(&ids[i], 10, None).expect("similar");
+            took.push(asked.elapsed());
+            hits.into_iter().map(|n| n.object_id).collect()
         })
         .collect();
-    let qps = sample.len() as f64 / t.elapsed().as_secs_f64();
+    // More passes over the same queries until 3 s have gone: one pass of 2,000 queries
+    // takes under a second, too short for a steady rate on this shared machine.
+    let mut asked = sample.len();
+    while t.elapsed().as_secs_f64() < 3.0 {
+        for &i in &sample {
+            engine.similar(&ids[i], 10, None).expect("similar");
+        }
+        asked += sample.len();
+    }
+    let qps = asked as f64 / t.elapsed().as_secs_f64();
     // The stored kNN graph: each sampled object's list as the batches left it.
     let t = Instant::now();
     let lists: Vec<Vec<String>> = sample
@@ -312,6 +320,7 @@ fn index_quality(engine: &Engine, queries: usize, compare_fresh: bool) -> (Value
         "queries": sample.len(),
         "recall_at_10": hits as f64 / total.max(1) as f64,
         "queries_per_s_1_thread": qps,
+        "in_process_first_pass": latency(took),
         "graph_list_recall_at_10": list_hits as f64 / total.max(1) as f64,
         "graph_lists_per_s_1_thread": lists_per_s,
     });
@@ -608,17 +617,33 @@ fn reopen(db: &Path, queries: usize) {
         .iter()
         .find_map(|id| engine.similar(id, 10, None).ok())
         .expect("an object with an embedding");
-    let w4 = json!({
+    let mut w4 = json!({
         "seconds_to_first_answer": t.elapsed().as_secs_f64(),
         "seconds_to_index_ready": ready,
         "index_origin": format!("{:?}", engine.index_origin()),
         "answered": first.len(),
         "rss_growth_bytes": rss_bytes().saturating_sub(rss_before),
     });
+    // W2 is the steady state: the reverse graph, still loading beside the first answers,
+    // would take a core from the queries.
+    let t = Instant::now();
+    engine.wait_until_writable().expect("reverse graph");
+    w4["seconds_then_to_writable"] = json!(t.elapsed().as_secs_f64());
     eprintln!("[2/3] W2: recall and queries/s in process ...");
     let (mut w2, ids) = index_quality(&engine, queries, false);
-    eprintln!("[3/3] W2: FindSimilar over gRPC, idle ...");
+    eprintln!("[3/3] W2: FindSimilar over gRPC, just after the server starts, then idle ...");
     let served = Served::start(&engine);
+    // A server computes the anomaly scores when it starts (~10 s at 1M): the first calls
+    // share the cores with that pass and open the connection.
+    w2["grpc_find_similar_at_start"] = json!(latency(served.idle_latency(&ids, queries)));
+    let t = Instant::now();
+    // With no scores yet this waits for the startup pass.
+    let query = AnomalyQuery {
+        top: 1,
+        ..AnomalyQuery::default()
+    };
+    engine.anomalies(&query).expect("anomaly scores");
+    w2["seconds_then_to_anomaly_scores"] = json!(t.elapsed().as_secs_f64());
     w2["grpc_find_similar_idle"] = json!(latency(served.idle_latency(&ids, queries)));
     served.stop();
     let report = json!({ "store": db, "W2": w2, "W4": w4 });
@@ -641,6 +666,10 @@ fn reopen(db: &Path, queries: usize) {
             (
                 "W2 queries/s, 1 thread, in process",
                 &["W2", "queries_per_s_1_thread"],
+            ),
+            (
+                "W2 FindSimilar p99 ms, server starting",
+                &["W2", "grpc_find_similar_at_start", "p99_ms"],
             ),
             (
                 "W2 FindSimilar p50 ms, idle",
