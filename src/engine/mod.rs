@@ -338,6 +338,14 @@ impl Engine {
         read(&self.live).set_insert_expansion(n);
     }
 
+    /// Candidates kept by every similarity search from now on (ef_search; USearch stores): a
+    /// lower figure answers faster and finds fewer of the true neighbours (swept in
+    /// BENCHMARKS.md against hnswlib on the same vectors). Returns whether the store's index
+    /// backend took it (hnsw_rs keeps its recorded ef_search).
+    pub fn set_search_expansion(&self, n: usize) -> bool {
+        read(&self.live).set_search_expansion(n)
+    }
+
     /// For a process that exits soon after this engine: its in-memory index is not freed
     /// when the engine drops but left to the exit (freeing hnsw_rs's graph link by link takes
     /// seconds on a 1M-object store: BENCHMARKS.md, W4). Background work and the store still

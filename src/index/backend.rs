@@ -221,11 +221,23 @@ impl AnyIndex {
         }
     }
 
-    /// The configured ef_search.
+    /// The ef_search in force.
     pub fn ef_search(&self) -> usize {
         match self {
             AnyIndex::Hnsw(i) => i.params().ef_search,
-            AnyIndex::Usearch(i) => i.params().expansion_search,
+            AnyIndex::Usearch(i) => i.expansion_search(),
+        }
+    }
+
+    /// Sets the ef_search of every later search (USearch; hnsw_rs keeps its recorded one).
+    /// Returns whether the backend took it.
+    pub fn set_ef_search(&self, n: usize) -> bool {
+        match self {
+            AnyIndex::Hnsw(_) => false,
+            AnyIndex::Usearch(i) => {
+                i.set_expansion_search(n);
+                true
+            }
         }
     }
 

@@ -623,6 +623,13 @@ impl LiveIndex {
         self.index.set_expansion_add(n);
     }
 
+    /// Candidates kept by every search of this graph from now on ([`AnyIndex::set_ef_search`];
+    /// a rebuilt graph starts again from the recorded parameters). Returns whether the
+    /// backend took it.
+    pub fn set_search_expansion(&self, n: usize) -> bool {
+        self.index.set_ef_search(n)
+    }
+
     /// Bytes of the graph, where its backend counts them ([`AnyIndex::memory_bytes`]).
     pub fn graph_memory_bytes(&self) -> Option<usize> {
         self.index.memory_bytes()

@@ -457,6 +457,29 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_search_expansion_changes_on_a_usearch_graph_only() {
+        for backend in IndexBackend::ALL {
+            let config = IndexConfig {
+                backend,
+                ..IndexConfig::default()
+            };
+            let index = AnyIndex::new(&config).unwrap();
+            let recorded = index.ef_search();
+            // Set before the graph exists: the graph made at the first insert takes it.
+            let took = index.set_ef_search(128);
+            assert_eq!(took, backend == IndexBackend::Usearch, "{backend}");
+            assert_eq!(index.ef_search(), if took { 128 } else { recorded });
+            let r = recall_at_10(&index);
+            assert!(r >= 0.95, "{backend}: recall@10 {r}");
+            // At least one candidate; a search still answers k.
+            index.set_ef_search(0);
+            assert_eq!(index.ef_search(), if took { 1 } else { recorded });
+            let hits = index.search(&[0.0; 16], 10, &|_| true);
+            assert_eq!(hits.len(), 10, "{backend}");
+        }
+    }
+
     /// f16 and i8 distances are approximate: the conformance suite less its exact-distance
     /// checks, and recall@10 before any re-rank (the live index re-ranks with f32 vectors).
     #[test]

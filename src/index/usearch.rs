@@ -17,6 +17,7 @@
 //! Imports `embed` (the clip).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, RwLock};
 
 use ::usearch::{Index, IndexOptions, MetricKind, ScalarKind};
@@ -201,6 +202,9 @@ pub struct UsearchIndex {
     contexts: usize,
     /// A memory-mapped dump ([`UsearchIndex::view`]): never written to.
     read_only: bool,
+    /// Candidates kept while searching: `params.expansion_search` unless an operator or a
+    /// parameter sweep changed it ([`UsearchIndex::set_expansion_search`]).
+    expansion_search: AtomicUsize,
 }
 
 fn usearch_err(op: &'static str, e: impl std::fmt::Display) -> IndexError {
@@ -220,6 +224,7 @@ impl UsearchIndex {
         Ok(UsearchIndex {
             inner: RwLock::new(None),
             permits: Permits::new(contexts),
+            expansion_search: AtomicUsize::new(params.expansion_search),
             params,
             contexts,
             read_only: false,
@@ -237,7 +242,7 @@ impl UsearchIndex {
             quantization: self.params.quantization.scalar(),
             connectivity: self.params.connectivity,
             expansion_add: self.params.expansion_add,
-            expansion_search: self.params.expansion_search,
+            expansion_search: self.expansion_search(),
             multi: false,
         }
     }
@@ -258,6 +263,24 @@ impl UsearchIndex {
         if let Some(index) = inner.as_ref() {
             index.change_expansion_add(n.max(self.params.connectivity));
         }
+    }
+
+    /// Candidates kept by every search from now on (ef_search; at least 1): fewer answer
+    /// faster and find fewer of the true neighbours. Not recorded: a reopened or rebuilt
+    /// graph starts again from `params.expansion_search`.
+    pub fn set_expansion_search(&self, n: usize) {
+        let n = n.max(1);
+        self.expansion_search.store(n, Ordering::Relaxed);
+        // USearch keeps max(its own expansion, the results asked for): both change.
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(index) = inner.as_ref() {
+            index.change_expansion_search(n);
+        }
+    }
+
+    /// Candidates a search keeps (see [`UsearchIndex::set_expansion_search`]).
+    pub fn expansion_search(&self) -> usize {
+        self.expansion_search.load(Ordering::Relaxed)
     }
 
     /// Candidates the next insertion keeps (see [`UsearchIndex::set_expansion_add`]).
@@ -527,7 +550,7 @@ fn quantize_i8(v: &[f32]) -> Vec<i8> {
 
 impl VectorSearch for UsearchIndex {
     fn search(&self, query: &[f32], k: usize, live: &(dyn Fn(PointId) -> bool + Sync)) -> Vec<Hit> {
-        self.search_with_ef(query, k, self.params.expansion_search, live)
+        self.search_with_ef(query, k, self.expansion_search(), live)
     }
 
     fn len(&self) -> usize {
