@@ -512,3 +512,48 @@ fn ingest_bulk_seeds_an_empty_store_and_refuses_a_filled_one() {
     assert!(!ok);
     assert!(err.contains("ingest without --bulk"), "{err}");
 }
+
+/// `serve --ef-search N` answers with that many search candidates on a USearch store; a zero
+/// and an hnsw_rs store are clear errors before anything is served.
+#[test]
+fn serve_takes_an_ef_search_on_usearch_stores_only() {
+    use asterism::server::proto::asterism_client::AsterismClient;
+    use asterism::server::proto::{self as pb, find_similar_request::Query};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_arg(dir.path());
+    let ztf = data("ztf").to_string_lossy().into_owned();
+    assert!(asterism(&["ingest", "--db", &db, &ztf, "--index", "usearch"]).0);
+    let (ok, _, err) = asterism(&["serve", "--db", &db, "--ef-search", "0"]);
+    assert!(!ok && err.contains("--ef-search"), "{err}");
+
+    let (mut child, addr) = common::serve_process(Path::new(&db), &["--ef-search", "8"], &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let got = rt.block_on(async {
+        let mut c = AsterismClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let q = pb::FindSimilarRequest {
+            query: Some(Query::ObjectId("ZTF18abxhyqv".into())),
+            k: 3,
+            ..Default::default()
+        };
+        c.find_similar(q).await.unwrap().into_inner().neighbours
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(got.len(), 3);
+    assert!(got.windows(2).all(|w| w[0].distance <= w[1].distance));
+
+    let other = dir.path().join("hnsw").to_string_lossy().into_owned();
+    assert!(asterism(&["ingest", "--db", &other, &ztf, "--index", "hnsw_rs"]).0);
+    let (ok, _, err) = asterism(&["serve", "--db", &other, "--ef-search", "32"]);
+    assert!(!ok, "an hnsw_rs store refuses it");
+    assert!(
+        err.contains("--ef-search") && err.contains("hnsw_rs"),
+        "{err}"
+    );
+}

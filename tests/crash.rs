@@ -9,9 +9,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use asterism::engine::Engine;
@@ -46,29 +45,7 @@ fn packets() -> Vec<pb::IngestRequest> {
 
 /// Starts `asterism serve` on a free port; returns the process and its address.
 fn serve(db: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_asterism"))
-        .args(["serve", "--db"])
-        .arg(db)
-        .args(["--addr", "127.0.0.1:0", "--batch-size", "7"])
-        .env("ASTERISM_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the server printed its address")
-            .unwrap();
-        if let Some(a) = line.split(" on ").nth(1) {
-            break a.trim().to_string();
-        }
-    };
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, addr)
+    common::serve_process(db, &["--batch-size", "7"], &[("ASTERISM_TOKEN", TOKEN)])
 }
 
 /// Sends `calls` one Ingest call after another from `next`, until one fails (the server was

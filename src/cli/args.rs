@@ -331,6 +331,11 @@ pub(super) struct ServeArgs {
     /// Larger messages are refused (RESOURCE_EXHAUSTED).
     #[arg(long, default_value_t = server::DEFAULT_MAX_MESSAGE_BYTES)]
     pub(super) max_message_bytes: usize,
+    /// Candidates each similarity search keeps (ef_search; USearch stores) instead of the
+    /// store's recorded 64: fewer answer faster and find fewer of the true neighbours (at 1M,
+    /// 32 gave recall@10 0.992 at 1.5x the queries/s of 64's 0.994; BENCHMARKS.md).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(super) ef_search: Option<u16>,
     /// Also serve the HTTP/JSON API (/api/v1/) and the panel (/panel/ID) on this address
     /// (port 0: any free port, printed at start).
     #[arg(long, value_name = "ADDR")]

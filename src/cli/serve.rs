@@ -21,6 +21,14 @@ pub(super) fn serve(args: ServeArgs) -> Result<()> {
     let config = args.write.engine_config().with_context(opening)?;
     let batch_size = config.batch_size;
     let engine = Arc::new(Engine::open(&args.db.db, config).with_context(opening)?);
+    if let Some(n) = args.ef_search {
+        if !engine.set_search_expansion(usize::from(n)) {
+            anyhow::bail!(
+                "--ef-search: this store's index is hnsw_rs, whose ef_search was recorded when \
+                 the store was created; only USearch stores take another"
+            );
+        }
+    }
     let http_config = args.http_config();
     let users = match &args.user_tokens {
         Some(path) => Access::read_user_tokens(path).map_err(|e| anyhow::anyhow!(e))?,

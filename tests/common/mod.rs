@@ -7,7 +7,9 @@ pub mod kafka;
 pub mod served;
 pub mod webdriver;
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use asterism::alert::{DecodeOptions, Decoded};
 use asterism::engine::{Engine, EngineConfig, IngestReport};
@@ -90,4 +92,33 @@ pub fn rubin_confluent_datum() -> Vec<u8> {
     let mut framed = vec![0u8, 0, 0, 2, 161];
     framed.extend_from_slice(&datum);
     framed
+}
+
+/// Starts `asterism serve --db DB --addr 127.0.0.1:0` with `extra` flags and `envs`; returns
+/// the process and its gRPC address (printed at start). Its stdout is drained on a thread so
+/// that the server never blocks on a full pipe.
+pub fn serve_process(db: &Path, extra: &[&str], envs: &[(&str, &str)]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_asterism"))
+        .args(["serve", "--db"])
+        .arg(db)
+        .args(["--addr", "127.0.0.1:0"])
+        .args(extra)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run asterism serve");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the server printed its address")
+            .expect("a line of stdout");
+        if let Some(a) = line.split(" on ").nth(1) {
+            break a.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, addr)
 }
