@@ -52,6 +52,12 @@
 //! cargo bench --bench workloads -- --reopen /var/tmp/w1m-db --queries 1000
 //! ```
 //!
+//! W2 there is the steady state: measured once the reverse graph has loaded, FindSimilar over
+//! gRPC both while the server's startup anomaly pass runs and once it is done. With
+//! `--ef-sweep 16,32,64,128` it then sweeps `Engine::similar`'s ef_search (USearch stores) on
+//! the same queries, for the comparison with `bench/peer/vectors.py` (hnswlib) on the points
+//! `asterism export` writes of the same store.
+//!
 //! `--live-into PATH` streams `--live-objects N` new objects (numbers `--first-object`, default
 //! 1,000,000, on; `--seed`, default 5) into a kept store (a bulk-seeded one: `benches/seed.rs
 //! --keep-db`): W1 at that store's size in minutes, the drift of their embeddings, recall@10 of
@@ -328,6 +334,55 @@ fn index_quality(engine: &Engine, queries: usize, compare_fresh: bool) -> (Value
         out["fresh_index_recall_at_10"] = json!(fresh_hits as f64 / total.max(1) as f64);
     }
     (out, ids)
+}
+
+/// `--ef-sweep 16,32,64`: `Engine::similar`'s recall@10 and queries/s (1 thread, each ef's
+/// queries repeated for at least 3 s) at each ef_search, on the queries and truth of
+/// [`index_quality`]: the engine's side of the comparison with hnswlib on the same vectors
+/// (`bench/peer/vectors.py` on the points `asterism export` writes).
+fn ef_sweep(engine: &Engine, efs: &[usize], queries: usize) -> Value {
+    let (ids, vectors) = engine.vectors();
+    let points = numbered(vectors);
+    let step = (ids.len() / queries.max(1)).max(1);
+    let sample: Vec<usize> = (0..ids.len()).step_by(step).take(queries).collect();
+    let truth: Vec<Vec<&String>> = sample
+        .iter()
+        .map(|&i| {
+            exact_knn(points.par_iter(), &points[i].1, 10, &|p| p as usize != i)
+                .iter()
+                .map(|h| &ids[h.point as usize])
+                .collect()
+        })
+        .collect();
+    let mut out = Vec::new();
+    for &ef in efs {
+        if !engine.set_search_expansion(ef) {
+            eprintln!("  this store's backend keeps its recorded ef_search");
+            break;
+        }
+        let t = Instant::now();
+        let (mut hits, mut total) = (0usize, 0usize);
+        for (&i, want) in sample.iter().zip(&truth) {
+            let got = engine.similar(&ids[i], 10, None).expect("similar");
+            hits += got.iter().filter(|n| want.contains(&&n.object_id)).count();
+            total += want.len();
+        }
+        let mut asked = sample.len();
+        while t.elapsed().as_secs_f64() < 3.0 {
+            for &i in &sample {
+                engine.similar(&ids[i], 10, None).expect("similar");
+            }
+            asked += sample.len();
+        }
+        let row = json!({
+            "ef_search": ef,
+            "queries_per_s": asked as f64 / t.elapsed().as_secs_f64(),
+            "recall_at_10": hits as f64 / total.max(1) as f64,
+        });
+        eprintln!("  {row}");
+        out.push(row);
+    }
+    json!(out)
 }
 
 /// How far each new embedding of an object moved from the one indexed before it, over the
@@ -646,6 +701,18 @@ fn reopen(db: &Path, queries: usize) {
     w2["seconds_then_to_anomaly_scores"] = json!(t.elapsed().as_secs_f64());
     w2["grpc_find_similar_idle"] = json!(latency(served.idle_latency(&ids, queries)));
     served.stop();
+    let efs: Option<Vec<usize>> = std::env::args()
+        .skip_while(|a| a != "--ef-sweep")
+        .nth(1)
+        .map(|list| {
+            list.split(',')
+                .map(|n| n.parse().expect("--ef-sweep N,N,..."))
+                .collect()
+        });
+    if let Some(efs) = efs {
+        eprintln!("[+] W2: Engine::similar at ef_search {efs:?} ...");
+        w2["ef_sweep"] = ef_sweep(&engine, &efs, queries);
+    }
     let report = json!({ "store": db, "W2": w2, "W4": w4 });
     print_report(
         &report,
