@@ -10,7 +10,8 @@
 //! fed by the engine).
 
 // No unsafe code but one measured exception, `memory` (glibc's `malloc_trim` after passes over
-// every object: 1M objects' reopened store, BENCHMARKS.md), with a SAFETY note on its block.
+// every object: 1M objects' reopened store; `setpriority` for the anomaly pass, which then
+// gives way to queries: BENCHMARKS.md), with a SAFETY note on each block.
 #![deny(unsafe_code)]
 
 pub mod alert;
