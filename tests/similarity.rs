@@ -50,8 +50,8 @@ fn synthetic(n: u64, seed: u64) -> Vec<Alert> {
 }
 
 /// The `k` hits nearest `object_id`'s current vector, itself first, each reporting the
-/// detections its stored record has: the live index keeps the count, so that an unfiltered
-/// search reads no record.
+/// detections its stored record has, and a last-detection window that admits what the
+/// records' dates admit: the live index keeps both, so that such a search reads no record.
 fn assert_hits_count_their_records(engine: &Engine, object_id: &str, k: usize) {
     let (vector, _) = engine.vector(object_id).unwrap();
     let q = SimilarQuery::new(Target::Vector(vector), k);
@@ -61,6 +61,21 @@ fn assert_hits_count_their_records(engine: &Engine, object_id: &str, k: usize) {
     for h in &hits {
         let record = engine.object(&h.object_id).unwrap();
         assert_eq!(h.n_detections, record.detections.len(), "{}", h.object_id);
+    }
+    // The last-detection window tests the date the live index keeps against the records'.
+    let last = |id: &str| engine.object(id).unwrap().meta.last_mjd.unwrap();
+    let t = last(&hits[k / 2].object_id);
+    let mut q = q;
+    q.filters.last_after = Some(t);
+    let got = engine.find_similar(&q).unwrap();
+    assert!(!got.is_empty());
+    assert!(got.iter().all(|h| last(&h.object_id) >= t));
+    for h in hits.iter().filter(|h| last(&h.object_id) >= t) {
+        assert!(
+            got.iter().any(|g| g.object_id == h.object_id),
+            "{} passes the window",
+            h.object_id
+        );
     }
 }
 

@@ -301,24 +301,27 @@ impl AnomalyBase {
     /// copy of the vectors (taken under the live index's read lock, which is not held for the
     /// pass) and the lists as numbers: one allocation each, handed back whole when it ends.
     fn compute(store: &Store, live: &RwLock<LiveIndex>) -> Result<AnomalyBase> {
-        let (ids, vectors, dim) = {
+        // The last detection of each object comes with its vector (`Facts`): no record is read.
+        let (ids, vectors, dim, last_mjd) = {
             let live = read(live);
             let mut all: Vec<&Arc<str>> = live.ids().collect();
             all.sort_unstable();
             let mut ids = Vec::with_capacity(all.len());
+            let mut last_mjd = Vec::with_capacity(all.len());
             let mut flat = Vec::new();
             let mut dim = 0;
             for id in all {
-                if let Some(c) = live.current(id) {
+                if let (Some(c), Some(f)) = (live.current(id), live.facts(id)) {
                     if ids.is_empty() {
                         dim = c.vector.len();
                         flat.reserve_exact(live.len() * dim);
                     }
                     flat.extend_from_slice(&c.vector);
                     ids.push(Arc::clone(id));
+                    last_mjd.push(f.last_mjd);
                 }
             }
-            (ids, flat, dim)
+            (ids, flat, dim, last_mjd)
         };
         let numbers: foldhash::HashMap<&str, u32> = ids
             .iter()
@@ -373,16 +376,6 @@ impl AnomalyBase {
         drop(lists);
         nearest.sort_by(f32::total_cmp);
         let sigma = f64::from(nearest.get(nearest.len() / 2).copied().unwrap_or(1.0)).max(1e-3);
-        let mut last_mjd = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(4096) {
-            let keys: Vec<&str> = chunk.iter().map(|id| &**id).collect();
-            last_mjd.extend(
-                store
-                    .get_objects(&keys)?
-                    .iter()
-                    .map(|r| r.as_ref().and_then(|r| r.meta.last_mjd).unwrap_or(f64::NAN)),
-            );
-        }
         Ok(AnomalyBase {
             ids,
             lof,

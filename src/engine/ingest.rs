@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::{lock, read, write, ChangeEvent, Engine, EngineError, Result};
 use crate::alert::Decoded;
 use crate::graph::{lists, Lists, Replaced};
-use crate::index::live::Entry;
+use crate::index::live::{Entry, Facts};
 use crate::model::{Alert, Neighbour, ObjectRecord, Survey, VectorVersion};
 use crate::science::taxonomy;
 use crate::store::{Batch, NewAlert, NewVersion, PartitionOffset, Quarantined};
@@ -227,6 +227,7 @@ impl Engine {
                     n_detections: r.detections.len() as u32,
                     raw: raw.clone(),
                 };
+                let facts = Facts::from(&version);
                 batch.vectors.push(NewVersion {
                     object_id: r.object_id.clone(),
                     seq,
@@ -236,7 +237,7 @@ impl Engine {
                     object_id: r.object_id.clone(),
                     seq,
                     point: next_point,
-                    detections: r.detections.len() as u32,
+                    facts,
                     raw,
                 });
                 next_point += 1;

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{index_dir, lock, raw_matrix, read, write, ChangeEvent, Engine};
 use super::{refit, Result};
 use crate::embed::{group_weights, EmbeddingSpec};
-use crate::index::live::{Entry, LiveIndex};
+use crate::index::live::{Entry, Facts, LiveIndex};
 use crate::index::{PointId, VectorInsert};
 use crate::model::VectorVersion;
 use crate::store::{Batch, NewVersion};
@@ -162,7 +162,7 @@ impl Engine {
                         object_id: r.object_id.clone(),
                         seq,
                         point: next_point,
-                        detections: version.n_detections,
+                        facts: Facts::from(&version),
                         raw,
                     });
                 }

@@ -15,7 +15,7 @@ use super::similar::invalid;
 use super::Engine;
 use super::{current_entries, lock, read, EngineError, Result};
 use crate::embed::{l2, EmbeddingSpec, LearnedMetric, Metric};
-use crate::index::live::Entry;
+use crate::index::live::{Entry, Facts};
 use crate::index::{exact_knn, numbered, PointId};
 use crate::model::{Label, ObjectRecord, VectorVersion};
 use crate::science;
@@ -145,7 +145,7 @@ impl Engine {
             object_id,
             seq,
             point: v.point,
-            detections: v.n_detections,
+            facts: Facts::from(&v),
             raw: v.raw,
         };
         let mut out = Vec::new();

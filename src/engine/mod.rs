@@ -39,7 +39,7 @@ use serde::Serialize;
 use crate::embed::{Embedder, EmbeddingSpec};
 use crate::graph::reverse::LazyReverse;
 use crate::graph::GraphError;
-use crate::index::live::{Entry, LiveIndex};
+use crate::index::live::{Entry, Facts, LiveIndex};
 use crate::index::{AnyIndex, IndexBackend, IndexConfig, IndexError};
 use crate::model::{ObjectRecord, Survey};
 use crate::store::{Counts, Store, StoreError};
@@ -450,8 +450,8 @@ fn for_each_current_entry(store: &Store, mut f: impl FnMut(Entry)) -> Result<()>
     store.for_each_vector(|id, seq, v| match &mut pending {
         Some(last) if last.object_id == id => {
             if seq >= last.seq {
-                (last.seq, last.point, last.detections, last.raw) =
-                    (seq, v.point, v.n_detections, v.raw);
+                (last.seq, last.point, last.facts) = (seq, v.point, Facts::from(&v));
+                last.raw = v.raw;
             }
         }
         _ => {
@@ -459,7 +459,7 @@ fn for_each_current_entry(store: &Store, mut f: impl FnMut(Entry)) -> Result<()>
                 object_id: id.to_string(),
                 seq,
                 point: v.point,
-                detections: v.n_detections,
+                facts: Facts::from(&v),
                 raw: v.raw,
             };
             if let Some(done) = pending.replace(next) {

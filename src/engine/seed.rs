@@ -21,7 +21,7 @@ use super::{lock, raw_matrix, read, write, ChangeEvent, Engine, EngineError, Res
 use crate::alert::Decoded;
 use crate::embed::EmbeddingSpec;
 use crate::graph::reverse::ReverseGraph;
-use crate::index::live::{Entry, LiveIndex};
+use crate::index::live::{Entry, Facts, LiveIndex};
 use crate::model::{ObjectRecord, VectorVersion};
 use crate::store::{Batch, NewVersion};
 
@@ -158,7 +158,10 @@ impl Engine {
                 },
             });
             entries.push(Entry {
-                detections: r.detections.len() as u32,
+                facts: Facts {
+                    detections: r.detections.len() as u32,
+                    last_mjd: r.meta.last_mjd.unwrap_or(f64::NAN),
+                },
                 object_id: r.object_id,
                 seq: 0,
                 point,

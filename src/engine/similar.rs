@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use super::{check_count, read, Engine, EngineError, Result};
 use crate::embed::{FeatureGroup, GroupWeights};
 use crate::index::exact_knn;
+use crate::index::live::Facts;
 use crate::model::{Alert, Detection, Label, ObjectRecord, Survey, Unit, VectorVersion};
 use crate::science::{self, taxonomy, Explanation};
 
@@ -156,10 +157,10 @@ impl Filters {
         Ok(())
     }
 
-    /// Whether deciding needs an object's record: for its position, or for the date of its
-    /// last detection where the hit does not come with a dated version of its own.
-    fn reads_records(&self, dated: bool) -> bool {
-        self.cone.is_some() || (!dated && (self.last_after.is_some() || self.last_before.is_some()))
+    /// Whether deciding needs an object's record: only a cone does (its position); the
+    /// detection count and the last detection's date come with each hit.
+    fn reads_records(&self) -> bool {
+        self.cone.is_some()
     }
 
     /// Whether an object with these facts passes, ignoring the class; `position` (RA, Dec)
@@ -639,11 +640,10 @@ impl Engine {
         let mut out = Vec::new();
         for chunk in hits.chunks(q.k.max(16)) {
             let ids: Vec<&str> = chunk.iter().map(|h| h.0.as_str()).collect();
-            // A hit's detections and labels are known without its record (the live index
-            // keeps the first, the label columns the second): the record is read only for
-            // a filter that needs it.
-            let dated = chunk.iter().all(|h| h.2.is_some());
-            let records = if q.filters.reads_records(dated) {
+            // A hit's detections, last detection and labels are known without its record (the
+            // live index keeps the first two, the label columns the third): the record is
+            // read only for a cone.
+            let records = if q.filters.reads_records() {
                 self.store.get_objects(&ids)?
             } else {
                 vec![None; ids.len()]
@@ -654,14 +654,16 @@ impl Engine {
                     return Ok(out);
                 }
                 let (id, distance, version) = hit;
-                let (n, last) = match (version, &record) {
-                    (Some(v), _) => (v.n_detections as usize, Some(v.from_mjd)),
-                    (None, Some(r)) => (r.detections.len(), r.meta.last_mjd),
-                    (None, None) => match read(&self.live).detections(id) {
-                        Some(n) => (n as usize, None),
+                let facts = match version {
+                    Some(v) => Facts::from(v),
+                    None => match read(&self.live).facts(id) {
+                        Some(f) => f,
                         None => continue,
                     },
                 };
+                // NaN: no detection, which no last-detection window admits.
+                let last = Some(facts.last_mjd).filter(|t| t.is_finite());
+                let n = facts.detections as usize;
                 let position = record.as_ref().and_then(|r| r.meta.ra.zip(r.meta.dec));
                 if !q.filters.admits(n, last, position) {
                     continue;
