@@ -196,6 +196,23 @@ fn votes_personalise_recommendations_and_anomalies_per_user() {
     assert!(recs.iter().all(|r| &r.object_id != sn[1]));
 }
 
+/// Many workers of the global thread pool asking for scores at once, before any exist (as
+/// `--publish-topic`'s parallel updates do): one computes them on the anomaly pool while the
+/// others wait, and none waits forever (a worker that held the lock used to run a sibling job
+/// that asked for the lock again).
+#[test]
+fn scores_asked_from_the_global_pool_at_once_are_computed_once_without_a_deadlock() {
+    use rayon::prelude::*;
+    let (_dir, engine) = labelled_engine();
+    let ids: Vec<String> = engine.vectors().0;
+    let scores: Vec<f64> = ids
+        .par_iter()
+        .map(|id| engine.anomaly_of(id).unwrap().expect("a score").score)
+        .collect();
+    assert_eq!(scores.len(), ids.len());
+    assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)));
+}
+
 #[test]
 fn anomaly_scores_rank_and_filter() {
     let (_dir, engine) = labelled_engine();

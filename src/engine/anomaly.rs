@@ -251,7 +251,15 @@ impl Anomalies {
         }
         let started = Instant::now();
         let b = Arc::new(match &self.pool {
-            Some(pool) => pool.install(|| AnomalyBase::compute(store, live))?,
+            // On a plain thread of its own, joined: a caller that is a worker of the global
+            // pool (the parallel updates of `--publish-topic`) would otherwise, while waiting
+            // for the anomaly pool, run other jobs of its own pool, and one of them that asks
+            // for the scores would wait forever on the lock this caller holds.
+            Some(pool) => std::thread::scope(|s| {
+                s.spawn(|| pool.install(|| AnomalyBase::compute(store, live)))
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })?,
             None => AnomalyBase::compute(store, live)?,
         });
         crate::memory::release_free_memory();
