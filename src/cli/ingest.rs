@@ -42,6 +42,7 @@ pub(super) fn ingest(args: IngestArgs) -> Result<()> {
         unreachable!("a session stays a session");
     };
     let report = session.finish();
+    engine.relink_unlinked()?;
     engine.checkpoint()?;
     output::print_ingest(&report, args.json)
 }

@@ -52,6 +52,12 @@ impl Engine {
 
     /// [`Engine::apply`], with the Kafka offsets the alerts were read up to and the messages
     /// that could not be decoded written in the same atomic batch.
+    ///
+    /// With [`EngineConfig::relink_after`](super::EngineConfig::relink_after) on a large
+    /// enough store, the batch marks the objects it re-embedded instead of relinking them, and
+    /// the batch that brings the marked objects to that many relinks them all at once (an
+    /// object re-embedded by several of those batches once); [`Engine::relink_unlinked`]
+    /// writes what is left.
     pub fn apply_marked(&self, alerts: &[Alert], marks: StreamMarks) -> Result<BatchOutcome> {
         // A poisoned lock only means another writer panicked; the store itself is consistent.
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
@@ -82,6 +88,7 @@ impl Engine {
         clock = Instant::now();
         self.store.write(&batch)?;
         outcome.times.write = lap(&mut clock);
+        self.note_unlinked(&batch);
         self.note_lists(replaced, &batch.neighbours)?;
         outcome.times.note = lap(&mut clock);
         if self.refit_due(total_objects) == Some(true) && lock(&self.refit).is_none() {
@@ -99,6 +106,80 @@ impl Engine {
         );
         self.maybe_rebuild_in_background();
         Ok(outcome)
+    }
+
+    /// The objects to relink with a batch that re-embedded `ids`: none when their relink is
+    /// deferred (`relink_after` is set, the store is past the size from which no refit runs
+    /// inside a batch, and fewer than `relink_after` objects would then wait), otherwise `ids`
+    /// and every object waiting.
+    fn to_relink(&self, ids: &[String], total_objects: u64) -> Option<Vec<String>> {
+        let waiting = lock(&self.unlinked);
+        let after = self.config.relink_after;
+        if after > 0 && total_objects >= self.config.background_refit_from {
+            let more = ids.iter().filter(|id| waiting.binary_search(id).is_err());
+            if waiting.len() + more.count() < after {
+                return None;
+            }
+        }
+        let mut moved: Vec<String> = ids.iter().chain(waiting.iter()).cloned().collect();
+        moved.sort_unstable();
+        moved.dedup();
+        Some(moved)
+    }
+
+    /// Writes the lists of every object still waiting for a deferred relink (a stream that
+    /// went quiet, the end of an ingest); returns how many objects were relinked.
+    pub fn relink_unlinked(&self) -> Result<usize> {
+        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let behind = lock(&self.unlinked).clone();
+        if behind.is_empty() {
+            return Ok(0);
+        }
+        let (lists, replaced) = self.relink(&behind)?;
+        let batch = Batch {
+            neighbours: lists,
+            linked: behind.clone(),
+            ..Batch::default()
+        };
+        self.store.write(&batch)?;
+        self.note_unlinked(&batch);
+        self.note_lists(Some(replaced), &batch.neighbours)?;
+        self.notify(ChangeEvent {
+            relisted: batch.neighbours.into_iter().map(|(id, _)| id).collect(),
+            ..ChangeEvent::default()
+        });
+        Ok(behind.len())
+    }
+
+    /// Objects waiting for a deferred relink, in id order: their stored lists (and those they
+    /// should enter or leave) are behind their vectors.
+    pub fn unlinked(&self) -> Vec<String> {
+        lock(&self.unlinked).clone()
+    }
+
+    /// Whether `object_id` waits for a deferred relink.
+    pub fn is_unlinked(&self, object_id: &str) -> bool {
+        lock(&self.unlinked)
+            .binary_search_by(|id| id.as_str().cmp(object_id))
+            .is_ok()
+    }
+
+    /// Hands the objects waiting for a deferred relink to a write that rewrites every list
+    /// (a refit, a reindex): `batch` clears their marks ([`Engine::note_unlinked`] once it
+    /// is written).
+    pub(super) fn link_all(&self, batch: &mut Batch) {
+        batch.linked = lock(&self.unlinked).clone();
+    }
+
+    /// After `batch` was written: its `linked` objects wait for no relink any more, its
+    /// `unlinked` ones now do.
+    pub(super) fn note_unlinked(&self, batch: &Batch) {
+        let mut unlinked = lock(&self.unlinked);
+        let linked: HashSet<&str> = batch.linked.iter().map(String::as_str).collect();
+        unlinked.retain(|id| !linked.contains(id.as_str()));
+        unlinked.extend(batch.unlinked.iter().cloned());
+        unlinked.sort_unstable();
+        unlinked.dedup();
     }
 
     /// Merges `alerts` into their stored objects: the records they changed (in id order, their
@@ -196,9 +277,10 @@ impl Engine {
     }
 
     /// Embeds the changed objects, updates the live index (refitting the scaler when the store
-    /// has doubled) and recomputes the affected neighbour lists, all into `batch`, timing each
-    /// step into `times`. Returns the stored lists the new ones replace (`None` after a refit,
-    /// which rewrites every list).
+    /// has doubled) and recomputes the affected neighbour lists (or defers them: see
+    /// [`Engine::apply_marked`]), all into `batch`, timing each step into `times`. Returns
+    /// the stored lists the new ones replace (`None` after a refit, which rewrites every
+    /// list).
     pub(super) fn embed_and_link(
         &self,
         changed: &[ObjectRecord],
@@ -252,23 +334,28 @@ impl Engine {
                 .map(|(id, _)| id.to_string())
                 .collect();
             batch.neighbours = self.lists_for(&all);
-        } else {
-            let ids: Vec<String> = entries.iter().map(|e| e.object_id.clone()).collect();
-            if let Some(pending) = lock(&self.refit).as_ref() {
-                pending.log(&entries);
-            }
-            // The HNSW insertion under a read lock: queries go on meanwhile.
-            let prepared = read(&self.live).prepare(entries);
-            times.insert = lap(&mut clock);
-            write(&self.live).commit(prepared);
-            times.commit = lap(&mut clock);
-            let (lists, replaced) = self.relink(&ids)?;
-            times.relink = lap(&mut clock);
-            batch.neighbours = lists;
-            return Ok(Some(replaced));
+            self.link_all(batch);
+            times.refit = lap(&mut clock);
+            return Ok(None);
         }
-        times.refit = lap(&mut clock);
-        Ok(None)
+        let ids: Vec<String> = entries.iter().map(|e| e.object_id.clone()).collect();
+        if let Some(pending) = lock(&self.refit).as_ref() {
+            pending.log(&entries);
+        }
+        // The HNSW insertion under a read lock: queries go on meanwhile.
+        let prepared = read(&self.live).prepare(entries);
+        times.insert = lap(&mut clock);
+        write(&self.live).commit(prepared);
+        times.commit = lap(&mut clock);
+        let Some(moved) = self.to_relink(&ids, total_objects) else {
+            batch.unlinked = ids;
+            return Ok(Some(Replaced::new()));
+        };
+        let (lists, replaced) = self.relink(&moved)?;
+        times.relink = lap(&mut clock);
+        batch.neighbours = lists;
+        batch.linked = self.unlinked();
+        Ok(Some(replaced))
     }
 
     /// New neighbour lists after the `moved` objects were re-embedded, and the stored lists

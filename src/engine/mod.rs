@@ -23,7 +23,7 @@
 //! `refit` (a refit beside the engine), the reverse graph (`listed_by`), then `live` (the index,
 //! read for queries, written only for a short commit or swap). The anomaly scores' refresh lock
 //! (held while they are computed, which reads `live`) is taken while holding no other lock.
-//! `observers`, the anomaly cache and `rebuild_thread` are taken alone, never while waiting for
+//! `observers`, the anomaly cache, `unlinked` and `rebuild_thread` are taken alone, never while waiting for
 //! another.
 //!
 //! Imports `model`, `alert`, `embed`, `store`, `index`, `graph`, `science`.
@@ -68,7 +68,8 @@ pub use classify::{
     VOTERS, VOTE_CANDIDATES,
 };
 pub use config::{
-    index_from_env, EngineConfig, DEFAULT_BATCH_SIZE, INDEX_ENV, MAX_K, MIN_OBJECTS_TO_FIT,
+    index_from_env, EngineConfig, DEFAULT_BATCH_SIZE, DEFAULT_RELINK_AFTER, INDEX_ENV, MAX_K,
+    MIN_OBJECTS_TO_FIT,
 };
 pub use ingest::{
     BatchOutcome, BatchTimes, IngestReport, IngestSession, IngestTally, RejectReport, StreamMarks,
@@ -154,6 +155,9 @@ pub struct Engine {
     anomalies: Arc<Anomalies>,
     /// A bulk seed is in progress or was interrupted: other writes wait for it to finish.
     seeding: AtomicBool,
+    /// Objects whose lists wait for a deferred relink (`EngineConfig::relink_after`), in id
+    /// order; the store marks them too (`Store::unlinked`).
+    unlinked: Mutex<Vec<String>>,
 }
 
 impl Drop for Engine {
@@ -205,6 +209,7 @@ impl Engine {
         let store = Store::open(path, config.store.clone())?;
         Engine::fill_record_labels(&store)?;
         let seeding = store.seeding()?;
+        let unlinked = store.unlinked()?;
         let index = index_config(&store, &config)?;
         let embedder = Embedder::new();
         let spec = store
@@ -256,6 +261,7 @@ impl Engine {
             observers: RwLock::new(Vec::new()),
             anomalies,
             seeding: AtomicBool::new(seeding),
+            unlinked: Mutex::new(unlinked),
         })
     }
 

@@ -50,6 +50,13 @@ impl Engine {
 
     /// The neighbour list of an object in the kNN graph: its [`GRAPH_K`] nearest.
     pub fn neighbours(&self, object_id: &str) -> Result<Vec<Neighbour>> {
+        if self.is_unlinked(object_id) {
+            // Its stored list waits for a deferred relink: the index answers as it will.
+            if let Some((_, mut list)) = self.lists_for(&[object_id.to_string()]).pop() {
+                list.truncate(GRAPH_K);
+                return Ok(list);
+            }
+        }
         match self.store.neighbours(object_id)? {
             Some(mut list) => {
                 list.truncate(GRAPH_K);

@@ -232,12 +232,15 @@ impl Engine {
             return Ok(());
         }
         let replayed = done.replay(log)?;
-        let batch = Batch {
+        let mut batch = Batch {
             spec: Some(EmbeddingSpec::clone(&done.live.spec)),
             neighbours: done.lists.into_iter().collect(),
             ..Batch::default()
         };
+        // Every list is rewritten, those of objects waiting for a deferred relink too.
+        self.link_all(&mut batch);
         self.store.write(&batch)?;
+        self.note_unlinked(&batch);
         tracing::info!(
             version = done.live.spec.version,
             replayed,

@@ -112,7 +112,11 @@ fn store_packets(
         tally.add_rejects(d.rejects);
         alerts.extend(d.alerts);
     }
-    match engine.apply_all(&alerts, tally) {
+    // An ingest call returns with every list written, a deferred relink's too.
+    match engine
+        .apply_all(&alerts, tally)
+        .and_then(|()| engine.relink_unlinked().map(drop))
+    {
         Ok(()) => failed,
         Err(e) => Some(e.into()),
     }

@@ -49,7 +49,10 @@ pub mod cf {
     pub const OFFSETS: &str = "offsets";
     pub const QUARANTINE: &str = "quarantine";
     pub const RECORD_LABELS: &str = "record_labels";
-    pub const ALL: [&str; 10] = [
+    /// Objects re-embedded by a committed batch whose neighbour lists (and the lists they
+    /// enter or leave) are not relinked yet: the deferred relink's durable marks.
+    pub const UNLINKED: &str = "unlinked";
+    pub const ALL: [&str; 11] = [
         OBJECTS,
         ALERTS,
         META,
@@ -60,6 +63,7 @@ pub mod cf {
         OFFSETS,
         QUARANTINE,
         RECORD_LABELS,
+        UNLINKED,
     ];
 }
 
@@ -175,6 +179,11 @@ pub struct Batch {
     pub record_labels_complete: bool,
     /// Sets (`Some(true)`) or clears the mark of a bulk seed in progress.
     pub seeding: Option<bool>,
+    /// Objects whose lists this batch leaves to a later relink: marked (written after
+    /// `linked`, so an object in both stays marked).
+    pub unlinked: Vec<String>,
+    /// Objects whose deferred relink this batch holds: their marks cleared.
+    pub linked: Vec<String>,
 }
 
 /// An alert id seen for the first time, and the object it belongs to.
@@ -553,8 +562,27 @@ impl Store {
             Some(false) => wb.delete_cf(meta, keys::SEEDING_KEY),
             None => {}
         }
+        let unlinked = self.handle(cf::UNLINKED)?;
+        for id in &batch.linked {
+            wb.delete_cf(unlinked, keys::object_key(id));
+        }
+        for id in &batch.unlinked {
+            wb.put_cf(unlinked, keys::object_key(id), []);
+        }
         self.write_stream_marks(&mut wb, batch)?;
         self.write_batch(wb)
+    }
+
+    /// The objects whose deferred relink has not been written yet (see [`Batch::unlinked`]),
+    /// in id order.
+    pub fn unlinked(&self) -> Result<Vec<String>> {
+        let handle = self.handle(cf::UNLINKED)?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(handle, IteratorMode::Start) {
+            let (k, _) = item?;
+            out.push(String::from_utf8_lossy(&k).into_owned());
+        }
+        Ok(out)
     }
 
     fn meta_value<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {

@@ -185,7 +185,10 @@ fn run_member(
             }
             Some(Err(e)) if note_error(&e) => consumer.context().state().broker_trouble = true,
             Some(Err(_)) => {}
-            None => {}
+            // A quiet moment: lists a deferred relink left for the next batch are written.
+            None => {
+                consumer.context().engine.relink_unlinked()?;
+            }
         }
         if let Some(e) = consumer.context().state().error.take() {
             break Err(e);
@@ -257,7 +260,10 @@ fn run_member(
     };
     // The last batch goes in with its offsets whatever ended the loop; then the group learns
     // where this consumer stopped, and leaves (a revocation, flushed by the callback).
-    let flushed = consumer.context().flush(&consumer);
+    let flushed = consumer
+        .context()
+        .flush(&consumer)
+        .and_then(|f| Ok(f | (consumer.context().engine.relink_unlinked()? > 0)));
     outcome?;
     if flushed? {
         busy_until = Instant::now();
