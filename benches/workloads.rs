@@ -65,9 +65,9 @@
 //! reverse recall). It writes into PATH: give it a copy. `--insert-expansion N` streams with
 //! USearch keeping N candidates per insertion (`Engine::set_insert_expansion`) instead of the
 //! store's recorded `expansion_add`; `--block-cache-mib N` sizes RocksDB's shared block cache
-//! (default 64, as `asterism ingest`); `--relink-after N` defers relinks until N objects wait
-//! (`asterism ingest --relink-after N`, default 1000; 0 relinks every batch), the last ones
-//! written after the stream, in its time.
+//! (default 64, as `asterism ingest`); `--relink-delay N` relinks each object N batches after
+//! the one that re-embedded it (`asterism ingest --relink-delay N`; 0 relinks in the batch),
+//! the last ones written after the stream, in its time.
 //!
 //! ```sh
 //! cargo bench --bench workloads -- --live-into /var/tmp/seed1m-w1 --live-objects 10000 --queries 200
@@ -94,7 +94,7 @@ use std::time::{Duration, Instant};
 use asterism::alert::write::PacketWriter;
 use asterism::alert::DecodeOptions;
 use asterism::embed::l2;
-use asterism::engine::{AnomalyQuery, Engine, EngineConfig, DEFAULT_RELINK_AFTER};
+use asterism::engine::{AnomalyQuery, Engine, EngineConfig, DEFAULT_RELINK_DELAY};
 use asterism::index::{exact_knn, numbered, VectorInsert, VectorSearch};
 use asterism::model::Survey;
 use asterism::server::{serve, Access, ServerConfig};
@@ -148,8 +148,8 @@ fn open(db: &Path, sync: bool) -> Engine {
                 // `--block-cache-mib N`: RocksDB's shared block cache (default 64).
                 block_cache_bytes: arg("--block-cache-mib", 64) << 20,
             },
-            // `--relink-after N`: relinks deferred until N objects wait (0: every batch).
-            relink_after: arg("--relink-after", DEFAULT_RELINK_AFTER),
+            // `--relink-delay N`: each object relinked N batches later (0: in its batch).
+            relink_delay: arg("--relink-delay", DEFAULT_RELINK_DELAY as usize) as u64,
             ..EngineConfig::default()
         },
     )

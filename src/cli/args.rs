@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 
 use asterism::alert::DecodeOptions;
 use asterism::engine::{
-    index_from_env, Cone, EngineConfig, Filters, DEFAULT_BATCH_SIZE, DEFAULT_RELINK_AFTER,
+    index_from_env, Cone, EngineConfig, Filters, DEFAULT_BATCH_SIZE, DEFAULT_RELINK_DELAY,
 };
 use asterism::index::IndexBackend;
 use asterism::model::{Survey, Vote};
@@ -127,12 +127,12 @@ pub(super) struct WriteArgs {
     /// memory, fewer blocks read again from the page cache and decompressed.
     #[arg(long, value_name = "MIB", default_value_t = BLOCK_CACHE_BYTES >> 20)]
     block_cache_mib: usize,
-    /// Defer the relink of the neighbour lists a batch changes until N re-embedded objects
-    /// wait, then relink them in one batch (an object re-embedded by several batches once);
-    /// 0 relinks every batch. Only on stores of 16,384 objects or more. Waiting objects are
-    /// marked in the store; a quiet stream and the end of an ingest write their lists.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_RELINK_AFTER)]
-    relink_after: usize,
+    /// Relink the neighbour lists a batch changes N batches later, once per object whatever
+    /// those batches re-embed again; 0 relinks in the batch. Only on stores of 16,384
+    /// objects or more. Waiting objects are marked in the store; a quiet stream and the end
+    /// of an ingest write their lists.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RELINK_DELAY)]
+    relink_delay: u64,
 }
 
 /// The index backends `--index` names.
@@ -165,7 +165,7 @@ impl WriteArgs {
             batch_size: self.batch_size,
             index: self.index.map(IndexBackend::from),
             new_store_index: index_from_env()?.unwrap_or_default(),
-            relink_after: self.relink_after,
+            relink_delay: self.relink_delay,
             ..EngineConfig::default()
         };
         config.validate()?;

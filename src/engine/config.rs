@@ -26,11 +26,12 @@ pub struct EngineConfig {
     /// `engine/refit.rs`) instead of inside the batch that triggers it.
     pub background_refit_from: u64,
     /// Defer each batch's relink (the re-embedded objects' lists and the lists they enter or
-    /// leave) until this many objects wait, then relink them in one batch (0: every batch
-    /// relinks its own; default [`DEFAULT_RELINK_AFTER`]). Only from
+    /// leave) by this many batches: an object is relinked by the batch `relink_delay` after
+    /// the one that first re-embedded it, once whatever the batches between re-embedded it
+    /// again (0: every batch relinks its own; default [`DEFAULT_RELINK_DELAY`]). Only from
     /// [`EngineConfig::background_refit_from`] objects. Waiting objects are marked in the
     /// store; see `Engine::apply_marked`.
-    pub relink_after: usize,
+    pub relink_delay: u64,
 }
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -43,7 +44,7 @@ impl Default for EngineConfig {
             usearch: UsearchParams::default(),
             rebuild_tombstone_ratio: 1.0,
             background_refit_from: 16_384,
-            relink_after: DEFAULT_RELINK_AFTER,
+            relink_delay: DEFAULT_RELINK_DELAY,
         }
     }
 }
@@ -94,10 +95,9 @@ pub fn index_from_env() -> Result<Option<IndexBackend>> {
     }
 }
 
-/// Re-embedded objects that wait for their relink before one batch relinks them all: at 1M
-/// objects, live ingest 1.6x as fast as relinking every batch with batch commit p99 still
-/// under 1 s (BENCHMARKS.md, "Deferred relinks").
-pub const DEFAULT_RELINK_AFTER: usize = 1000;
+/// Batches a re-embedded object waits for its relink unless configured otherwise; chosen by
+/// BENCHMARKS.md, "Deferred relinks".
+pub const DEFAULT_RELINK_DELAY: u64 = 16;
 /// Alerts per atomic write unless configured otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 1000;
 /// The scaler is first fitted at this many embedded objects, then refitted each time their

@@ -53,11 +53,10 @@ impl Engine {
     /// [`Engine::apply`], with the Kafka offsets the alerts were read up to and the messages
     /// that could not be decoded written in the same atomic batch.
     ///
-    /// With [`EngineConfig::relink_after`](super::EngineConfig::relink_after) on a large
+    /// With [`EngineConfig::relink_delay`](super::EngineConfig::relink_delay) on a large
     /// enough store, the batch marks the objects it re-embedded instead of relinking them, and
-    /// the batch that brings the marked objects to that many relinks them all at once (an
-    /// object re-embedded by several of those batches once); [`Engine::relink_unlinked`]
-    /// writes what is left.
+    /// relinks those that have waited that many batches (an object re-embedded by several
+    /// batches meanwhile once); [`Engine::relink_unlinked`] writes what is left.
     pub fn apply_marked(&self, alerts: &[Alert], marks: StreamMarks) -> Result<BatchOutcome> {
         // A poisoned lock only means another writer panicked; the store itself is consistent.
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
@@ -108,30 +107,46 @@ impl Engine {
         Ok(outcome)
     }
 
-    /// The objects to relink with a batch that re-embedded `ids`: none when their relink is
-    /// deferred (`relink_after` is set, the store is past the size from which no refit runs
-    /// inside a batch, and fewer than `relink_after` objects would then wait), otherwise `ids`
-    /// and every object waiting.
-    fn to_relink(&self, ids: &[String], total_objects: u64) -> Option<Vec<String>> {
-        let waiting = lock(&self.unlinked);
-        let after = self.config.relink_after;
-        if after > 0 && total_objects >= self.config.background_refit_from {
-            let more = ids.iter().filter(|id| waiting.binary_search(id).is_err());
-            if waiting.len() + more.count() < after {
-                return None;
-            }
+    /// What a batch that re-embedded `ids` relinks, and which objects it leaves waiting. Every
+    /// batch relinks its own objects and every waiting one unless the relink is deferred
+    /// (`relink_delay` is set and the store is past the size from which no refit runs inside a
+    /// batch); then it relinks the objects that have waited `relink_delay` batches (and the
+    /// oldest beyond [`MAX_WAITING`]), whether or not it re-embedded them again, and leaves
+    /// its other objects waiting.
+    fn to_relink(&self, ids: &[String], total_objects: u64) -> Relink {
+        let mut waiting = lock(&self.unlinked);
+        let delay = self.config.relink_delay;
+        if delay == 0 || total_objects < self.config.background_refit_from {
+            let linked = waiting.ids();
+            let mut moved: Vec<String> = ids.iter().chain(&linked).cloned().collect();
+            moved.sort_unstable();
+            moved.dedup();
+            return Relink {
+                moved,
+                linked,
+                unlinked: Vec::new(),
+            };
         }
-        let mut moved: Vec<String> = ids.iter().chain(waiting.iter()).cloned().collect();
-        moved.sort_unstable();
-        moved.dedup();
-        Some(moved)
+        let fresh = ids.iter().filter(|id| !waiting.contains(id)).count();
+        let linked = waiting.due(delay, fresh);
+        let due: HashSet<&str> = linked.iter().map(String::as_str).collect();
+        let unlinked = ids
+            .iter()
+            .filter(|id| !due.contains(id.as_str()))
+            .cloned()
+            .collect();
+        Relink {
+            moved: linked.clone(),
+            linked,
+            unlinked,
+        }
     }
 
     /// Writes the lists of every object still waiting for a deferred relink (a stream that
     /// went quiet, the end of an ingest); returns how many objects were relinked.
     pub fn relink_unlinked(&self) -> Result<usize> {
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let behind = lock(&self.unlinked).clone();
+        let behind = lock(&self.unlinked).ids();
         if behind.is_empty() {
             return Ok(0);
         }
@@ -154,32 +169,25 @@ impl Engine {
     /// Objects waiting for a deferred relink, in id order: their stored lists (and those they
     /// should enter or leave) are behind their vectors.
     pub fn unlinked(&self) -> Vec<String> {
-        lock(&self.unlinked).clone()
+        lock(&self.unlinked).ids()
     }
 
     /// Whether `object_id` waits for a deferred relink.
     pub fn is_unlinked(&self, object_id: &str) -> bool {
-        lock(&self.unlinked)
-            .binary_search_by(|id| id.as_str().cmp(object_id))
-            .is_ok()
+        lock(&self.unlinked).contains(object_id)
     }
 
     /// Hands the objects waiting for a deferred relink to a write that rewrites every list
     /// (a refit, a reindex): `batch` clears their marks ([`Engine::note_unlinked`] once it
     /// is written).
     pub(super) fn link_all(&self, batch: &mut Batch) {
-        batch.linked = lock(&self.unlinked).clone();
+        batch.linked = lock(&self.unlinked).ids();
     }
 
     /// After `batch` was written: its `linked` objects wait for no relink any more, its
-    /// `unlinked` ones now do.
+    /// `unlinked` ones now do (those waiting already keep their first batch).
     pub(super) fn note_unlinked(&self, batch: &Batch) {
-        let mut unlinked = lock(&self.unlinked);
-        let linked: HashSet<&str> = batch.linked.iter().map(String::as_str).collect();
-        unlinked.retain(|id| !linked.contains(id.as_str()));
-        unlinked.extend(batch.unlinked.iter().cloned());
-        unlinked.sort_unstable();
-        unlinked.dedup();
+        lock(&self.unlinked).note(&batch.linked, &batch.unlinked);
     }
 
     /// Merges `alerts` into their stored objects: the records they changed (in id order, their
@@ -347,14 +355,18 @@ impl Engine {
         times.insert = lap(&mut clock);
         write(&self.live).commit(prepared);
         times.commit = lap(&mut clock);
-        let Some(moved) = self.to_relink(&ids, total_objects) else {
-            batch.unlinked = ids;
+        let Relink {
+            moved,
+            linked,
+            unlinked,
+        } = self.to_relink(&ids, total_objects);
+        (batch.linked, batch.unlinked) = (linked, unlinked);
+        if moved.is_empty() {
             return Ok(Some(Replaced::new()));
-        };
+        }
         let (lists, replaced) = self.relink(&moved)?;
         times.relink = lap(&mut clock);
         batch.neighbours = lists;
-        batch.linked = self.unlinked();
         Ok(Some(replaced))
     }
 
@@ -397,6 +409,86 @@ impl Engine {
 pub struct StreamMarks {
     pub offsets: Vec<PartitionOffset>,
     pub quarantined: Vec<Quarantined>,
+}
+
+/// Objects waiting beyond this many are relinked, oldest first, whatever their wait: the
+/// backlog of a deferred relink stays bounded.
+pub const MAX_WAITING: usize = 20_000;
+
+/// What one batch relinks ([`Engine::to_relink`]).
+struct Relink {
+    /// Objects whose lists are relinked.
+    moved: Vec<String>,
+    /// Waiting objects among them: their marks are cleared.
+    linked: Vec<String>,
+    /// Objects the batch leaves waiting: marked.
+    unlinked: Vec<String>,
+}
+
+/// The objects waiting for a deferred relink ([`EngineConfig::relink_delay`](
+/// super::EngineConfig::relink_delay)), each with the batch that first left it waiting.
+#[derive(Debug, Default)]
+pub(super) struct Waiting {
+    /// Batches that re-embedded objects since the engine opened.
+    batches: u64,
+    since: std::collections::BTreeMap<String, u64>,
+}
+
+impl Waiting {
+    /// The objects the store marks, as left waiting by the first batch.
+    pub(super) fn load(ids: Vec<String>) -> Waiting {
+        Waiting {
+            batches: 0,
+            since: ids.into_iter().map(|id| (id, 0)).collect(),
+        }
+    }
+
+    pub(super) fn ids(&self) -> Vec<String> {
+        self.since.keys().cloned().collect()
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.since.contains_key(id)
+    }
+
+    /// Counts a batch that brings `fresh` objects not waiting yet, and returns the waiting
+    /// objects it relinks: those left waiting `delay` batches ago or earlier, and the oldest
+    /// beyond [`MAX_WAITING`] once the fresh ones wait too, in id order.
+    fn due(&mut self, delay: u64, fresh: usize) -> Vec<String> {
+        self.batches += 1;
+        let now = self.batches;
+        let mut due: Vec<(&String, u64)> = self
+            .since
+            .iter()
+            .filter(|(_, &since)| now - since >= delay)
+            .map(|(id, &since)| (id, since))
+            .collect();
+        let over = (self.since.len() - due.len() + fresh).saturating_sub(MAX_WAITING);
+        if over > 0 {
+            let mut rest: Vec<(&String, u64)> = self
+                .since
+                .iter()
+                .filter(|(_, &since)| now - since < delay)
+                .map(|(id, &since)| (id, since))
+                .collect();
+            rest.sort_by_key(|&(_, since)| since);
+            due.extend(rest.into_iter().take(over));
+        }
+        let mut ids: Vec<String> = due.into_iter().map(|(id, _)| id.clone()).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// After a write: `linked` wait no more, `unlinked` wait from this batch on (those
+    /// waiting already keep their first batch).
+    fn note(&mut self, linked: &[String], unlinked: &[String]) {
+        for id in linked {
+            self.since.remove(id);
+        }
+        for id in unlinked {
+            self.since.entry(id.clone()).or_insert(self.batches);
+        }
+    }
 }
 
 /// A rejected packet, row or file, as reported to the user.

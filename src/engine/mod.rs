@@ -68,11 +68,12 @@ pub use classify::{
     VOTERS, VOTE_CANDIDATES,
 };
 pub use config::{
-    index_from_env, EngineConfig, DEFAULT_BATCH_SIZE, DEFAULT_RELINK_AFTER, INDEX_ENV, MAX_K,
+    index_from_env, EngineConfig, DEFAULT_BATCH_SIZE, DEFAULT_RELINK_DELAY, INDEX_ENV, MAX_K,
     MIN_OBJECTS_TO_FIT,
 };
 pub use ingest::{
     BatchOutcome, BatchTimes, IngestReport, IngestSession, IngestTally, RejectReport, StreamMarks,
+    MAX_WAITING,
 };
 pub use integrity::{BackupReport, CheckReport, MAX_LISTED_PROBLEMS};
 pub use maintenance::{ReindexOptions, ReindexReport};
@@ -155,9 +156,9 @@ pub struct Engine {
     anomalies: Arc<Anomalies>,
     /// A bulk seed is in progress or was interrupted: other writes wait for it to finish.
     seeding: AtomicBool,
-    /// Objects whose lists wait for a deferred relink (`EngineConfig::relink_after`), in id
-    /// order; the store marks them too (`Store::unlinked`).
-    unlinked: Mutex<Vec<String>>,
+    /// Objects whose lists wait for a deferred relink (`EngineConfig::relink_delay`); the
+    /// store marks them too (`Store::unlinked`).
+    unlinked: Mutex<ingest::Waiting>,
 }
 
 impl Drop for Engine {
@@ -261,7 +262,7 @@ impl Engine {
             observers: RwLock::new(Vec::new()),
             anomalies,
             seeding: AtomicBool::new(seeding),
-            unlinked: Mutex::new(unlinked),
+            unlinked: Mutex::new(ingest::Waiting::load(unlinked)),
         })
     }
 
