@@ -85,28 +85,41 @@ fn check_lists_after_small_batches(config: EngineConfig) -> tempfile::TempDir {
         .map(|(i, id)| (id.as_str(), i))
         .collect();
     let points = crate::index::numbered(vectors.clone());
-    let (mut hits, mut total) = (0, 0);
+    // Lists searched afresh in the same graph: what the patched lists are held against.
+    let searched: std::collections::HashMap<String, Vec<crate::model::Neighbour>> =
+        engine.lists_for(&ids).into_iter().collect();
+    let (mut hits, mut searched_hits, mut total) = (0, 0, 0);
     for (i, id) in ids.iter().enumerate() {
         let truth = crate::index::exact_knn(&points, &points[i].1, GRAPH_K, &|p| p as usize != i);
         let kth = truth.last().map_or(0.0, |h| h.distance);
+        let within = |list: &[crate::model::Neighbour]| {
+            list.iter()
+                .take(GRAPH_K)
+                .filter(|n| {
+                    let d = crate::embed::l2(&vectors[i], &vectors[row[n.object_id.as_str()]]);
+                    d <= kth + 1e-4
+                })
+                .count()
+        };
         let list = engine.neighbours(id).expect("list");
         assert_eq!(list.len(), GRAPH_K.min(ids.len() - 1), "{id}");
-        hits += list
-            .iter()
-            .filter(|n| {
-                let d = crate::embed::l2(&vectors[i], &vectors[row[n.object_id.as_str()]]);
-                d <= kth + 1e-4
-            })
-            .count();
+        hits += within(&list);
+        searched_hits += within(&searched[id]);
         total += truth.len();
     }
     // Measured over repeated runs (feature version 3, both backends, alone and beside the
     // rest of the suite): 0.983-1.0. The lists are patched batch by batch; before the
     // two-hop candidates of `lists::entered`, lists missed the hubs that moved near them
-    // (0.87-0.95). (At 1M objects the stored lists' recall is a benchmark figure:
-    // BENCHMARKS.md, W5.)
+    // (0.87-0.95). With USearch, about one run in ten (at e73f47f too) the patched lists
+    // fall to 0.95-0.97 while fresh searches of the same graph give 0.998-1.0: a weakness of
+    // the patch not found yet, which this bar keeps visible; the message gives both. (At 1M
+    // objects the stored lists' recall is a benchmark figure: BENCHMARKS.md, W5.)
     let recall = hits as f64 / total as f64;
-    assert!(recall > 0.97, "graph recall@10 {recall}");
+    let searched_recall = searched_hits as f64 / total as f64;
+    assert!(
+        recall > 0.97,
+        "graph recall@10 {recall} (fresh searches of the same graph {searched_recall})"
+    );
     dir
 }
 
