@@ -319,14 +319,14 @@ impl AnomalyBase {
             let mut flat = Vec::new();
             let mut dim = 0;
             for id in all {
-                if let (Some(c), Some(f)) = (live.current(id), live.facts(id)) {
+                if let Some(c) = live.current(id) {
                     if ids.is_empty() {
                         dim = c.vector.len();
                         flat.reserve_exact(live.len() * dim);
                     }
                     flat.extend_from_slice(&c.vector);
                     ids.push(Arc::clone(id));
-                    last_mjd.push(f.last_mjd);
+                    last_mjd.push(c.facts.last_mjd);
                 }
             }
             (ids, flat, dim, last_mjd)

@@ -145,6 +145,10 @@ impl Engine {
     /// Writes the lists of every object still waiting for a deferred relink (a stream that
     /// went quiet, the end of an ingest); returns how many objects were relinked.
     pub fn relink_unlinked(&self) -> Result<usize> {
+        // Asked at every quiet poll of a stream: nothing waiting costs no wait for the writer.
+        if lock(&self.unlinked).since.is_empty() {
+            return Ok(0);
+        }
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let behind = lock(&self.unlinked).ids();
         if behind.is_empty() {
@@ -177,11 +181,13 @@ impl Engine {
         lock(&self.unlinked).contains(object_id)
     }
 
-    /// Hands the objects waiting for a deferred relink to a write that rewrites every list
-    /// (a refit, a reindex): `batch` clears their marks ([`Engine::note_unlinked`] once it
-    /// is written).
-    pub(super) fn link_all(&self, batch: &mut Batch) {
-        batch.linked = lock(&self.unlinked).ids();
+    /// Writes `batch`, which rewrites every list (a refit, a reindex), with the marks of the
+    /// objects waiting for a deferred relink cleared.
+    pub(super) fn write_all_lists(&self, batch: &mut Batch) -> Result<()> {
+        batch.linked = self.unlinked();
+        self.store.write(batch)?;
+        self.note_unlinked(batch);
+        Ok(())
     }
 
     /// After `batch` was written: its `linked` objects wait for no relink any more, its
@@ -342,7 +348,7 @@ impl Engine {
                 .map(|(id, _)| id.to_string())
                 .collect();
             batch.neighbours = self.lists_for(&all);
-            self.link_all(batch);
+            batch.linked = self.unlinked();
             times.refit = lap(&mut clock);
             return Ok(None);
         }

@@ -46,7 +46,8 @@ pub struct CheckReport {
     pub labelled_objects: u64,
     pub indexed: u64,
     /// Objects whose lists wait for a deferred relink (marked in the store): their lists,
-    /// and the distances other lists give them, are a batch behind and not checked.
+    /// and the distances other lists give them, may be behind their vectors and are not
+    /// checked.
     pub unlinked: u64,
     /// Problems found; the first [`MAX_LISTED_PROBLEMS`] are in `problems`.
     pub problem_count: u64,
@@ -257,7 +258,7 @@ impl Engine {
                         "list of {id}: names {}, which has no vector",
                         n.object_id
                     )),
-                    // A batch behind its vectors until the deferred relink writes it.
+                    // Behind the vectors until the deferred relink writes it.
                     Some(_) if unlinked.contains(id) || unlinked.contains(&n.object_id) => {}
                     Some(v) => {
                         let d = crate::embed::l2(mine, v);

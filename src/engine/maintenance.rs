@@ -227,9 +227,7 @@ impl Engine {
         let ids: Vec<String> = current.iter().map(|e| e.object_id.clone()).collect();
         *write(&self.live) = LiveIndex::build(spec, index, current)?;
         batch.neighbours = self.lists_for(&ids);
-        self.link_all(&mut batch);
-        self.store.write(&batch)?;
-        self.note_unlinked(&batch);
+        self.write_all_lists(&mut batch)?;
         self.note_lists(None, &batch.neighbours)?;
         self.notify(ChangeEvent {
             changed_objects: ids,

@@ -23,8 +23,8 @@
 //! `refit` (a refit beside the engine), the reverse graph (`listed_by`), then `live` (the index,
 //! read for queries, written only for a short commit or swap). The anomaly scores' refresh lock
 //! (held while they are computed, which reads `live`) is taken while holding no other lock.
-//! `observers`, the anomaly cache, `unlinked` and `rebuild_thread` are taken alone, never while waiting for
-//! another.
+//! `observers`, the anomaly cache, `unlinked` and `rebuild_thread` are taken alone, never
+//! while waiting for another.
 //!
 //! Imports `model`, `alert`, `embed`, `store`, `index`, `graph`, `science`.
 

@@ -238,9 +238,7 @@ impl Engine {
             ..Batch::default()
         };
         // Every list is rewritten, those of objects waiting for a deferred relink too.
-        self.link_all(&mut batch);
-        self.store.write(&batch)?;
-        self.note_unlinked(&batch);
+        self.write_all_lists(&mut batch)?;
         tracing::info!(
             version = done.live.spec.version,
             replayed,

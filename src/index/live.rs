@@ -40,6 +40,7 @@ pub const RERANK: usize = 4;
 pub struct Current {
     pub point: PointId,
     pub seq: u32,
+    pub facts: Facts,
     pub vector: Vec<f32>,
 }
 
@@ -86,6 +87,15 @@ struct Slot {
     last_mjd: f64,
     /// The vector, unless the graph holds it ([`AnyIndex::holds_vectors`]).
     vector: Option<Box<[f32]>>,
+}
+
+impl Slot {
+    fn facts(&self) -> Facts {
+        Facts {
+            detections: self.detections,
+            last_mjd: self.last_mjd,
+        }
+    }
 }
 
 /// The live objects, numbered as they first come (objects are never dropped): one [`Slot`] each
@@ -487,6 +497,7 @@ impl LiveIndex {
         Some(Current {
             point: slot.point,
             seq: slot.seq,
+            facts: slot.facts(),
             vector: self.vector_of(slot)?,
         })
     }
@@ -566,10 +577,7 @@ impl LiveIndex {
 
     /// The [`Facts`] of an object's current vector version, if it has one.
     pub fn facts(&self, object_id: &str) -> Option<Facts> {
-        self.current.get(object_id).map(|s| Facts {
-            detections: s.detections,
-            last_mjd: s.last_mjd,
-        })
+        self.current.get(object_id).map(Slot::facts)
     }
 
     /// An object's current point and exact vector (a copy).

@@ -185,7 +185,7 @@ fn run_member(
             }
             Some(Err(e)) if note_error(&e) => consumer.context().state().broker_trouble = true,
             Some(Err(_)) => {}
-            // A quiet moment: lists a deferred relink left for the next batch are written.
+            // A quiet moment: the lists a deferred relink still owes are written.
             None => {
                 consumer.context().engine.relink_unlinked()?;
             }
