@@ -30,7 +30,9 @@ use crate::embed::{l2, EmbeddingSpec};
 use crate::model::VectorVersion;
 use crate::store::IndexDump;
 
-use super::{AnyIndex, IndexConfig, IndexError, PointId, Result, VectorInsert, VectorSearch};
+use super::{
+    order, AnyIndex, IndexConfig, IndexError, PointId, Result, VectorInsert, VectorSearch,
+};
 
 /// Candidates per wanted neighbour that a quantized search re-ranks with f32 distances.
 pub const RERANK: usize = 4;
@@ -345,7 +347,23 @@ impl LiveIndex {
             removed: 0,
             scanned,
         };
-        live.upsert(entries);
+        let scaled = live.scaled(entries);
+        let order = {
+            let vectors: Vec<&[f32]> = scaled.iter().map(|e| e.vector.as_slice()).collect();
+            order::build_order(&vectors)
+        };
+        for part in [&order.backbone, &order.rest] {
+            let points: Vec<(PointId, Vec<f32>)> = part
+                .iter()
+                .map(|&i| (scaled[i].point, scaled[i].vector.clone()))
+                .collect();
+            live.index.insert(&points);
+        }
+        let graph_id = live.graph_id;
+        live.commit(Prepared {
+            entries: scaled,
+            graph_id,
+        });
         live.index.built();
         Ok(live)
     }
@@ -399,16 +417,7 @@ impl LiveIndex {
     /// Scales `entries` and inserts their points into the graph, not live yet: the slow half
     /// of [`LiveIndex::upsert`], which needs only a shared borrow.
     pub fn prepare(&self, entries: Vec<Entry>) -> Prepared {
-        let entries: Vec<Scaled> = entries
-            .into_iter()
-            .map(|e| Scaled {
-                object_id: Arc::from(e.object_id),
-                seq: e.seq,
-                point: e.point,
-                facts: e.facts,
-                vector: self.scale(&e.raw),
-            })
-            .collect();
+        let entries = self.scaled(entries);
         let points: Vec<(PointId, Vec<f32>)> = entries
             .iter()
             .map(|e| (e.point, e.vector.clone()))
@@ -418,6 +427,20 @@ impl LiveIndex {
             entries,
             graph_id: self.graph_id,
         }
+    }
+
+    /// `entries` with their vectors scaled for this graph ([`LiveIndex::scale`]).
+    fn scaled(&self, entries: Vec<Entry>) -> Vec<Scaled> {
+        entries
+            .into_iter()
+            .map(|e| Scaled {
+                object_id: Arc::from(e.object_id),
+                seq: e.seq,
+                point: e.point,
+                facts: e.facts,
+                vector: self.scale(&e.raw),
+            })
+            .collect()
     }
 
     /// Makes prepared entries current (their objects' previous points are removed, or become
@@ -1023,6 +1046,56 @@ mod tests {
             }
             let r = recall(&got, &want);
             assert!(r >= 0.95, "{quantization:?}: recall@10 {r}");
+        }
+    }
+
+    /// A graph of more than `order::MIN_POINTS` points is built in cluster order (a backbone,
+    /// then the rest by cluster): every object is current and found as exact search finds it.
+    #[test]
+    fn a_graph_built_in_cluster_order_finds_what_exact_search_finds() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(11);
+        for backend in IndexBackend::ALL {
+            let embedder = Embedder::new();
+            let dim = embedder.dim();
+            let n = order::MIN_POINTS + 2_000;
+            let centres: Vec<Vec<f32>> = (0..30)
+                .map(|_| (0..dim).map(|_| rng.gen_range(-3.0f32..3.0)).collect())
+                .collect();
+            let entries: Vec<Entry> = (0..n as u64)
+                .map(|i| {
+                    let c = &centres[i as usize % centres.len()];
+                    let mut e = entry(dim, &format!("o{i}"), 0, i, 0.0);
+                    e.raw = c.iter().map(|x| x + rng.gen_range(-1.0f32..1.0)).collect();
+                    e
+                })
+                .collect();
+            let spec = EmbeddingSpec::initial(&embedder)
+                .refit(&ndarray::Array2::from_shape_fn((n, dim), |(r, c)| {
+                    f64::from(entries[r].raw[c])
+                }));
+            let live = LiveIndex::build(spec, config(backend), entries).unwrap();
+            assert_eq!(live.len(), n, "{backend}");
+            let vectors: Vec<Vec<f32>> = (0..n)
+                .map(|i| live.current(&format!("o{i}")).unwrap().vector.clone())
+                .collect();
+            let mut found = 0usize;
+            let queries: Vec<usize> = (0..n).step_by(n / 100).collect();
+            for &q in &queries {
+                let mut exact: Vec<(f32, usize)> = (0..n)
+                    .filter(|&i| i != q)
+                    .map(|i| (l2(&vectors[q], &vectors[i]), i))
+                    .collect();
+                exact.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let want: HashSet<String> =
+                    exact[..10].iter().map(|(_, i)| format!("o{i}")).collect();
+                let own = format!("o{q}");
+                let got = live.search(&vectors[q], 10, Some(&own));
+                assert_eq!(got.len(), 10, "{backend}");
+                found += got.iter().filter(|(id, _)| want.contains(&**id)).count();
+            }
+            let recall = found as f64 / (queries.len() * 10) as f64;
+            assert!(recall >= 0.95, "{backend}: recall@10 {recall}");
         }
     }
 }

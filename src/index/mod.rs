@@ -23,6 +23,7 @@ use crate::embed::l2;
 
 pub mod backend;
 pub mod live;
+pub mod order;
 pub mod usearch;
 
 pub use self::backend::{AnyIndex, IndexConfig};
