@@ -402,6 +402,11 @@ impl Engine {
             self.listed_by.replace(lists);
             return Ok(());
         };
+        // A batch that only marked its objects for a deferred relink changed no list: it
+        // need not wait for the graph's load at open (the first --relink-delay batches).
+        if lists.is_empty() {
+            return Ok(());
+        }
         self.listed_by
             .get(&self.store)?
             .update(&mut replaced, lists);

@@ -185,9 +185,13 @@ fn run_member(
             }
             Some(Err(e)) if note_error(&e) => consumer.context().state().broker_trouble = true,
             Some(Err(_)) => {}
-            // A quiet moment: the lists a deferred relink still owes are written.
+            // A quiet moment: the lists a deferred relink still owes are written (busy time:
+            // the stream's own work, not idle).
             None => {
-                consumer.context().engine.relink_unlinked()?;
+                if consumer.context().engine.relink_unlinked()? > 0 {
+                    busy_until = Instant::now();
+                    last_message = busy_until;
+                }
             }
         }
         if let Some(e) = consumer.context().state().error.take() {
