@@ -468,20 +468,13 @@ impl Waiting {
     fn due(&mut self, delay: u64, fresh: usize) -> Vec<String> {
         self.batches += 1;
         let now = self.batches;
-        let mut due: Vec<(&String, u64)> = self
+        let (mut due, mut rest): (Vec<_>, Vec<_>) = self
             .since
             .iter()
-            .filter(|(_, &since)| now - since >= delay)
             .map(|(id, &since)| (id, since))
-            .collect();
-        let over = (self.since.len() - due.len() + fresh).saturating_sub(MAX_WAITING);
+            .partition(|&(_, since)| now - since >= delay);
+        let over = (rest.len() + fresh).saturating_sub(MAX_WAITING);
         if over > 0 {
-            let mut rest: Vec<(&String, u64)> = self
-                .since
-                .iter()
-                .filter(|(_, &since)| now - since < delay)
-                .map(|(id, &since)| (id, since))
-                .collect();
             rest.sort_by_key(|&(_, since)| since);
             due.extend(rest.into_iter().take(over));
         }

@@ -300,6 +300,14 @@ pub struct Prepared {
     graph_id: u64,
 }
 
+/// The points of scaled entries, as the graph takes them.
+fn points<'a>(entries: impl IntoIterator<Item = &'a Scaled>) -> Vec<(PointId, Vec<f32>)> {
+    entries
+        .into_iter()
+        .map(|e| (e.point, e.vector.clone()))
+        .collect()
+}
+
 fn next_graph_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
@@ -353,11 +361,7 @@ impl LiveIndex {
             order::build_order(&vectors)
         };
         for part in [&order.backbone, &order.rest] {
-            let points: Vec<(PointId, Vec<f32>)> = part
-                .iter()
-                .map(|&i| (scaled[i].point, scaled[i].vector.clone()))
-                .collect();
-            live.index.insert(&points);
+            live.index.insert(&points(part.iter().map(|&i| &scaled[i])));
         }
         let graph_id = live.graph_id;
         live.commit(Prepared {
@@ -418,11 +422,7 @@ impl LiveIndex {
     /// of [`LiveIndex::upsert`], which needs only a shared borrow.
     pub fn prepare(&self, entries: Vec<Entry>) -> Prepared {
         let entries = self.scaled(entries);
-        let points: Vec<(PointId, Vec<f32>)> = entries
-            .iter()
-            .map(|e| (e.point, e.vector.clone()))
-            .collect();
-        self.index.insert(&points);
+        self.index.insert(&points(&entries));
         Prepared {
             entries,
             graph_id: self.graph_id,
@@ -448,12 +448,7 @@ impl LiveIndex {
     /// this one first.
     pub fn commit(&mut self, prepared: Prepared) {
         if prepared.graph_id != self.graph_id {
-            let points: Vec<(PointId, Vec<f32>)> = prepared
-                .entries
-                .iter()
-                .map(|e| (e.point, e.vector.clone()))
-                .collect();
-            self.index.insert(&points);
+            self.index.insert(&points(&prepared.entries));
         }
         for Scaled {
             object_id: id,

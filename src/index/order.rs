@@ -121,15 +121,11 @@ fn assign(
     )
 }
 
-/// The index of the centroid nearest `v` (squared Euclidean distance; the first of ties).
+/// The index of the centroid nearest `v` (the first of ties).
 fn nearest(v: &[f32], centroids: &[&[f32]]) -> usize {
     let mut best = (f32::INFINITY, 0);
     for (c, centroid) in centroids.iter().enumerate() {
-        let d: f32 = v
-            .iter()
-            .zip(*centroid)
-            .map(|(a, b)| (a - b) * (a - b))
-            .sum();
+        let d = crate::embed::l2(v, centroid);
         if d < best.0 {
             best = (d, c);
         }
