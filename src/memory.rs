@@ -41,6 +41,145 @@ pub fn yield_cpu() -> bool {
     }
 }
 
+/// The anonymous, writable memory of this process: the address ranges of `/proc/self/maps`
+/// that no file backs (the heap, and what allocators map for themselves, as USearch does for
+/// its vectors and links). Empty where there is no such file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnonymousMemory(Vec<std::ops::Range<usize>>);
+
+/// The size of a transparent huge page on x86-64 and aarch64 with 4 KiB pages.
+const HUGE_PAGE: usize = 2 << 20;
+
+impl AnonymousMemory {
+    /// The ranges mapped now.
+    pub fn now() -> AnonymousMemory {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        AnonymousMemory(maps.lines().filter_map(anonymous_range).collect())
+    }
+
+    /// The ranges mapped now (`self`) that were not in `before`: what was allocated between
+    /// the two readings, by this thread or another.
+    pub fn added_since(&self, before: &AnonymousMemory) -> Vec<std::ops::Range<usize>> {
+        let mut added = Vec::new();
+        for range in &self.0 {
+            let mut start = range.start;
+            // Both lists are in address order, as the kernel writes them.
+            for old in before
+                .0
+                .iter()
+                .filter(|o| o.start < range.end && o.end > range.start)
+            {
+                if old.start > start {
+                    added.push(start..old.start);
+                }
+                start = start.max(old.end);
+            }
+            if start < range.end {
+                added.push(start..range.end);
+            }
+        }
+        added
+    }
+}
+
+/// One line of `/proc/self/maps` (`start-end perms offset dev inode [path]`) as a range, if it
+/// is writable memory that no file backs.
+fn anonymous_range(line: &str) -> Option<std::ops::Range<usize>> {
+    let mut fields = line.split_whitespace();
+    let (start, end) = fields.next()?.split_once('-')?;
+    let writable = fields.next()?.starts_with("rw");
+    // offset, device, inode, then a path for mapped files, `[heap]` or `[stack]`.
+    let path = fields.nth(3);
+    if !writable || path.is_some_and(|p| p != "[heap]") {
+        return None;
+    }
+    Some(usize::from_str_radix(start, 16).ok()?..usize::from_str_radix(end, 16).ok()?)
+}
+
+/// What [`back_with_huge_pages`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HugePages {
+    /// Bytes advised (whole 2 MiB pages inside the ranges): their later page faults get huge
+    /// pages.
+    pub advised: usize,
+    /// Bytes moved onto huge pages now.
+    pub collapsed: usize,
+}
+
+/// Asks Linux to back `ranges` with 2 MiB pages instead of 4 KiB ones (`MADV_HUGEPAGE`, then
+/// `MADV_COLLAPSE` for the pages already there). A graph search reads a few hundred vectors
+/// and link lists scattered over hundreds of MB; with 4 KiB pages nearly each one also misses
+/// the TLB (BENCHMARKS.md, "Huge pages"). Only whole huge pages inside a range are touched, and
+/// one with no page present is left alone, so memory that was never used stays unused. A
+/// no-op, returning zeros, off Linux or where the kernel has no transparent huge pages.
+/// Copies what it collapses (~0.3 s a GB): call it beside the work, not in its way.
+pub fn back_with_huge_pages(ranges: &[std::ops::Range<usize>]) -> HugePages {
+    let mut done = HugePages::default();
+    #[cfg(target_os = "linux")]
+    for range in ranges {
+        let start = range.start.next_multiple_of(HUGE_PAGE);
+        let end = range.end - range.end % HUGE_PAGE;
+        if end <= start {
+            continue;
+        }
+        // SAFETY: both advices change how the kernel backs the pages, never their contents
+        // (a collapse copies each page into a huge one and remaps it atomically); over an
+        // address that is no longer mapped madvise fails with ENOMEM and does nothing.
+        if unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) }
+            != 0
+        {
+            continue;
+        }
+        done.advised += end - start;
+        for page in (start..end).step_by(HUGE_PAGE) {
+            // SAFETY: as above, one huge page at a time (a range that fails, such as one with
+            // no page present, is skipped).
+            let collapsed =
+                unsafe { libc::madvise(page as *mut libc::c_void, HUGE_PAGE, MADV_COLLAPSE) };
+            if collapsed == 0 {
+                done.collapsed += HUGE_PAGE;
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = ranges;
+    done
+}
+
+/// Whether `ASTERISM_HUGE_PAGES` leaves huge pages on (anything but `off`, or unset).
+fn huge_pages_wanted() -> bool {
+    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WANTED.get_or_init(|| std::env::var("ASTERISM_HUGE_PAGES").map_or(true, |v| v != "off"))
+}
+
+/// Linux's `MADV_COLLAPSE` (6.1 and later; older kernels refuse it with EINVAL).
+#[cfg(target_os = "linux")]
+const MADV_COLLAPSE: libc::c_int = 25;
+
+/// [`back_with_huge_pages`] on a thread of its own at background priority, so that whoever
+/// allocated the memory goes on at once.
+/// Unless the environment sets `ASTERISM_HUGE_PAGES=off` (for a kernel or an operator that
+/// wants no transparent huge pages: they can hold more memory than small pages would).
+pub fn back_with_huge_pages_beside(ranges: Vec<std::ops::Range<usize>>) {
+    if ranges.is_empty() || !huge_pages_wanted() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("huge-pages".into())
+        .spawn(move || {
+            yield_cpu();
+            let done = back_with_huge_pages(&ranges);
+            tracing::debug!(
+                advised_mb = done.advised >> 20,
+                collapsed_mb = done.collapsed >> 20,
+                "huge pages"
+            );
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no thread for huge pages: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +204,47 @@ mod tests {
         // SAFETY: as above.
         let here = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
         assert_eq!(here, before, "only the yielding thread changed");
+    }
+    #[test]
+    fn anonymous_memory_is_read_from_the_maps_and_what_was_added_is_the_difference() {
+        let maps = "7f00-7f80 rw-p 00000000 00:00 0 \n\
+                    7f80-7f90 r--p 00000000 08:01 42 /usr/lib/libc.so.6\n\
+                    8000-9000 rw-p 00000000 00:00 0 [heap]\n\
+                    9000-9100 rw-p 00000000 00:00 0 [stack]\n";
+        let parsed: Vec<_> = maps.lines().filter_map(anonymous_range).collect();
+        assert_eq!(parsed, vec![0x7f00..0x7f80, 0x8000..0x9000]);
+
+        let before = AnonymousMemory(vec![0x1000..0x2000, 0x3000..0x4000]);
+        // One region grew at both ends and swallowed the gap; one is new; one went away.
+        let after = AnonymousMemory(vec![0x0800..0x4800, 0x9000..0xa000]);
+        assert_eq!(
+            after.added_since(&before),
+            vec![
+                0x0800..0x1000,
+                0x2000..0x3000,
+                0x4000..0x4800,
+                0x9000..0xa000
+            ]
+        );
+        assert!(after.added_since(&after).is_empty());
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn memory_allocated_between_two_readings_is_found_and_advised_without_changing_it() {
+        let before = AnonymousMemory::now();
+        let n = 40 << 20; // above glibc's largest mmap threshold (32 MB): a mapping of its own
+        let block: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        let added = AnonymousMemory::now().added_since(&before);
+        let start = block.as_ptr() as usize;
+        assert!(
+            added.iter().any(|r| r.start <= start && start + n <= r.end),
+            "the 40 MB block lies in what was added: {added:x?}"
+        );
+        let done = back_with_huge_pages(&added);
+        // Whole 2 MiB pages inside the block at least (collapsing depends on the kernel).
+        assert!(done.advised >= n - 2 * HUGE_PAGE, "{done:?}");
+        assert!(done.collapsed <= done.advised);
+        assert!(block.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
     }
 }

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Hit, IndexError, PointId, Result, VectorInsert, VectorSearch};
 use crate::embed::CLIP;
+use crate::memory::{back_with_huge_pages_beside, AnonymousMemory};
 
 /// How the index stores its vectors.
 ///
@@ -192,6 +193,13 @@ impl Drop for Permit<'_> {
 /// ([`UsearchIndex::try_insert`]); seeds and rebuilds of larger graphs stay parallel.
 pub const SEQUENTIAL_BELOW: usize = 10_000;
 
+/// Inserts of at least this many points (a build, a rebuild, a refit) have the memory they
+/// allocated moved onto huge pages ([`back_with_huge_pages_beside`]): a search of a large
+/// graph then misses the TLB far less often. Live batches are smaller; the arenas they fill
+/// were mostly mapped, and advised, by the build before them. A loaded dump is moved by
+/// `Engine::open`, with the rest of what the open allocated.
+pub const HUGE_PAGES_FROM: usize = 65_536;
+
 /// Thread contexts reserved in every index: concurrent calls beyond them wait for a permit.
 fn contexts() -> usize {
     std::thread::available_parallelism().map_or(4, |n| n.get()) * 2 + 8
@@ -338,6 +346,7 @@ impl UsearchIndex {
             return Ok(());
         };
         self.writable("add")?;
+        let before = (points.len() >= HUGE_PAGES_FROM).then(AnonymousMemory::now);
         self.grow_for(points.len(), dim)?;
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let Some(index) = inner.as_ref() else {
@@ -357,10 +366,14 @@ impl UsearchIndex {
         // `the_reverse_graph_follows_the_stored_lists`: 5 runs in 100 with the lists' recall
         // under 0.97 in parallel, none in sequence).
         if points.len() > 64 && index.size() + points.len() >= SEQUENTIAL_BELOW {
-            points.par_iter().try_for_each(add)
+            points.par_iter().try_for_each(add)?;
         } else {
-            points.iter().try_for_each(add)
+            points.iter().try_for_each(add)?;
         }
+        if let Some(before) = before {
+            back_with_huge_pages_beside(AnonymousMemory::now().added_since(&before));
+        }
+        Ok(())
     }
 
     /// The vector of `point` as stored, where that is the vector ([`Quantization::holds_vectors`]:
