@@ -18,6 +18,14 @@ use crate::index::live::Facts;
 use crate::model::{Alert, Detection, Label, ObjectRecord, Survey, Unit, VectorVersion};
 use crate::science::{self, taxonomy, Explanation};
 
+/// The embedding a hit was ranked by, as far as the ranking knew it.
+enum Embedding {
+    /// The version an as-of or at-age query used.
+    Then(VectorVersion),
+    /// The object's current one, with its facts where the search found them in the live index.
+    Current(Option<Facts>),
+}
+
 /// What to search around.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
@@ -467,12 +475,20 @@ impl Engine {
         };
         loop {
             let exclude = r.exclude.as_deref();
-            let found = self.nearest_by(&r.vector, pool, exclude, q.features, q.weights);
-            let exhausted = found.len() < pool || pool >= total;
-            let hits: Vec<(String, f32, Option<VectorVersion>)> = found
-                .into_iter()
-                .map(|(id, d)| (id.to_string(), d, None))
-                .collect();
+            let hits: Vec<(String, f32, Embedding)> = if preset {
+                self.nearest_by(&r.vector, pool, exclude, q.features, q.weights)
+                    .into_iter()
+                    .map(|(id, d)| (id.to_string(), d, Embedding::Current(None)))
+                    .collect()
+            } else {
+                // The index's own metric: each hit's facts come with it.
+                read(&self.live)
+                    .search_with_facts(&r.vector, pool, exclude)
+                    .into_iter()
+                    .map(|(id, d, f)| (id.to_string(), d, Embedding::Current(Some(f))))
+                    .collect()
+            };
+            let exhausted = hits.len() < pool || pool >= total;
             let out = self.admit(q, &r, hits)?;
             if out.len() >= q.k || exhausted {
                 return Ok(out);
@@ -609,23 +625,27 @@ impl Engine {
         let ranked = exact_knn(points.par_iter(), &r.vector, want, &|p| {
             Some(p as usize) != own
         });
-        let hits: Vec<(String, f32, Option<VectorVersion>)> = ranked
+        let hits: Vec<(String, f32, Embedding)> = ranked
             .into_iter()
             .map(|h| {
                 let id = ids[h.point as usize];
-                (id.clone(), h.distance, at.get(id).cloned())
+                let embedding = match at.get(id) {
+                    Some(v) => Embedding::Then(v.clone()),
+                    None => Embedding::Current(None),
+                };
+                (id.clone(), h.distance, embedding)
             })
             .collect();
         self.admit(q, &r, hits)
     }
 
     /// The first `k` of `hits` (nearest first) that pass the filters, with classes and
-    /// explanations. `version` is the embedding an as-of query used, `None` for the current.
+    /// explanations.
     fn admit(
         &self,
         q: &SimilarQuery,
         r: &Resolved,
-        hits: Vec<(String, f32, Option<VectorVersion>)>,
+        hits: Vec<(String, f32, Embedding)>,
     ) -> Result<Vec<SimilarHit>> {
         let spec = self.spec();
         // An explanation splits the distance the hits were ranked by: a preset's features
@@ -653,10 +673,11 @@ impl Engine {
                 if out.len() == q.k {
                     return Ok(out);
                 }
-                let (id, distance, version) = hit;
-                let facts = match version {
-                    Some(v) => Facts::from(v),
-                    None => match read(&self.live).facts(id) {
+                let (id, distance, embedding) = hit;
+                let facts = match embedding {
+                    Embedding::Then(v) => Facts::from(v),
+                    Embedding::Current(Some(f)) => *f,
+                    Embedding::Current(None) => match read(&self.live).facts(id) {
                         Some(f) => f,
                         None => continue,
                     },
@@ -673,9 +694,9 @@ impl Engine {
                 };
                 let explanation = match &target {
                     Some((tv, tm)) => {
-                        let (hv, hm) = match version {
-                            Some(v) => spec.scale(&v.raw),
-                            None => self.vector(id)?,
+                        let (hv, hm) = match embedding {
+                            Embedding::Then(v) => spec.scale(&v.raw),
+                            Embedding::Current(_) => self.vector(id)?,
                         };
                         let (hv, hm) = weighed(&hv, &hm);
                         Some(science::explain(self.embedder.names(), tv, &hv, tm, &hm, 8))

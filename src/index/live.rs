@@ -561,6 +561,28 @@ impl LiveIndex {
 
     /// The `k` nearest live objects to `query`, without `exclude`.
     pub fn search(&self, query: &[f32], k: usize, exclude: Option<&str>) -> Vec<(Arc<str>, f32)> {
+        self.search_by(query, k, exclude, |s, d| (s.id.clone(), d))
+    }
+
+    /// [`LiveIndex::search`] with each hit's [`Facts`], read from the slot the hit was found
+    /// by (FindSimilar's filters and answer need them; looking each id up again cost ~10% of
+    /// a query at 1M: BENCHMARKS.md, "Huge pages").
+    pub fn search_with_facts(
+        &self,
+        query: &[f32],
+        k: usize,
+        exclude: Option<&str>,
+    ) -> Vec<(Arc<str>, f32, Facts)> {
+        self.search_by(query, k, exclude, |s, d| (s.id.clone(), d, s.facts()))
+    }
+
+    fn search_by<T>(
+        &self,
+        query: &[f32],
+        k: usize,
+        exclude: Option<&str>,
+        hit: impl Fn(&Slot, f32) -> T,
+    ) -> Vec<T> {
         let excluded = exclude.and_then(|id| self.current.get(id)).map(|c| c.point);
         let live = |p: PointId| Some(p) != excluded && self.live_points.contains(p);
         if self.index.exact_distances() || self.is_kept(query) {
@@ -568,29 +590,24 @@ impl LiveIndex {
                 .index
                 .search(query, k, &live)
                 .into_iter()
-                .filter_map(|h| {
-                    let s = self.current.owner(h.point)?;
-                    Some((s.id.clone(), h.distance))
-                })
+                .filter_map(|h| Some(hit(self.current.owner(h.point)?, h.distance)))
                 .collect();
         }
         // Quantized vectors: more candidates, ordered by their f32 distance to the query.
         let wanted = k.saturating_mul(RERANK);
         let ef = self.index.ef_search().max(wanted);
         let mut buf = Vec::new();
-        let mut hits: Vec<(Arc<str>, f32)> = self
+        let mut hits: Vec<(&Slot, f32)> = self
             .index
             .search_with_ef(query, wanted, ef, &live)
             .into_iter()
             .filter_map(|h| {
                 let s = self.current.owner(h.point)?;
-                let d = self.slot_distance(s, &mut buf, |v| l2(query, v))?;
-                Some((s.id.clone(), d))
+                Some((s, self.slot_distance(s, &mut buf, |v| l2(query, v))?))
             })
             .collect();
-        hits.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-        hits.truncate(k);
-        hits
+        hits.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.id.cmp(&b.0.id)));
+        hits.into_iter().take(k).map(|(s, d)| hit(s, d)).collect()
     }
 
     /// The [`Facts`] of an object's current vector version, if it has one.
