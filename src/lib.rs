@@ -11,7 +11,8 @@
 
 // No unsafe code but one measured exception, `memory` (glibc's `malloc_trim` after passes over
 // every object: 1M objects' reopened store; `setpriority` for the anomaly pass, which then
-// gives way to queries: BENCHMARKS.md), with a SAFETY note on each block.
+// gives way to queries; `madvise` for huge pages under the graph: BENCHMARKS.md), with a
+// SAFETY note on each block.
 #![deny(unsafe_code)]
 
 pub mod alert;
