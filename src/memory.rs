@@ -242,8 +242,11 @@ mod tests {
             "the 40 MB block lies in what was added: {added:x?}"
         );
         let done = back_with_huge_pages(&added);
-        // Whole 2 MiB pages inside the block at least (collapsing depends on the kernel).
-        assert!(done.advised >= n - 2 * HUGE_PAGE, "{done:?}");
+        // Whole 2 MiB pages inside the block at least, where the kernel has transparent huge
+        // pages (collapsing them depends on its free memory).
+        if std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
+            assert!(done.advised >= n - 2 * HUGE_PAGE, "{done:?}");
+        }
         assert!(done.collapsed <= done.advised);
         assert!(block.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
     }
