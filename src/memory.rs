@@ -111,11 +111,12 @@ pub struct HugePages {
 /// and link lists scattered over hundreds of MB; with 4 KiB pages nearly each one also misses
 /// the TLB (BENCHMARKS.md, "Huge pages"). Only whole huge pages inside a range are touched, and
 /// one with no page present is left alone, so memory that was never used stays unused. A
-/// no-op, returning zeros, off Linux or where the kernel has no transparent huge pages.
+/// no-op, returning zeros, off Linux with glibc or where the kernel has no transparent huge
+/// pages (`MADV_COLLAPSE` needs Linux 6.1; older kernels refuse it and only the advice stays).
 /// Copies what it collapses (~0.3 s a GB): call it beside the work, not in its way.
 pub fn back_with_huge_pages(ranges: &[std::ops::Range<usize>]) -> HugePages {
     let mut done = HugePages::default();
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     for range in ranges {
         let start = range.start.next_multiple_of(HUGE_PAGE);
         let end = range.end - range.end % HUGE_PAGE;
@@ -135,13 +136,13 @@ pub fn back_with_huge_pages(ranges: &[std::ops::Range<usize>]) -> HugePages {
             // SAFETY: as above, one huge page at a time (a range that fails, such as one with
             // no page present, is skipped).
             let collapsed =
-                unsafe { libc::madvise(page as *mut libc::c_void, HUGE_PAGE, MADV_COLLAPSE) };
+                unsafe { libc::madvise(page as *mut libc::c_void, HUGE_PAGE, libc::MADV_COLLAPSE) };
             if collapsed == 0 {
                 done.collapsed += HUGE_PAGE;
             }
         }
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     let _ = ranges;
     done
 }
@@ -152,14 +153,10 @@ fn huge_pages_wanted() -> bool {
     *WANTED.get_or_init(|| std::env::var("ASTERISM_HUGE_PAGES").map_or(true, |v| v != "off"))
 }
 
-/// Linux's `MADV_COLLAPSE` (6.1 and later; older kernels refuse it with EINVAL).
-#[cfg(target_os = "linux")]
-const MADV_COLLAPSE: libc::c_int = 25;
-
 /// [`back_with_huge_pages`] on a thread of its own at background priority, so that whoever
-/// allocated the memory goes on at once.
-/// Unless the environment sets `ASTERISM_HUGE_PAGES=off` (for a kernel or an operator that
-/// wants no transparent huge pages: they can hold more memory than small pages would).
+/// allocated the memory goes on at once; nothing when the environment sets
+/// `ASTERISM_HUGE_PAGES=off` (for a kernel or an operator that wants no transparent huge
+/// pages: they can hold more memory than small pages would).
 pub fn back_with_huge_pages_beside(ranges: Vec<std::ops::Range<usize>>) {
     if ranges.is_empty() || !huge_pages_wanted() {
         return;
