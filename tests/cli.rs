@@ -299,27 +299,39 @@ fn generate_outside_the_repository_says_where_it_looked() {
     assert!(err.contains("repository root"), "{err}");
 }
 
-/// `--index usearch` makes a USearch store; later commands use it without the flag, and naming
-/// the other backend on it is an error that says which backend the store has.
-#[test]
-fn the_index_backend_is_chosen_at_creation() {
+/// A USearch store of `data/lightcurves` made by `ingest --index usearch`: its folder, its
+/// `--db` and the lightcurves' path.
+fn usearch_store_of_lightcurves() -> (tempfile::TempDir, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let db = db_arg(dir.path());
     let curves = data("lightcurves").to_string_lossy().into_owned();
     let (ok, _, err) = asterism(&["ingest", "--db", &db, &curves, "--index", "usearch"]);
     assert!(ok, "{err}");
-    assert!(dir.path().join("db/index").read_dir().unwrap().any(|f| f
-        .unwrap()
-        .file_name()
-        .to_string_lossy()
-        .ends_with(".usearch")));
-    let (ok, hits, err) = asterism(&["similar", "--db", &db, "1013184", "-k", "5", "--json"]);
+    (dir, db, curves)
+}
+
+/// `similar` answers five neighbours of an SN Ia of `data/lightcurves` from the store at `db`.
+fn assert_five_similar(db: &str) {
+    let (ok, hits, err) = asterism(&["similar", "--db", db, "1013184", "-k", "5", "--json"]);
     assert!(ok, "{err}");
     assert_eq!(
         hits["neighbours"].as_array().map(Vec::len),
         Some(5),
         "{hits}"
     );
+}
+
+/// `--index usearch` makes a USearch store; later commands use it without the flag, and naming
+/// the other backend on it is an error that says which backend the store has.
+#[test]
+fn the_index_backend_is_chosen_at_creation() {
+    let (dir, db, curves) = usearch_store_of_lightcurves();
+    assert!(dir.path().join("db/index").read_dir().unwrap().any(|f| f
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".usearch")));
+    assert_five_similar(&db);
     let (ok, _, err) = asterism(&["ingest", "--db", &db, &curves, "--index", "hnsw_rs"]);
     assert!(!ok);
     assert!(err.contains("created with usearch"), "{err}");
@@ -329,6 +341,30 @@ fn the_index_backend_is_chosen_at_creation() {
     assert!(!ok && err.contains("hnsw_rs"), "{err}");
     let engine = Engine::open(&dir.path().join("db"), config()).unwrap();
     assert_eq!(engine.index_backend(), IndexBackend::Usearch);
+}
+
+/// `reindex --build-expansion N` rebuilds the graph with N candidates and records them; an N
+/// out of range is refused before anything changes.
+#[test]
+fn reindex_records_the_build_expansion_it_is_given() {
+    let (dir, db, _) = usearch_store_of_lightcurves();
+    let (ok, _, err) = asterism(&["reindex", "--db", &db, "--build-expansion", "2"]);
+    assert!(!ok);
+    assert!(
+        err.contains("invalid index parameter") && err.contains(">= connectivity"),
+        "{err}"
+    );
+    let (ok, report, err) =
+        asterism(&["reindex", "--db", &db, "--build-expansion", "300", "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(report["build_expansion"], 300, "{report}");
+    assert!(report["objects"].as_u64().unwrap() > 50, "{report}");
+    let (ok, report, err) = asterism(&["reindex", "--db", &db, "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(report["build_expansion"], 300, "kept: {report}");
+    assert_five_similar(&db);
+    let engine = Engine::open(&dir.path().join("db"), config()).unwrap();
+    assert_eq!(engine.index_config().build_expansion(), 300);
 }
 
 /// A new store's backend without `--index`: USearch (the measured winner), or the one

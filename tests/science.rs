@@ -532,8 +532,8 @@ fn a_learned_metric_is_fitted_on_labels_refitted_on_import_and_scored_on_held_ou
     // cross-match labels), stored with the spec, applied to every stored vector.
     let report = engine
         .reindex(&ReindexOptions {
-            context_weight: None,
             learn_metric: true,
+            ..ReindexOptions::default()
         })
         .unwrap();
     let m = report.metric.expect("a metric was learned");

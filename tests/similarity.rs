@@ -451,6 +451,63 @@ fn bad_requests_are_clear_errors() {
 }
 
 #[test]
+fn reindex_builds_the_graph_with_more_candidates_and_records_them() {
+    use asterism::engine::ReindexOptions;
+    let alerts = synthetic(300, 5);
+    for backend in [IndexBackend::Usearch, IndexBackend::HnswRs] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let engine = Engine::open(&path, config_for(backend)).unwrap();
+        engine.apply(&alerts).unwrap();
+        let default = match backend {
+            IndexBackend::Usearch => asterism::index::BULK_EXPANSION_ADD,
+            IndexBackend::HnswRs => HnswParams::default().ef_construction,
+        };
+        assert_eq!(
+            engine.index_config().build_expansion(),
+            default,
+            "{backend}"
+        );
+        let spec_before = engine.spec().version;
+        // Fewer candidates than links, or more than the limit: a clear error before any work.
+        for bad in [3, asterism::index::MAX_BUILD_EXPANSION + 1] {
+            let err = engine
+                .reindex(&ReindexOptions {
+                    build_expansion: Some(bad),
+                    ..ReindexOptions::default()
+                })
+                .expect_err("out of range");
+            assert!(
+                err.to_string().contains("invalid index parameter"),
+                "{backend} {bad}: {err}"
+            );
+        }
+        assert_eq!(engine.index_config().build_expansion(), default);
+        assert_eq!(engine.spec().version, spec_before, "nothing rebuilt");
+
+        let report = engine
+            .reindex(&ReindexOptions {
+                build_expansion: Some(300),
+                ..ReindexOptions::default()
+            })
+            .unwrap();
+        assert_eq!(report.build_expansion, 300);
+        assert_eq!(report.objects, 300);
+        assert_eq!(engine.index_config().build_expansion(), 300);
+        let recall = engine_recall(&engine, 10, 60);
+        assert!(recall >= 0.95, "{backend}: recall {recall}");
+        engine.checkpoint().unwrap();
+        drop(engine);
+
+        // Recorded: a reopened store and a later reindex without the option keep it.
+        let engine = Engine::open(&path, config()).unwrap();
+        assert_eq!(engine.index_config().build_expansion(), 300);
+        let report = engine.reindex(&ReindexOptions::default()).unwrap();
+        assert_eq!(report.build_expansion, 300);
+    }
+}
+
+#[test]
 fn the_index_backend_is_recorded_at_creation_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");

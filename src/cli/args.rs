@@ -602,6 +602,12 @@ pub(super) struct ReindexArgs {
     /// label import) and rebuild the index with it.
     #[arg(long)]
     pub(super) learn_metric: bool,
+    /// Candidates kept while building the graph (USearch's expansion_add, hnsw_rs's
+    /// ef_construction), recorded for every later build: more find more of the true neighbours
+    /// at each search's ef, and take longer to build [default: the store's, 200 for a new
+    /// store].
+    #[arg(long, value_name = "N")]
+    pub(super) build_expansion: Option<usize>,
     #[arg(long)]
     pub(super) json: bool,
 }

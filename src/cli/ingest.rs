@@ -121,6 +121,7 @@ pub(super) fn reindex(args: ReindexArgs) -> Result<()> {
     let report = engine.reindex(&asterism::engine::ReindexOptions {
         context_weight: args.context_weight,
         learn_metric: args.learn_metric,
+        build_expansion: args.build_expansion,
     })?;
     engine.checkpoint()?;
     output::print_reindex(&report, args.json)

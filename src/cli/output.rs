@@ -158,10 +158,11 @@ pub(super) fn print_reindex(report: &ReindexReport, json: bool) -> Result<()> {
         return print_json(report);
     }
     say!(
-        "re-embedded {} objects ({} versions, {} features)",
+        "re-embedded {} objects ({} versions, {} features); graph built with {} candidates",
         report.objects,
         report.versions,
-        report.dim
+        report.dim,
+        report.build_expansion
     );
     Ok(())
 }

@@ -12,7 +12,7 @@ use super::{index_dir, lock, raw_matrix, read, write, ChangeEvent, Engine};
 use super::{refit, Result};
 use crate::embed::{group_weights, EmbeddingSpec};
 use crate::index::live::{Entry, Facts, LiveIndex};
-use crate::index::{PointId, VectorInsert};
+use crate::index::{IndexConfig, PointId, VectorInsert};
 use crate::model::VectorVersion;
 use crate::store::{Batch, NewVersion};
 
@@ -123,6 +123,11 @@ impl Engine {
                 ));
             }
         }
+        let recorded = read(&self.live).config().clone();
+        let index = match options.build_expansion {
+            Some(n) => recorded.with_build_expansion(n)?,
+            None => recorded.clone(),
+        };
         let _guard = lock(&self.writer);
         // Its spec is about to be replaced: stop a refit running beside the engine.
         drop(lock(&self.refit).take());
@@ -197,7 +202,11 @@ impl Engine {
         };
         let objects = records.len();
         drop(records);
-        self.install_spec(spec, current, batch)?;
+        self.install_spec(spec, current, batch, index.clone())?;
+        // Recorded once the graph is built with it: later rebuilds and refits use it too.
+        if index != recorded {
+            self.store.set_index_settings(&index.settings()?)?;
+        }
         let metric = if options.learn_metric {
             Some(self.learn_metric_locked()?)
         } else {
@@ -208,6 +217,7 @@ impl Engine {
             versions,
             dim,
             context_weight,
+            build_expansion: index.build_expansion(),
             metric,
         })
     }
@@ -220,10 +230,10 @@ impl Engine {
         spec: EmbeddingSpec,
         current: Vec<Entry>,
         mut batch: Batch,
+        index: IndexConfig,
     ) -> Result<()> {
         batch.spec = Some(spec.clone());
         self.wait_for_rebuild();
-        let index = read(&self.live).config().clone();
         let ids: Vec<String> = current.iter().map(|e| e.object_id.clone()).collect();
         *write(&self.live) = LiveIndex::build(spec, index, current)?;
         batch.neighbours = self.lists_for(&ids);
@@ -246,6 +256,10 @@ pub struct ReindexOptions {
     pub context_weight: Option<f64>,
     /// Then fit a metric on the stored labels (see `Engine::learn_metric`).
     pub learn_metric: bool,
+    /// Candidates kept while building the graph (USearch's `expansion_add`, hnsw_rs's
+    /// `ef_construction`), recorded in the store for every later build; default: the
+    /// store's.
+    pub build_expansion: Option<usize>,
 }
 
 /// What `reindex` did.
@@ -255,6 +269,8 @@ pub struct ReindexReport {
     pub versions: usize,
     pub dim: usize,
     pub context_weight: f64,
+    /// Candidates kept while building the graph ([`ReindexOptions::build_expansion`]).
+    pub build_expansion: usize,
     /// The learned metric fitted after the rebuild, when asked for.
     pub metric: Option<super::metric::MetricReport>,
 }

@@ -97,7 +97,8 @@ impl Engine {
             top_features: top_features(&spec, 10),
             zero_weight_features: spec.weights.iter().filter(|w| **w == 0.0).count(),
         };
-        self.install_spec(spec, entries, crate::store::Batch::default())?;
+        let index = read(&self.live).config().clone();
+        self.install_spec(spec, entries, crate::store::Batch::default(), index)?;
         tracing::info!(
             labelled = report.labelled_objects,
             classes = report.classes.len(),

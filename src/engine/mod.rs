@@ -300,6 +300,11 @@ impl Engine {
         self.origin
     }
 
+    /// The backend and parameters of the store's index, as recorded.
+    pub fn index_config(&self) -> IndexConfig {
+        read(&self.live).config().clone()
+    }
+
     /// The backend of the store's index.
     pub fn index_backend(&self) -> IndexBackend {
         read(&self.live).config().backend

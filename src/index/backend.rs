@@ -37,6 +37,34 @@ impl IndexConfig {
         c
     }
 
+    /// Candidates kept while building a graph in bulk: USearch's `expansion_add`, hnsw_rs's
+    /// `ef_construction`.
+    pub fn build_expansion(&self) -> usize {
+        match self.backend {
+            IndexBackend::HnswRs => self.hnsw.ef_construction,
+            IndexBackend::Usearch => self.usearch.expansion_add,
+        }
+    }
+
+    /// This configuration with `n` candidates kept while building a graph in bulk
+    /// ([`IndexConfig::build_expansion`]), validated: `n` from the connectivity up to
+    /// [`MAX_BUILD_EXPANSION`].
+    pub fn with_build_expansion(&self, n: usize) -> Result<IndexConfig> {
+        if n > MAX_BUILD_EXPANSION {
+            return Err(IndexError::InvalidParams {
+                field: "build_expansion",
+                reason: format!("{n} is over {MAX_BUILD_EXPANSION}"),
+            });
+        }
+        let mut c = self.clone();
+        match c.backend {
+            IndexBackend::HnswRs => c.hnsw.ef_construction = n,
+            IndexBackend::Usearch => c.usearch.expansion_add = n,
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
     /// The record of the backend and its parameters a store keeps.
     pub fn settings(&self) -> Result<IndexSettings> {
         let params_json = match self.backend {
@@ -86,6 +114,10 @@ fn from_json<T: DeserializeOwned>(json: &str) -> Result<T> {
         reason: format!("recorded parameters {json}: {e}"),
     })
 }
+
+/// The most candidates [`IndexConfig::with_build_expansion`] accepts (a build at 4,096 takes
+/// ~20x the default's time).
+pub const MAX_BUILD_EXPANSION: usize = 4096;
 
 /// The index of one backend.
 pub enum AnyIndex {

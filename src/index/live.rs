@@ -1015,7 +1015,7 @@ mod tests {
             let mut spec = EmbeddingSpec::initial(&embedder);
             spec.weights = vec![1.0; dim];
             let live = LiveIndex::build(spec, config, entries.clone()).unwrap();
-            // Built in bulk with 200 candidates; live insertions from now on keep fewer.
+            // Built in bulk with 400 candidates; live insertions from now on keep fewer.
             match &live.index {
                 AnyIndex::Usearch(i) => assert_eq!(i.expansion_add(), 64),
                 AnyIndex::Hnsw(_) => unreachable!(),

@@ -26,8 +26,8 @@ pub mod live;
 pub mod order;
 pub mod usearch;
 
-pub use self::backend::{AnyIndex, IndexConfig};
-pub use self::usearch::{Quantization, UsearchIndex, UsearchParams};
+pub use self::backend::{AnyIndex, IndexConfig, MAX_BUILD_EXPANSION};
+pub use self::usearch::{Quantization, UsearchIndex, UsearchParams, BULK_EXPANSION_ADD};
 pub use crate::store::IndexBackend;
 
 /// Identifies one vector (one version of one object's embedding).
