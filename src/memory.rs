@@ -41,6 +41,21 @@ pub fn yield_cpu() -> bool {
     }
 }
 
+/// A thread pool of one thread per core of the global pool, each at [`BACKGROUND_NICE`]
+/// ([`yield_cpu`]), named `name-N`: parallel work that fills the cores the foreground leaves
+/// idle. `None` (with a warning) where the threads could not start.
+pub fn background_pool(name: &'static str) -> Option<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon::current_num_threads())
+        .thread_name(move |i| format!("{name}-{i}"))
+        .start_handler(|_| {
+            yield_cpu();
+        })
+        .build()
+        .map_err(|e| tracing::warn!("no {name} threads at background priority: {e}"))
+        .ok()
+}
+
 /// The anonymous, writable memory of this process: the address ranges of `/proc/self/maps`
 /// that no file backs (the heap, and what allocators map for themselves, as USearch does for
 /// its vectors and links). Empty where there is no such file.

@@ -19,9 +19,6 @@ use super::args::{GenerateArgs, IngestArgs, ReindexArgs};
 use super::open_existing;
 use super::output::{self, GenerateSummary};
 
-/// Files decoded in parallel per round; decoding is pure, writing is serial.
-const FILES_PER_ROUND: usize = 32;
-
 /// `asterism ingest`: opens (or creates) the store, ingests every path, checkpoints.
 pub(super) fn ingest(args: IngestArgs) -> Result<()> {
     let engine = Engine::open(&args.db.db, args.write.engine_config()?)?;
@@ -96,21 +93,21 @@ fn ingest_paths(session: &mut Sink<'_>, paths: &[PathBuf], opts: &DecodeOptions)
     } else {
         ProgressBar::hidden()
     };
-    for round in files.chunks(FILES_PER_ROUND) {
-        let decoded: Vec<Decoded> = round
-            .par_iter()
-            .map(|f| source::decode_file(f, opts))
-            .collect();
-        for d in decoded {
-            session.add(d)?;
-            bar.inc(1);
-        }
+    let ahead = source::decode_ahead(&files, opts, |_, decoded| {
+        session.add(decoded)?;
+        bar.inc(1);
         let r = session.report();
         bar.set_message(format!(
             "{} alerts, {} rejected",
             r.alerts_read, r.alerts_rejected
         ));
-    }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    tracing::debug!(
+        decoding_s = ahead.decoding.as_secs_f64(),
+        waiting_s = ahead.waiting.as_secs_f64(),
+        "decoded ahead of the writes"
+    );
     bar.finish_and_clear();
     Ok(())
 }

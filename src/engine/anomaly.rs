@@ -194,15 +194,7 @@ impl Anomalies {
     /// Starts the worker thread, which computes the scores when asked, from `store` and `live`.
     pub(super) fn start(store: Arc<Store>, live: Arc<RwLock<LiveIndex>>) -> Arc<Anomalies> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<u64>(1);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(rayon::current_num_threads())
-            .thread_name(|i| format!("anomaly-{i}"))
-            .start_handler(|_| {
-                crate::memory::yield_cpu();
-            })
-            .build()
-            .map_err(|e| tracing::warn!("anomaly scores computed at normal priority: {e}"))
-            .ok();
+        let pool = crate::memory::background_pool("anomaly");
         let anomalies = Arc::new(Anomalies {
             cache: Mutex::new(None),
             refresh: Mutex::new(()),
