@@ -108,8 +108,9 @@ pub struct DecodedAhead {
 /// in the files' order. A round is up to [`FILES_PER_ROUND`] files, cut short at
 /// [`BYTES_PER_ROUND`]; its files (and the members of each archive) decode in parallel, on
 /// threads of their own at background priority, while `store` takes the round before: the
-/// decoding fills the time the writes leave a core idle instead of taking turns with them. At most two rounds are held decoded at once. The
-/// first error of `store` stops the decoding and is returned.
+/// decoding fills the time the writes leave a core idle instead of taking turns with them.
+/// At most two rounds are held decoded at once. The first error of `store` stops the
+/// decoding and is returned.
 pub fn decode_ahead<E>(
     files: &[PathBuf],
     opts: &DecodeOptions,

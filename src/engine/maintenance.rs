@@ -123,12 +123,13 @@ impl Engine {
                 ));
             }
         }
+        let _guard = lock(&self.writer);
+        // Read under the writer lock, which a reindex holds until it has recorded its own.
         let recorded = read(&self.live).config().clone();
         let index = match options.build_expansion {
             Some(n) => recorded.with_build_expansion(n)?,
             None => recorded.clone(),
         };
-        let _guard = lock(&self.writer);
         // Its spec is about to be replaced: stop a refit running beside the engine.
         drop(lock(&self.refit).take());
         let mut records = Vec::new();
