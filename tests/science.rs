@@ -382,6 +382,116 @@ fn classify_spreads_labels_over_the_neighbourhood_when_no_neighbour_is_labelled(
     assert!(propagated > 0, "no object was classified by spreading");
 }
 
+/// In a store larger than [`SPREAD_NEIGHBOURHOOD`], spreading stops at the bound: the answer
+/// equals label spreading over the first objects reached breadth first from the classified one
+/// (lists in their stored order; the outer ring's lists add only edges between objects already
+/// reached). An object whose bounded neighbourhood holds no labelled object gets no class, which
+/// the engine answers without reading the outer ring's lists: it must answer the same.
+#[test]
+fn bounded_spreading_matches_label_spreading_over_the_breadth_first_neighbourhood() {
+    use asterism::alert::DecodeOptions;
+    use asterism::engine::SPREAD_NEIGHBOURHOOD;
+    use asterism::model::Alert;
+    use asterism::source;
+    use asterism::synth::{self, augment, Augment};
+
+    let (files, _) = source::expand(&[data("lightcurves/SNIa"), data("lightcurves/RRLyrae")]);
+    let alerts: Vec<Alert> = files
+        .iter()
+        .flat_map(|f| source::decode_file(f, &DecodeOptions::default()).alerts)
+        .collect();
+    // Many versions of one SN Ia and one RR Lyrae: neighbourhoods larger than the bound.
+    let truth = truth();
+    let classes = ["RR Lyr", "SN Ia"];
+    let bases: Vec<_> = classes
+        .iter()
+        .map(|class| {
+            synth::records(&alerts)
+                .into_iter()
+                .find(|b| truth.get(&b.object_id).map(String::as_str) == Some(*class))
+                .unwrap()
+        })
+        .collect();
+    let generated: Vec<Alert> = (0..8 * SPREAD_NEIGHBOURHOOD)
+        .map(|i| augment(&bases[i % 2], i as u64, 3, &Augment::default()))
+        .collect();
+    let (_dir, engine) = engine();
+    engine.apply(&generated).unwrap();
+    engine.relink_unlinked().unwrap();
+    // One labelled version of each.
+    let rows: Vec<(String, String)> = (0..2)
+        .map(|i| (generated[i].object_id.clone(), classes[i].to_string()))
+        .collect();
+    engine.import_labels(&rows, "two.csv").unwrap();
+
+    let (mut spread, mut none) = (0, 0);
+    for a in generated.iter().step_by(7) {
+        let id = &a.object_id;
+        let c = engine.classify(id).unwrap();
+        if c.method == "vote" {
+            continue;
+        }
+        // The engine's walk: breadth first, a list's first GRAPH_K entries, new objects until
+        // the bound, edges to every object already reached.
+        let mut reached = vec![id.clone()];
+        let mut edges = Vec::new();
+        let mut frontier = vec![0usize];
+        while !frontier.is_empty() {
+            let mut next = Vec::new();
+            for &i in &frontier {
+                for n in engine.neighbours(&reached[i]).unwrap() {
+                    let j = match reached.iter().position(|r| *r == n.object_id) {
+                        Some(j) => j,
+                        None if reached.len() < SPREAD_NEIGHBOURHOOD => {
+                            reached.push(n.object_id);
+                            next.push(reached.len() - 1);
+                            reached.len() - 1
+                        }
+                        None => continue,
+                    };
+                    edges.push((i, j, n.distance));
+                }
+            }
+            frontier = next;
+        }
+        assert_eq!(
+            reached.len(),
+            SPREAD_NEIGHBOURHOOD,
+            "{id}: the bound is reached"
+        );
+        let seeds: Vec<(usize, usize)> = rows
+            .iter()
+            .filter(|(s, _)| s != id)
+            .filter_map(|(s, class)| {
+                let at = reached.iter().position(|r| r == s)?;
+                Some((at, classes.iter().position(|c| c == class)?))
+            })
+            .collect();
+        if seeds.is_empty() {
+            none += 1;
+            assert_eq!(c.method, "none", "{id}: {c:?}");
+            assert!(c.probabilities.is_empty(), "{id}: {c:?}");
+            continue;
+        }
+        spread += 1;
+        let f = asterism::science::spread_labels(reached.len(), &edges, &seeds, classes.len());
+        let want: BTreeMap<&str, f64> = classes
+            .iter()
+            .zip(&f[0])
+            .filter(|(_, p)| **p > 0.0)
+            .map(|(c, p)| (*c, *p))
+            .collect();
+        assert_eq!(c.probabilities.len(), want.len(), "{id}: {c:?} vs {want:?}");
+        for (class, p) in &want {
+            assert!(
+                (c.probabilities[*class] - p).abs() < 1e-9,
+                "{id} {class}: {c:?} vs {want:?}"
+            );
+        }
+    }
+    assert!(spread > 0 && none > 0, "spread {spread}, none {none}");
+}
+
 /// Votes and label spreading read each neighbour's labels from the `record_labels` column (a
 /// few bytes), not its record. A store written before the column existed fills it once at
 /// open, and then votes with the labels the records carry; `check` compares the column with
