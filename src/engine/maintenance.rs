@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::{index_dir, lock, raw_matrix, read, write, ChangeEvent, Engine};
@@ -13,8 +14,12 @@ use super::{refit, Result};
 use crate::embed::{group_weights, EmbeddingSpec};
 use crate::index::live::{Entry, Facts, LiveIndex};
 use crate::index::{IndexConfig, PointId, VectorInsert};
-use crate::model::VectorVersion;
+use crate::model::{ObjectRecord, VectorVersion};
 use crate::store::{Batch, NewVersion};
+
+/// Objects `reindex` reads and embeds at a time (a few in unit tests, so that they cross
+/// chunks).
+pub(super) const REINDEX_CHUNK: usize = if cfg!(test) { 7 } else { 20_000 };
 
 impl Engine {
     /// Starts a background rebuild when tombstones (with USearch, points removed since the
@@ -113,7 +118,10 @@ impl Engine {
     }
 
     /// Re-embeds every object and every stored version with the current feature list, refits
-    /// the scaler on all objects and rebuilds the index and the kNN graph.
+    /// the scaler on all objects and rebuilds the index and the kNN graph. The records are
+    /// read and embedded [`REINDEX_CHUNK`] at a time, in parallel; the new versions, the index
+    /// and every list are then written in one atomic batch (memory: every version's raw
+    /// features and every list, not the lightcurves).
     pub fn reindex(&self, options: &ReindexOptions) -> Result<ReindexReport> {
         if let Some(w) = options.context_weight {
             if !(w.is_finite() && w >= 0.0) {
@@ -132,55 +140,15 @@ impl Engine {
         };
         // Its spec is about to be replaced: stop a refit running beside the engine.
         drop(lock(&self.refit).take());
-        let mut records = Vec::new();
-        self.store.for_each_object(|r| {
-            records.push(r);
-            true
-        })?;
         let mut batch = Batch::default();
         let mut next_point = self.store.next_point()?;
-        let mut versions = 0usize;
         let mut current: Vec<Entry> = Vec::new();
-        for r in &records {
-            let mut stored = self.store.vector_versions(&r.object_id)?;
-            if stored.is_empty() {
-                stored.push((
-                    0,
-                    VectorVersion {
-                        point: 0,
-                        from_mjd: r.meta.last_mjd.unwrap_or(f64::NAN),
-                        n_detections: r.detections.len() as u32,
-                        raw: Vec::new(),
-                    },
-                ));
-            }
-            let last = stored.len() - 1;
-            for (i, (seq, v)) in stored.into_iter().enumerate() {
-                let as_of = if i == last { None } else { Some(v.from_mjd) };
-                let raw = self.embedder.raw_features(r, as_of);
-                let version = VectorVersion {
-                    point: next_point,
-                    raw: raw.clone(),
-                    ..v
-                };
-                if i == last {
-                    current.push(Entry {
-                        object_id: r.object_id.clone(),
-                        seq,
-                        point: next_point,
-                        facts: Facts::from(&version),
-                        raw,
-                    });
-                }
-                batch.vectors.push(NewVersion {
-                    object_id: r.object_id.clone(),
-                    seq,
-                    version,
-                });
-                next_point += 1;
-                versions += 1;
-            }
-        }
+        // The records are read and re-embedded a chunk at a time, in parallel: what is kept
+        // of each is its versions' raw features, not its lightcurve.
+        self.for_each_object_chunk(REINDEX_CHUNK, |records| {
+            self.reembed(records, &mut next_point, &mut batch, &mut current)
+        })?;
+        let versions = batch.vectors.len();
         batch.next_point = Some(next_point);
         let dim = self.embedder.dim();
         let rows = raw_matrix(&current, dim);
@@ -201,8 +169,7 @@ impl Engine {
         } else {
             spec.refit(&rows)
         };
-        let objects = records.len();
-        drop(records);
+        let objects = current.len();
         self.install_spec(spec, current, batch, index.clone())?;
         // Recorded once the graph is built with it: later rebuilds and refits use it too.
         if index != recorded {
@@ -221,6 +188,93 @@ impl Engine {
             build_expansion: index.build_expansion(),
             metric,
         })
+    }
+
+    /// Calls `f` on every stored object's record, `size` records at a time in object-id order
+    /// (the last chunk shorter, possibly empty), until its first error, which is returned.
+    pub(super) fn for_each_object_chunk(
+        &self,
+        size: usize,
+        mut f: impl FnMut(Vec<ObjectRecord>) -> Result<()>,
+    ) -> Result<()> {
+        let mut chunk = Vec::with_capacity(size);
+        let mut failed = None;
+        self.store.for_each_object(|r| {
+            chunk.push(r);
+            if chunk.len() == size {
+                if let Err(e) = f(std::mem::take(&mut chunk)) {
+                    failed = Some(e);
+                    return false;
+                }
+            }
+            true
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => f(chunk),
+        }
+    }
+
+    /// `reindex` of a chunk of records: every stored vector version of each object embedded
+    /// again (in parallel) as it was then, numbered from `next_point` in record order, into
+    /// `batch`; each object's current version into `current`.
+    fn reembed(
+        &self,
+        records: Vec<ObjectRecord>,
+        next_point: &mut u64,
+        batch: &mut Batch,
+        current: &mut Vec<Entry>,
+    ) -> Result<()> {
+        let embedded: Vec<Result<Vec<(u32, VectorVersion)>>> = records
+            .par_iter()
+            .map(|r| {
+                let mut stored = self.store.vector_versions(&r.object_id)?;
+                if stored.is_empty() {
+                    stored.push((
+                        0,
+                        VectorVersion {
+                            point: 0,
+                            from_mjd: r.meta.last_mjd.unwrap_or(f64::NAN),
+                            n_detections: r.detections.len() as u32,
+                            raw: Vec::new(),
+                        },
+                    ));
+                }
+                let last = stored.len() - 1;
+                Ok(stored
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (seq, v))| {
+                        let as_of = if i == last { None } else { Some(v.from_mjd) };
+                        let raw = self.embedder.raw_features(r, as_of);
+                        (seq, VectorVersion { raw, ..v })
+                    })
+                    .collect())
+            })
+            .collect();
+        for (r, versions) in records.into_iter().zip(embedded) {
+            let versions = versions?;
+            let last = versions.len() - 1;
+            for (i, (seq, mut version)) in versions.into_iter().enumerate() {
+                version.point = *next_point;
+                if i == last {
+                    current.push(Entry {
+                        object_id: r.object_id.clone(),
+                        seq,
+                        point: *next_point,
+                        facts: Facts::from(&version),
+                        raw: version.raw.clone(),
+                    });
+                }
+                batch.vectors.push(NewVersion {
+                    object_id: r.object_id.clone(),
+                    seq,
+                    version,
+                });
+                *next_point += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Makes `spec` the store's: builds the index of `current` (every object's current

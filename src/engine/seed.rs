@@ -65,22 +65,7 @@ impl Engine {
         let _guard = lock(&self.writer);
         let started = std::time::Instant::now();
         let mut entries: Vec<Entry> = Vec::new();
-        let mut chunk: Vec<ObjectRecord> = Vec::with_capacity(CHUNK);
-        let mut failed = None;
-        self.store.for_each_object(|r| {
-            chunk.push(r);
-            if chunk.len() == CHUNK {
-                if let Err(e) = self.embed_chunk(std::mem::take(&mut chunk), &mut entries) {
-                    failed = Some(e);
-                    return false;
-                }
-            }
-            true
-        })?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        self.embed_chunk(chunk, &mut entries)?;
+        self.for_each_object_chunk(CHUNK, |records| self.embed_chunk(records, &mut entries))?;
         let embedded_s = started.elapsed().as_secs_f64();
 
         let dim = self.embedder.dim();

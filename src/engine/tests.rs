@@ -200,3 +200,80 @@ fn deferred_relinks_leave_the_graph_of_inline_ones() {
     let kept = engine.listed_by.get(&engine.store).expect("graph").to_map();
     assert_eq!(kept, from_store.to_map());
 }
+
+/// `reindex` reads and embeds the records a chunk at a time: every stored version is embedded
+/// again as it was then, with its sequence number, date and detection count, numbered in
+/// object order from the store's next point; the store's next point follows the last.
+#[test]
+fn reindex_in_chunks_renumbers_every_version_in_object_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path(), EngineConfig::default()).expect("open");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    let (files, _) = crate::source::expand(&[root.join("ztf"), root.join("lightcurves")]);
+    let alerts: Vec<Alert> = files
+        .iter()
+        .flat_map(|f| crate::source::decode_file(f, &Default::default()).alerts)
+        .collect();
+    // Every lightcurve first as it was at half its span: each object then has two versions.
+    let halves: Vec<Alert> = alerts
+        .iter()
+        .map(|a| crate::synth::truncate(a, 0.5))
+        .collect();
+    engine.apply(&halves).expect("apply");
+    engine.apply(&alerts).expect("apply");
+    let mut before = Vec::new();
+    engine
+        .store
+        .for_each_object(|r| {
+            before.push(r);
+            true
+        })
+        .expect("objects");
+    assert!(
+        before.len() > 3 * maintenance::REINDEX_CHUNK,
+        "{}",
+        before.len()
+    );
+    let versions: Vec<_> = before
+        .iter()
+        .map(|r| {
+            engine
+                .store
+                .vector_versions(&r.object_id)
+                .expect("versions")
+        })
+        .collect();
+    assert!(
+        versions.iter().any(|v| v.len() > 1),
+        "some object re-embedded"
+    );
+    let mut next = engine.store.next_point().expect("next point");
+
+    engine.reindex(&ReindexOptions::default()).expect("reindex");
+    let bits = |raw: &[f32]| raw.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (record, old) in before.iter().zip(&versions) {
+        let new = engine
+            .store
+            .vector_versions(&record.object_id)
+            .expect("versions");
+        assert_eq!(new.len(), old.len().max(1), "{}", record.object_id);
+        let last = new.len() - 1;
+        for (i, (seq, v)) in new.iter().enumerate() {
+            assert_eq!(v.point, next, "{} version {i}", record.object_id);
+            next += 1;
+            let as_of = match old.get(i) {
+                Some((old_seq, o)) => {
+                    assert_eq!(seq, old_seq);
+                    assert_eq!(v.from_mjd.to_bits(), o.from_mjd.to_bits());
+                    assert_eq!(v.n_detections, o.n_detections);
+                    (i < last).then_some(o.from_mjd)
+                }
+                None => None,
+            };
+            let raw = engine.embedder.raw_features(record, as_of);
+            assert_eq!(bits(&v.raw), bits(&raw), "{} version {i}", record.object_id);
+        }
+    }
+    assert_eq!(engine.store.next_point().expect("next point"), next);
+    assert_eq!(engine.vectors().0.len(), before.len());
+}
