@@ -15,9 +15,13 @@
 //!
 //! Usage: cargo bench --bench grpc -- [--objects N] [--queries Q] [--load-objects M]
 //!        [--rpc-queries R] [--clients 1,8,64] [--load-seconds S] [--db DIR]
+//!        [--label-every N]
 //! With `--db DIR` the store at DIR is served instead of a fresh one filled over gRPC (for a
 //! store seeded by `ingest --bulk` from `generate --backfill --objects N`: pass the same N as
-//! `--objects`, so that the new objects streamed in are new); it is written to.
+//! `--objects`, so that the new objects streamed in are new); it is written to. With
+//! `--label-every N`, every N-th of the `--objects` generated objects is labelled first (the
+//! class data/labels gives the real object it was made from; `import_labels`), so that the
+//! read RPCs are timed on a partly labelled store as well as an unlabelled one.
 //! Prints a table on stderr and one JSON document on stdout.
 
 mod support;
@@ -39,6 +43,7 @@ fn main() {
     let load_objects = arg("--load-objects", 5_000);
     let seed = arg("--seed", 1) as u64;
     let load_seconds = arg("--load-seconds", 10) as f64;
+    let label_every = arg("--label-every", 0);
     let client_counts: Vec<usize> = std::env::args()
         .skip_while(|a| a != "--clients")
         .nth(1)
@@ -91,8 +96,27 @@ fn main() {
     } else {
         0.0
     };
+    // The reverse graph (a kept store reads it from every stored list, ~20 s at 1M) loads on
+    // a thread of its own: "idle" starts once it has.
+    let t = Instant::now();
+    engine.wait_until_writable().expect("reverse graph");
+    let reverse_wait_s = t.elapsed().as_secs_f64();
     ids.sort();
     ids.dedup();
+    let labelled = if label_every > 0 {
+        let rows = support::generated_labels(&bases, objects, label_every);
+        let t = Instant::now();
+        let report = engine.import_labels(&rows, "bench").expect("import labels");
+        eprintln!(
+            "labelled {} objects ({} rows) in {:.1} s",
+            report.imported,
+            rows.len(),
+            t.elapsed().as_secs_f64()
+        );
+        report.imported
+    } else {
+        0
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -202,6 +226,8 @@ fn main() {
             "objects": stored,
             "open_seconds": open_s,
             "anomaly_scores_first_pass_seconds": anomaly_warmup_s,
+            "then_to_writable_seconds": reverse_wait_s,
+            "labelled_objects": labelled,
             "fill": {
                 "packets": n_fill,
                 "seconds": fill_s,
@@ -452,17 +478,22 @@ async fn other_rpcs(
     }
     out.insert("GetObject".into(), serde_json::json!(latency(times)));
     let mut times = Vec::with_capacity(n);
+    // How each call classified (vote, propagation or none): the paths cost differently.
+    let mut methods = std::collections::BTreeMap::<String, usize>::new();
     for i in 0..n {
         let t = Instant::now();
-        c.classify(pb::ClassifyRequest {
-            object_id: id(i),
-            ..Default::default()
-        })
-        .await
-        .expect("Classify");
+        let answer = c
+            .classify(pb::ClassifyRequest {
+                object_id: id(i),
+                ..Default::default()
+            })
+            .await
+            .expect("Classify");
         times.push(t.elapsed());
+        *methods.entry(answer.into_inner().method).or_default() += 1;
     }
     out.insert("Classify".into(), serde_json::json!(latency(times)));
+    out.insert("Classify_methods".into(), serde_json::json!(methods));
     let mut times = Vec::with_capacity(n);
     for i in 0..n {
         let t = Instant::now();

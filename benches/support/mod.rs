@@ -55,6 +55,42 @@ pub fn real_records(folders: &[&str]) -> Vec<ObjectRecord> {
     synth::records(&alerts)
 }
 
+/// Labels for every `every`-th of the first `objects` generated objects (ZTF ids, stream seed
+/// irrelevant: an object's base depends on its number only): the class that data/labels gives
+/// the real object it was made from, where one does. For a bulk-seeded store, labelled as a
+/// broker's cross-match would label a fraction of it.
+pub fn generated_labels(
+    bases: &[ObjectRecord],
+    objects: usize,
+    every: usize,
+) -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/labels");
+    let mut class_of = std::collections::HashMap::new();
+    for file in ["labels.csv", "lightcurves.csv"] {
+        let text = std::fs::read_to_string(root.join(file)).expect("data/labels");
+        for line in text.lines().skip(1) {
+            let mut cols = line.split(',');
+            if let (Some(id), Some(class)) = (cols.next(), cols.next()) {
+                class_of.insert(id.to_string(), class.to_string());
+            }
+        }
+    }
+    let stream = AlertStream::new(
+        bases,
+        StreamSpec {
+            objects,
+            ..StreamSpec::for_survey(Survey::Ztf)
+        },
+    );
+    (0..objects)
+        .step_by(every.max(1))
+        .filter_map(|i| {
+            let class = class_of.get(stream.base_of(i)?)?;
+            Some((synth::object_id(Survey::Ztf, i as u64), class.clone()))
+        })
+        .collect()
+}
+
 /// Bytes of the files under `p`.
 pub fn dir_bytes(p: &Path) -> u64 {
     std::fs::read_dir(p).map_or(0, |rd| {
