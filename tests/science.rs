@@ -492,6 +492,39 @@ fn bounded_spreading_matches_label_spreading_over_the_breadth_first_neighbourhoo
     assert!(spread > 0 && none > 0, "spread {spread}, none {none}");
 }
 
+/// A store knows at once whether anything in it is labelled (`Store::any_labels`): not while
+/// it holds only unannotated lightcurves, when every classification is "none" without a walk
+/// over the graph; yes once one label is imported, which the others' classifications then
+/// use; yes for a store of packets that carry a broker's cross-match classes.
+#[test]
+fn a_store_knows_whether_anything_is_labelled() {
+    let (_dir, engine) = engine();
+    ingest(&engine, &["lightcurves/SNIa", "lightcurves/RRLyrae"]);
+    assert!(!engine.store().any_labels().unwrap());
+    let (ids, _) = engine.vectors();
+    for id in &ids {
+        let c = engine.classify(id).unwrap();
+        assert_eq!(c.method, "none", "{id}");
+        assert!(c.voters.is_empty(), "{id}");
+    }
+    let truth = truth();
+    let labelled = ids.iter().find(|id| truth.contains_key(*id)).unwrap();
+    engine
+        .import_labels(&[(labelled.clone(), truth[labelled].clone())], "one.csv")
+        .unwrap();
+    assert!(engine.store().any_labels().unwrap());
+    let classified = ids
+        .iter()
+        .filter(|id| *id != labelled)
+        .filter(|id| engine.classify(id).unwrap().method != "none")
+        .count();
+    assert!(classified > 0);
+
+    let (_d2, brokered) = common::engine();
+    ingest(&brokered, &["fink"]);
+    assert!(brokered.store().any_labels().unwrap());
+}
+
 /// Votes and label spreading read each neighbour's labels from the `record_labels` column (a
 /// few bytes), not its record. A store written before the column existed fills it once at
 /// open, and then votes with the labels the records carry; `check` compares the column with

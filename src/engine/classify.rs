@@ -224,8 +224,13 @@ impl Engine {
     /// Once the neighbourhood is full, the lists still to read (those of the objects reached
     /// last: 43% of the walk's at 1M objects) only link objects already in it. So the labels are
     /// read then, and with none among them (an unlabelled region, or an unlabelled store)
-    /// there is nothing to spread: those lists are not read, and the answer is the same.
+    /// there is nothing to spread: those lists are not read, and the answer is the same. In a
+    /// store with no label at all ([`crate::store::Store::any_labels`]) nothing is read.
     pub(super) fn spread_to(&self, object_id: &str) -> Result<BTreeMap<String, f64>> {
+        if !self.store.any_labels()? {
+            // A store where nothing is labelled yet: nothing to spread, no list to read.
+            return Ok(BTreeMap::new());
+        }
         let mut names: Vec<String> = vec![object_id.to_string()];
         let mut index: HashMap<String, usize> = HashMap::from([(object_id.to_string(), 0)]);
         let mut edges = Vec::new();

@@ -732,6 +732,20 @@ impl Store {
             .collect())
     }
 
+    /// Whether any object has a label, imported or from its annotations (an entry in either
+    /// label column): one seek in each, so a classification can tell at once that a store
+    /// has nothing to spread.
+    pub fn any_labels(&self) -> Result<bool> {
+        for name in [cf::LABELS, cf::RECORD_LABELS] {
+            let handle = self.handle(name)?;
+            if let Some(item) = self.db.iterator_cf(handle, IteratorMode::Start).next() {
+                item?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Whether the `record_labels` column covers every object (stores written before it
     /// existed fill it once, at open).
     pub fn record_labels_complete(&self) -> Result<bool> {
