@@ -26,6 +26,20 @@ fn truth() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The real lightcurves of `data/lightcurves` (ZTF SNe Ia, SDSS RR Lyrae) as records, decoded
+/// by the real decoders: the bases of generated objects.
+fn lightcurve_records() -> Vec<asterism::model::ObjectRecord> {
+    let (files, _) =
+        asterism::source::expand(&[data("lightcurves/SNIa"), data("lightcurves/RRLyrae")]);
+    let alerts: Vec<_> = files
+        .iter()
+        .flat_map(|f| {
+            asterism::source::decode_file(f, &asterism::alert::DecodeOptions::default()).alerts
+        })
+        .collect();
+    asterism::synth::records(&alerts)
+}
+
 /// Options of the k-fold evaluation of a learned metric.
 fn learned(folds: usize) -> EvaluateOptions {
     EvaluateOptions {
@@ -389,31 +403,25 @@ fn classify_spreads_labels_over_the_neighbourhood_when_no_neighbour_is_labelled(
 /// the engine answers without reading the outer ring's lists: it must answer the same.
 #[test]
 fn bounded_spreading_matches_label_spreading_over_the_breadth_first_neighbourhood() {
-    use asterism::alert::DecodeOptions;
     use asterism::engine::SPREAD_NEIGHBOURHOOD;
     use asterism::model::Alert;
-    use asterism::source;
-    use asterism::synth::{self, augment, Augment};
+    use asterism::synth::{augment, Augment};
 
-    let (files, _) = source::expand(&[data("lightcurves/SNIa"), data("lightcurves/RRLyrae")]);
-    let alerts: Vec<Alert> = files
-        .iter()
-        .flat_map(|f| source::decode_file(f, &DecodeOptions::default()).alerts)
-        .collect();
     // Many versions of one SN Ia and one RR Lyrae: neighbourhoods larger than the bound.
     let truth = truth();
     let classes = ["RR Lyr", "SN Ia"];
+    let records = lightcurve_records();
     let bases: Vec<_> = classes
         .iter()
         .map(|class| {
-            synth::records(&alerts)
-                .into_iter()
+            records
+                .iter()
                 .find(|b| truth.get(&b.object_id).map(String::as_str) == Some(*class))
                 .unwrap()
         })
         .collect();
     let generated: Vec<Alert> = (0..8 * SPREAD_NEIGHBOURHOOD)
-        .map(|i| augment(&bases[i % 2], i as u64, 3, &Augment::default()))
+        .map(|i| augment(bases[i % 2], i as u64, 3, &Augment::default()))
         .collect();
     let (_dir, engine) = engine();
     engine.apply(&generated).unwrap();
@@ -957,15 +965,9 @@ fn the_flux_preset_finds_the_same_object_seen_by_the_other_survey() {
     use asterism::alert::write::PacketWriter;
     use asterism::alert::{decode, DecodeOptions};
     use asterism::model::{Alert, Survey};
-    use asterism::source;
     use asterism::synth::{self, AlertStream, Cadence, StreamSpec};
 
-    let (files, _) = source::expand(&[data("lightcurves/SNIa"), data("lightcurves/RRLyrae")]);
-    let alerts: Vec<Alert> = files
-        .iter()
-        .flat_map(|f| source::decode_file(f, &DecodeOptions::default()).alerts)
-        .collect();
-    let bases = synth::records(&alerts);
+    let bases = lightcurve_records();
     let n = 120;
     let observe = |survey: Survey| -> (Vec<Alert>, Vec<String>) {
         let spec = StreamSpec {
