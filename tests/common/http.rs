@@ -47,7 +47,15 @@ pub fn request(
     body: Option<&[u8]>,
 ) -> Answer {
     let mut stream = connect(addr);
-    exchange(&mut stream, addr, method, path, headers, body)
+    exchange(&mut stream, addr, method, path, headers, body).expect("exchange")
+}
+
+/// `request` for a server that may not be listening yet, or may not be the one expected:
+/// a refused or reset connection, or an answer that is not HTTP, is an error, not a panic.
+pub fn try_request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<Answer> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    exchange(&mut stream, addr, method, path, &[], None)
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {
@@ -78,7 +86,7 @@ pub fn https_get(addr: SocketAddr, ca_pem: &[u8], server_name: &str, path: &str)
     let connection =
         rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("TLS client");
     let mut stream = rustls::StreamOwned::new(connection, connect(addr));
-    exchange(&mut stream, addr, "GET", path, &[], None)
+    exchange(&mut stream, addr, "GET", path, &[], None).expect("exchange")
 }
 
 /// Writes one request on `stream` and reads its answer.
@@ -89,7 +97,7 @@ fn exchange(
     path: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
-) -> Answer {
+) -> std::io::Result<Answer> {
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -98,9 +106,9 @@ fn exchange(
         head.push_str(&format!("Content-Length: {}\r\n", b.len()));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).expect("write");
+    stream.write_all(head.as_bytes())?;
     if let Some(b) = body {
-        stream.write_all(b).expect("write body");
+        stream.write_all(b)?;
     }
     // Some servers (chromedriver) keep the connection open: read what the head announces.
     let mut raw = Vec::new();
@@ -109,13 +117,19 @@ fn exchange(
         if complete(&raw) {
             break;
         }
-        let n = stream.read(&mut buf).expect("read");
+        let n = stream.read(&mut buf)?;
         if n == 0 {
             break;
         }
         raw.extend_from_slice(&buf[..n]);
     }
-    parse(&raw)
+    if !raw.starts_with(b"HTTP/1.") || !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not an HTTP answer: {:?}", String::from_utf8_lossy(&raw)),
+        ));
+    }
+    Ok(parse(&raw))
 }
 
 /// Whether `raw` holds a whole response: the head, and the body its Content-Length gives

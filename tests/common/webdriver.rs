@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::http::request;
+use super::http::{request, try_request};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -43,27 +43,9 @@ impl Browser {
             );
             return None;
         };
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new(driver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if std::net::TcpStream::connect(addr).is_ok()
-                && request(addr, "GET", "/status", &[], None).json()["value"]["ready"] == true
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let (child, addr) = (0..5)
+            .find_map(|_| Self::spawn_driver(&driver))
+            .expect("chromedriver did not start on any of five ports");
         let profile = tempfile::tempdir().expect("profile dir");
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -87,6 +69,44 @@ impl Browser {
             .unwrap_or_else(|| panic!("no session: {answer}"))
             .to_string();
         Some(browser)
+    }
+
+    /// Starts chromedriver on a port that was free a moment ago and waits until it says it is
+    /// ready. None when it exits first (another process took the port in between) or does not
+    /// answer as chromedriver within 20 s; the caller tries another port.
+    fn spawn_driver(driver: &std::path::Path) -> Option<(Child, SocketAddr)> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut child = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if child.try_wait().expect("chromedriver status").is_some() {
+                eprintln!("chromedriver on port {port} exited before it was ready");
+                return None;
+            }
+            // Refused while it starts; reset or not HTTP if something else holds the port.
+            if let Ok(answer) = try_request(addr, "GET", "/status") {
+                if answer.status == 200
+                    && serde_json::from_slice::<Value>(&answer.body)
+                        .is_ok_and(|v| v["value"]["ready"] == true)
+                {
+                    return Some((child, addr));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("chromedriver on port {port} was not ready in 20 s");
+        let _ = child.kill();
+        let _ = child.wait();
+        None
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
