@@ -246,16 +246,17 @@ impl Engine {
                 labels = Some(read);
             }
             let keys: Vec<&str> = frontier.iter().map(|&i| names[i].as_str()).collect();
-            let read = self.store.multi_neighbours(&keys)?;
+            let read = self.store.stored_lists(&keys)?;
             let mut next = Vec::new();
-            for (&i, list) in frontier.iter().zip(read) {
-                for n in list.unwrap_or_default().into_iter().take(GRAPH_K) {
-                    let j = match index.get(&n.object_id) {
+            for (&i, list) in frontier.iter().zip(&read) {
+                let Some(list) = list else { continue };
+                for n in list.neighbours()?.into_iter().take(GRAPH_K) {
+                    let j = match index.get(n.object_id) {
                         Some(&j) => j,
                         None if names.len() < SPREAD_NEIGHBOURHOOD => {
                             let j = names.len();
-                            index.insert(n.object_id.clone(), j);
-                            names.push(n.object_id);
+                            index.insert(n.object_id.to_string(), j);
+                            names.push(n.object_id.to_string());
                             next.push(j);
                             j
                         }
