@@ -9,8 +9,8 @@
 //! <- `index` <- `graph` <- `engine` <- `export`, `stream` (Kafka), `server`, `cli`; `model` <- `science` (pure,
 //! fed by the engine).
 
-// No unsafe code but one measured exception, `memory` (glibc's `malloc_trim` after passes over
-// every object: 1M objects' reopened store; `setpriority` for the anomaly pass, which then
+// No unsafe code but one measured exception, `memory` (mimalloc's `mi_collect` after passes
+// over every object: 1M objects' reopened store; `setpriority` for the anomaly pass, which then
 // gives way to queries; `madvise` for huge pages under the graph: BENCHMARKS.md), with a
 // SAFETY note on each block.
 #![deny(unsafe_code)]

@@ -1,18 +1,26 @@
 //! Handing freed heap memory back to the operating system, and CPU time to the threads that
-//! answer. glibc keeps the blocks a program frees in its arenas for reuse; after a pass that
+//! answer. An allocator keeps the blocks a program frees for reuse; after a pass that
 //! allocates and frees a small value per object (a neighbour list decoded, an id copied), a
 //! million objects leave a few hundred MB resident that nothing uses. Imports nothing of the
 //! crate: every layer may call it.
 
-/// Returns the allocator's free pages to the system (glibc's `malloc_trim`; a no-op elsewhere).
-/// Costs a walk over the arenas: call it after a pass over every object, not per request.
+/// Returns the allocator's free pages to the system. The process's `malloc` is mimalloc (the
+/// `override` build of `libmimalloc-sys`, linked into every binary of the crate): this asks it
+/// to free what its threads' heaps and abandoned segments no longer use. Costs a walk over the
+/// heap: call it after a pass over every object, not per request.
 pub fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: `malloc_trim` takes no pointer; it locks each arena in turn and only gives back
-    // (madvise) pages that hold no allocated block, so it is sound from any thread at any time.
+    // SAFETY: `mi_collect` takes no pointer; it only frees (or decommits) pages that hold no
+    // live block, so it is sound from any thread at any time.
     unsafe {
-        libc::malloc_trim(0);
+        libmimalloc_sys::mi_collect(true);
     }
+}
+
+/// The allocator under every allocation of the process, and its version: "mimalloc 3.3.2".
+pub fn allocator() -> String {
+    // SAFETY: `mi_version` takes no argument and reads a constant.
+    let v = unsafe { libmimalloc_sys::mi_version() };
+    format!("mimalloc {}.{}.{}", v / 10_000, v / 100 % 100, v % 100)
 }
 
 /// The nice value of [`yield_cpu`]'s threads: the scheduler gives a thread at nice 10 about a
@@ -197,6 +205,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rusts_allocations_and_cs_are_mimallocs() {
+        assert!(allocator().starts_with("mimalloc 3."), "{}", allocator());
+        // Rust's global allocator (`System`, i.e. `malloc`) and C's `malloc` (RocksDB's C++
+        // `new` calls it) both land in mimalloc's heap: the override is linked.
+        let rust = vec![7u8; 100_000];
+        // SAFETY: a plain allocation, checked, then freed once below.
+        let c = unsafe { libc::malloc(100_000) };
+        assert!(!c.is_null());
+        // SAFETY: `mi_is_in_heap_region` only compares an address with mimalloc's regions.
+        let (rust_in, c_in) = unsafe {
+            (
+                libmimalloc_sys::mi_is_in_heap_region(rust.as_ptr().cast()),
+                libmimalloc_sys::mi_is_in_heap_region(c),
+            )
+        };
+        // SAFETY: `c` came from `malloc` above and is freed once.
+        unsafe { libc::free(c) };
+        assert!(
+            rust_in && c_in,
+            "Rust's in mimalloc: {rust_in}, C's: {c_in}"
+        );
+        let on_the_stack = [0u8; 64];
+        // SAFETY: as above; an address that no allocator gave is not in the heap.
+        assert!(!unsafe { libmimalloc_sys::mi_is_in_heap_region(on_the_stack.as_ptr().cast()) });
+        release_free_memory();
+    }
+
+    #[test]
     #[cfg(target_os = "linux")]
     fn a_yielding_thread_runs_at_the_background_nice_value_and_the_others_do_not() {
         let before = std::thread::spawn(|| {
@@ -245,8 +281,28 @@ mod tests {
     #[cfg(target_os = "linux")]
     fn memory_allocated_between_two_readings_is_found_and_advised_without_changing_it() {
         let before = AnonymousMemory::now();
-        let n = 40 << 20; // above glibc's largest mmap threshold (32 MB): a mapping of its own
-        let block: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        // A mapping of its own, as USearch maps its vectors and links (mimalloc serves even a
+        // 40 MB `Vec` from an arena it reserved before).
+        let n = 40 << 20;
+        // SAFETY: a new private anonymous mapping, unmapped once at the end of the test and
+        // used in between only as the `n` bytes it maps.
+        let mapped = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                n,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(mapped, libc::MAP_FAILED);
+        // SAFETY: `mapped` is `n` writable bytes that nothing else refers to.
+        let block = unsafe { std::slice::from_raw_parts_mut(mapped.cast::<u8>(), n) };
+        block
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (i % 251) as u8);
         let added = AnonymousMemory::now().added_since(&before);
         let start = block.as_ptr() as usize;
         assert!(
@@ -261,5 +317,7 @@ mod tests {
         }
         assert!(done.collapsed <= done.advised);
         assert!(block.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+        // SAFETY: the mapping made above, not used after this.
+        assert_eq!(unsafe { libc::munmap(mapped, n) }, 0);
     }
 }

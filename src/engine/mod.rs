@@ -242,7 +242,7 @@ impl Engine {
                 IndexOrigin::Rebuilt,
             ),
         };
-        tracing::info!(?origin, backend = %live.config().backend, vectors = live.len(), "index ready");
+        tracing::info!(?origin, backend = %live.config().backend, vectors = live.len(), allocator = %crate::memory::allocator(), "index ready");
         crate::memory::release_free_memory();
         // The graph and the live maps, hundreds of MB at 1M read at random by every query, move
         // onto huge pages beside what follows (doing it beside the load slowed the first
