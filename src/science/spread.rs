@@ -73,7 +73,7 @@ pub fn spread_labels(
         }
         std::mem::swap(&mut f, &mut next);
     }
-    f.chunks(c.max(1))
+    f.chunks(c)
         .map(|row| {
             let total: f64 = row.iter().sum();
             if total > 0.0 {

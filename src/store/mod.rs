@@ -295,13 +295,7 @@ pub struct NeighbourRef<'a> {
 impl StoredList<'_> {
     /// The list's neighbours, nearest first, as [`Store::multi_neighbours`] reads them.
     pub fn neighbours(&self) -> Result<Vec<NeighbourRef<'_>>> {
-        bincode::serde::borrow_decode_from_slice(&self.bytes, bincode::config::standard())
-            .map(|(v, _)| v)
-            .map_err(|e| StoreError::Corrupt {
-                cf: cf::NEIGHBOURS,
-                key: self.object_id.clone(),
-                detail: e.to_string(),
-            })
+        decode(cf::NEIGHBOURS, self.object_id.as_bytes(), &self.bytes)
     }
 }
 
@@ -315,8 +309,9 @@ fn encode<T: Serialize>(cf: &'static str, v: &T) -> Result<Vec<u8>> {
     })
 }
 
-fn decode<T: DeserializeOwned>(cf: &'static str, key: &[u8], bytes: &[u8]) -> Result<T> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+/// Decodes a value of `cf`; `T` may borrow from `bytes` (`NeighbourRef`'s ids).
+fn decode<'de, T: Deserialize<'de>>(cf: &'static str, key: &[u8], bytes: &'de [u8]) -> Result<T> {
+    bincode::serde::borrow_decode_from_slice(bytes, bincode::config::standard())
         .map(|(v, _)| v)
         .map_err(|e| StoreError::Corrupt {
             cf,
@@ -483,16 +478,27 @@ impl Store {
         cf: &'static str,
         ids: &[&str],
     ) -> Result<Vec<Option<T>>> {
-        let handle = self.handle(cf)?;
-        let values =
-            self.db
-                .batched_multi_get_cf(handle, ids.iter().map(|id| keys::object_key(id)), false);
         ids.iter()
-            .zip(values)
-            .map(|(id, v)| match v? {
+            .zip(self.pinned(cf, ids)?)
+            .map(|(id, v)| match v {
                 Some(bytes) => decode(cf, keys::object_key(id), &bytes).map(Some),
                 None => Ok(None),
             })
+            .collect()
+    }
+
+    /// The values of several objects' keys in `cf` as RocksDB holds them (pinned, not
+    /// copied), `None` where a key is absent.
+    fn pinned(
+        &self,
+        cf: &'static str,
+        ids: &[&str],
+    ) -> Result<Vec<Option<rocksdb::DBPinnableSlice<'_>>>> {
+        let handle = self.handle(cf)?;
+        self.db
+            .batched_multi_get_cf(handle, ids.iter().map(|id| keys::object_key(id)), false)
+            .into_iter()
+            .map(|v| Ok(v?))
             .collect()
     }
 
@@ -737,18 +743,17 @@ impl Store {
     /// allocating it (a classification's label spreading reads ~7,700 neighbours of 256
     /// lists to keep 256 ids).
     pub fn stored_lists(&self, ids: &[&str]) -> Result<Vec<Option<StoredList<'_>>>> {
-        let handle = self.handle(cf::NEIGHBOURS)?;
-        self.db
-            .batched_multi_get_cf(handle, ids.iter().map(|id| keys::object_key(id)), false)
+        Ok(self
+            .pinned(cf::NEIGHBOURS, ids)?
             .into_iter()
             .zip(ids)
             .map(|(v, id)| {
-                Ok(v?.map(|bytes| StoredList {
+                v.map(|bytes| StoredList {
                     object_id: id.to_string(),
                     bytes,
-                }))
+                })
             })
-            .collect()
+            .collect())
     }
 
     /// Calls `f` on every stored neighbour list, in object-id order, until it returns false.
