@@ -205,8 +205,8 @@ impl Ingested {
 fn ingest_files(engine: &Engine, files: &[PathBuf]) -> Ingested {
     let started = Instant::now();
     let mut out = Ingested::default();
-    let ahead = source::decode_ahead(files, &DecodeOptions::default(), |_, decoded| {
-        out.apply(engine, decoded);
+    let ahead = source::decode_ahead(files, &DecodeOptions::default(), |piece| {
+        out.apply(engine, piece.decoded);
         out.seconds = started.elapsed().as_secs_f64();
         out.progress(started);
         Ok::<_, std::convert::Infallible>(())

@@ -4,11 +4,15 @@
 //! `alert`.
 
 use std::fs;
+use std::io::{BufReader, Read};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flate2::read::MultiGzDecoder;
 use rayon::prelude::*;
 
 use crate::alert::{self, AvroSchema, DecodeError, DecodeOptions, Decoded, Reject};
@@ -92,16 +96,28 @@ const FILES_PER_ROUND: usize = 32;
 
 /// Bytes of input that end a round of [`decode_ahead`] early: a round of many small packets
 /// holds ~32 files, one of 5,000-packet tar files one file, so that a stream of a few large
-/// files is still decoded ahead of its writes.
+/// files is still decoded ahead of its writes. A tar archive (or gzip-compressed tar) larger
+/// than this is read as it is decoded, in pieces of members of about this size, so that a
+/// night's archive of any size never sits whole in memory.
 const BYTES_PER_ROUND: u64 = 16 << 20;
 
 /// What [`decode_ahead`] spent apart from `store`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct DecodedAhead {
-    /// Time the decoding thread spent reading and decoding (beside `store`).
+    /// Time the decoder thread spent decoding (its rounds run beside `store`).
     pub decoding: Duration,
     /// Time `store` waited for a decoded round: the part of the decoding not hidden.
     pub waiting: Duration,
+}
+
+/// What [`decode_ahead`] hands to `store`: a file's decoded input, or one piece of a large
+/// archive's.
+#[derive(Debug)]
+pub struct Piece<'a> {
+    pub path: &'a Path,
+    pub decoded: Decoded,
+    /// Whether this is the file's last piece (always, except in a large archive).
+    pub last: bool,
 }
 
 /// Reads and decodes `files` one round ahead of `store`, which gets each file's [`Decoded`]
@@ -109,51 +125,64 @@ pub struct DecodedAhead {
 /// [`BYTES_PER_ROUND`]; its files (and the members of each archive) decode in parallel, on
 /// threads of their own at background priority, while `store` takes the round before: the
 /// decoding fills the time the writes leave a core idle instead of taking turns with them.
-/// At most two rounds are held decoded at once. The first error of `store` stops the
-/// decoding and is returned.
+/// A tar archive (plain or gzip) larger than a round is its own round, read and decoded a
+/// piece at a time ([`alert::decode_tar_stream`]), so it reaches `store` as several
+/// [`Piece`]s. At most two rounds or pieces are held decoded at once. The first error of
+/// `store` stops the decoding and is returned.
 pub fn decode_ahead<E>(
     files: &[PathBuf],
     opts: &DecodeOptions,
-    mut store: impl FnMut(&Path, Decoded) -> Result<(), E>,
+    store: impl FnMut(Piece<'_>) -> Result<(), E>,
 ) -> Result<DecodedAhead, E> {
-    let rounds = rounds(files);
+    decode_ahead_in(files, opts, BYTES_PER_ROUND, store)
+}
+
+/// [`decode_ahead`] with the size of a round (and of a large archive's pieces) given.
+fn decode_ahead_in<E>(
+    files: &[PathBuf],
+    opts: &DecodeOptions,
+    round_bytes: u64,
+    mut store: impl FnMut(Piece<'_>) -> Result<(), E>,
+) -> Result<DecodedAhead, E> {
+    let rounds = rounds(files, round_bytes);
     let mut waiting = Duration::ZERO;
     let decoding = std::thread::scope(|scope| {
-        // A rendezvous: the next round waits, decoded, until `store` asks for it.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Decoded>>(0);
+        // A rendezvous: the next round waits, decoded, until `store` asks for it. Each
+        // message: (file index, decoded, the file's last piece).
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(usize, Decoded, bool)>>(0);
         let decoder = scope.spawn(|| {
             let tx = tx;
             // At background priority: the writes keep the cores they use, and the decoding
             // takes what they leave (an fsync, a step on one thread).
             crate::memory::yield_cpu();
             let pool = crate::memory::background_pool("decode");
-            let decode = |round: &[PathBuf]| -> Vec<Decoded> {
-                round.par_iter().map(|f| decode_file(f, opts)).collect()
-            };
             let mut busy = Duration::ZERO;
-            for round in &rounds {
-                let t = Instant::now();
-                let decoded = match &pool {
-                    Some(pool) => pool.install(|| decode(round)),
-                    None => decode(round),
+            for round in rounds {
+                let work = || decode_round(files, round, opts, round_bytes, &tx, &mut busy);
+                let more = match &pool {
+                    Some(pool) => pool.install(work),
+                    None => work(),
                 };
-                busy += t.elapsed();
-                if tx.send(decoded).is_err() {
+                if !more {
                     break;
                 }
             }
             busy
         });
         let stored = (|| {
-            for round in &rounds {
+            loop {
                 let t = Instant::now();
                 let Ok(decoded) = rx.recv() else {
-                    // The decoder ended early: it panicked, and the join below says so.
+                    // Every round was sent, or the decoder panicked (the join below says so).
                     break;
                 };
                 waiting += t.elapsed();
-                for (f, d) in round.iter().zip(decoded) {
-                    store(f, d)?;
+                for (i, decoded, last) in decoded {
+                    store(Piece {
+                        path: &files[i],
+                        decoded,
+                        last,
+                    })?;
                 }
             }
             Ok(())
@@ -169,20 +198,108 @@ pub fn decode_ahead<E>(
     Ok(DecodedAhead { decoding, waiting })
 }
 
-/// `files` cut into [`decode_ahead`]'s rounds, by count and by size on disk.
-fn rounds(files: &[PathBuf]) -> Vec<&[PathBuf]> {
+/// Decodes one round of [`decode_ahead`] and sends it on `tx` (a large archive a piece at a
+/// time, each piece sent once the next is decoded, the last marked so), adding the time spent
+/// decoding to `busy`. `false` when the receiver is gone.
+fn decode_round(
+    files: &[PathBuf],
+    round: Range<usize>,
+    opts: &DecodeOptions,
+    round_bytes: u64,
+    tx: &SyncSender<Vec<(usize, Decoded, bool)>>,
+    busy: &mut Duration,
+) -> bool {
+    let mut t = Instant::now();
+    let mut send = |message: Vec<(usize, Decoded, bool)>, busy: &mut Duration| {
+        *busy += t.elapsed();
+        let sent = tx.send(message).is_ok();
+        t = Instant::now();
+        sent
+    };
+    if round.len() == 1 {
+        let i = round.start;
+        if let Some(reader) = large_archive(&files[i], round_bytes) {
+            let mut held: Option<Decoded> = None;
+            let read_all = alert::decode_tar_stream(
+                &files[i].to_string_lossy(),
+                &tar_name(&files[i]),
+                reader,
+                opts,
+                usize::try_from(round_bytes).unwrap_or(usize::MAX),
+                |next| match held.replace(next) {
+                    Some(piece) => send(vec![(i, piece, false)], busy),
+                    None => true,
+                },
+            );
+            return read_all && send(vec![(i, held.unwrap_or_default(), true)], busy);
+        }
+    }
+    let decoded: Vec<(usize, Decoded, bool)> = files[round.clone()]
+        .par_iter()
+        .zip(round)
+        .map(|(f, i)| (i, decode_file(f, opts), true))
+        .collect();
+    send(decoded, busy)
+}
+
+/// The name [`alert::decode`] gives the tar read from `path`: a gzip's without `.gz`.
+fn tar_name(path: &Path) -> String {
+    let name = path.to_string_lossy();
+    let gzip = fs::File::open(path)
+        .and_then(|mut f| {
+            let mut magic = [0u8; 2];
+            f.read_exact(&mut magic).map(|()| magic == [0x1f, 0x8b])
+        })
+        .unwrap_or(false);
+    match name.strip_suffix(".gz") {
+        Some(inner) if gzip => inner.to_string(),
+        _ => name.into_owned(),
+    }
+}
+
+/// A reader over the tar archive in `path` (decompressed, if it is gzip) when the file is
+/// larger than `round_bytes` and holds a tar; `None` otherwise (the file is then decoded
+/// whole, as [`decode_file`] does, and any read error becomes its reject there).
+fn large_archive(path: &Path, round_bytes: u64) -> Option<Box<dyn Read + Send>> {
+    if fs::metadata(path).ok()?.len() <= round_bytes {
+        return None;
+    }
+    let open = || fs::File::open(path).ok().map(BufReader::new);
+    let mut head = Vec::with_capacity(512);
+    open()?.take(512).read_to_end(&mut head).ok()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        let mut inner = Vec::with_capacity(512);
+        MultiGzDecoder::new(open()?)
+            .take(512)
+            .read_to_end(&mut inner)
+            .ok()?;
+        return alert::is_tar_head(&inner)
+            .then(|| open().map(|f| Box::new(MultiGzDecoder::new(f)) as Box<dyn Read + Send>))?;
+    }
+    alert::is_tar_head(&head).then(|| open().map(|f| Box::new(f) as Box<dyn Read + Send>))?
+}
+
+/// `files` cut into [`decode_ahead`]'s rounds, by count and by size on disk (indices into
+/// `files`). A file of `round_bytes` or more ends its round; one larger than that (a large
+/// archive is read a piece at a time) is a round of its own.
+fn rounds(files: &[PathBuf], round_bytes: u64) -> Vec<Range<usize>> {
     let mut rounds = Vec::new();
     let (mut start, mut bytes) = (0, 0u64);
     for (i, f) in files.iter().enumerate() {
         // An unreadable file counts as empty; its read fails in the round as a reject.
-        bytes += fs::metadata(f).map_or(0, |m| m.len());
-        if i + 1 - start == FILES_PER_ROUND || bytes >= BYTES_PER_ROUND {
-            rounds.push(&files[start..=i]);
+        let len = fs::metadata(f).map_or(0, |m| m.len());
+        if len > round_bytes && start < i {
+            rounds.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+        if i + 1 - start == FILES_PER_ROUND || bytes >= round_bytes {
+            rounds.push(start..i + 1);
             (start, bytes) = (i + 1, 0);
         }
     }
     if start < files.len() {
-        rounds.push(&files[start..]);
+        rounds.push(start..files.len());
     }
     rounds
 }
@@ -326,8 +443,9 @@ mod tests {
         let files = data_files();
         let opts = DecodeOptions::default();
         let mut seen = Vec::new();
-        let ahead = decode_ahead(&files, &opts, |f, d| {
-            seen.push((f.to_path_buf(), d));
+        let ahead = decode_ahead(&files, &opts, |p| {
+            assert!(p.last, "{}: small files come whole", p.path.display());
+            seen.push((p.path.to_path_buf(), p.decoded));
             Ok::<_, String>(())
         })
         .expect("no store error");
@@ -348,16 +466,97 @@ mod tests {
     fn a_store_error_stops_the_decoding_and_is_returned() {
         let files = data_files();
         let mut calls = 0;
-        let err = decode_ahead(&files, &DecodeOptions::default(), |f, _| {
+        let err = decode_ahead(&files, &DecodeOptions::default(), |p| {
             calls += 1;
             if calls == 3 {
-                return Err(format!("full: {}", f.display()));
+                return Err(format!("full: {}", p.path.display()));
             }
             Ok(())
         })
         .expect_err("the third file fails");
         assert_eq!(calls, 3);
         assert_eq!(err, format!("full: {}", files[2].display()));
+    }
+
+    /// Every piece `decode_ahead_in` hands over for `files`, with `round_bytes`.
+    fn pieces(files: &[PathBuf], round_bytes: u64) -> Vec<(PathBuf, Decoded, bool)> {
+        let mut seen = Vec::new();
+        decode_ahead_in(files, &DecodeOptions::default(), round_bytes, |p| {
+            seen.push((p.path.to_path_buf(), p.decoded, p.last));
+            Ok::<_, String>(())
+        })
+        .expect("no store error");
+        seen
+    }
+
+    #[test]
+    fn a_large_night_archive_is_read_in_pieces_that_add_up_to_decoding_it_whole() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/ztf");
+        let night = root.join("ztf_public_20180819_mod1000.tar.gz");
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The same night as a plain tar, and its first 60% as a tar cut short.
+        let mut tar = Vec::new();
+        MultiGzDecoder::new(fs::File::open(&night).expect("night"))
+            .read_to_end(&mut tar)
+            .expect("gunzip");
+        let plain = dir.path().join("night.tar");
+        fs::write(&plain, &tar).expect("write");
+        let cut = dir.path().join("cut.tar");
+        fs::write(&cut, &tar[..tar.len() * 3 / 5]).expect("write");
+        let small = root.join("ZTF20abyfpze.avro");
+        let opts = DecodeOptions::default();
+        for archive in [&night, &plain] {
+            let files = vec![small.clone(), archive.clone(), small.clone()];
+            let seen = pieces(&files, 64 << 10);
+            let of_archive: Vec<&(PathBuf, Decoded, bool)> =
+                seen.iter().filter(|s| &s.0 == archive).collect();
+            assert!(of_archive.len() > 3, "{} pieces", of_archive.len());
+            // In file order; only the archive's last piece is marked last.
+            let order: Vec<(&Path, bool)> = seen.iter().map(|s| (s.0.as_path(), s.2)).collect();
+            let mut want = vec![(small.as_path(), true)];
+            want.extend((1..of_archive.len()).map(|_| (archive.as_path(), false)));
+            want.extend([(archive.as_path(), true), (small.as_path(), true)]);
+            assert_eq!(order, want);
+            let whole = decode_file(archive, &opts);
+            let alerts: Vec<_> = of_archive.iter().flat_map(|s| s.1.alerts.clone()).collect();
+            let rejects: Vec<_> = of_archive
+                .iter()
+                .flat_map(|s| s.1.rejects.clone())
+                .collect();
+            assert!(whole.alerts.len() >= 20, "{} alerts", whole.alerts.len());
+            assert_eq!(alerts, whole.alerts, "{}", archive.display());
+            assert_eq!(rejects, whole.rejects, "{}", archive.display());
+            // Each piece's packets add up to about a piece: no piece holds the night.
+            let most = of_archive.iter().map(|s| s.1.alerts.len()).max();
+            assert!(most < Some(whole.alerts.len() / 3), "{most:?}");
+        }
+        // Cut short, as a tar or mid-way through the gzip: what was read before the damage is
+        // kept, then the archive (named as given) is rejected.
+        let gz = fs::read(&night).expect("night");
+        let cut_gz = dir.path().join("cut.tar.gz");
+        fs::write(&cut_gz, &gz[..gz.len() * 3 / 5]).expect("write");
+        let whole = decode_file(&plain, &opts).alerts;
+        for cut in [&cut, &cut_gz] {
+            let seen = pieces(std::slice::from_ref(cut), 64 << 10);
+            let alerts: Vec<_> = seen.iter().flat_map(|s| s.1.alerts.clone()).collect();
+            assert!(
+                alerts.len() > whole.len() / 3,
+                "{} of {}",
+                alerts.len(),
+                whole.len()
+            );
+            assert!(alerts.len() < whole.len());
+            assert_eq!(alerts[..], whole[..alerts.len()], "{}", cut.display());
+            let last = seen.last().expect("a last piece");
+            assert!(last.2);
+            let name = cut.to_string_lossy();
+            assert!(
+                last.1.rejects.iter().any(|r| r.source == name
+                    && r.error.to_string().contains("truncated or corrupt tar")),
+                "{:?}",
+                last.1.rejects
+            );
+        }
     }
 
     #[test]
@@ -370,9 +569,12 @@ mod tests {
         };
         // 70 small files: rounds of 32, 32 and 6.
         let small: Vec<PathBuf> = (0..70).map(|i| write(&format!("s{i:02}"), 10)).collect();
-        let sizes: Vec<usize> = rounds(&small).iter().map(|r| r.len()).collect();
+        let sizes: Vec<usize> = rounds(&small, BYTES_PER_ROUND)
+            .iter()
+            .map(|r| r.len())
+            .collect();
         assert_eq!(sizes, [32, 32, 6]);
-        // Two small files, one past the byte limit, one more: the large one ends its round.
+        // Two small files, one at the byte limit, one more: the limit's file ends its round.
         let mixed = vec![
             write("a", 10),
             write("b", 10),
@@ -380,8 +582,10 @@ mod tests {
             write("c", 10),
             dir.path().join("missing"),
         ];
-        let cut: Vec<&[PathBuf]> = rounds(&mixed);
-        assert_eq!(cut, [&mixed[..3], &mixed[3..]]);
-        assert!(rounds(&[]).is_empty());
+        assert_eq!(rounds(&mixed, BYTES_PER_ROUND), [0..3, 3..5]);
+        // Past the limit, a file (an archive read a piece at a time) is a round of its own.
+        assert_eq!(rounds(&mixed, 9), [0..1, 1..2, 2..3, 3..4, 4..5]);
+        assert_eq!(rounds(&mixed, 25), [0..2, 2..3, 3..5]);
+        assert!(rounds(&[], BYTES_PER_ROUND).is_empty());
     }
 }

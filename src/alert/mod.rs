@@ -371,20 +371,83 @@ fn confluent(name: &str, bytes: &[u8], opts: &DecodeOptions, out: &mut Decoded) 
 }
 
 fn tar_archive(name: &str, bytes: &[u8], opts: &DecodeOptions, out: &mut Decoded, depth: usize) {
-    let mut archive = tar::Archive::new(bytes);
+    tar_pieces((name, name), bytes, opts, depth, usize::MAX, |piece| {
+        out.alerts.extend(piece.alerts);
+        out.rejects.extend(piece.rejects);
+        true
+    });
+}
+
+/// Whether the first bytes of an input (decompressed, if it is gzip) are those of a tar
+/// archive: [`decode_tar_stream`] can read such an input a piece at a time.
+pub fn is_tar_head(head: &[u8]) -> bool {
+    is_tar(head)
+}
+
+/// Decodes a tar archive read from `reader` (a file, a gzip decoder over one) without holding
+/// it whole: its members are read in order and handed on in pieces, each the members whose
+/// sizes add up to at most `piece_bytes` (a larger member is a piece of its own), decoded in
+/// parallel and given to `each` in archive order. The pieces together are what [`decode`]
+/// gives for the same bytes, rejects included (a truncated or corrupt archive ends with a
+/// reject of `name`, after the members read before the damage). Members are named
+/// `{tar}:{path}`, where `tar` is the archive's name as [`decode`] gives it (a gzip's without
+/// `.gz`). `each` returns `false` to stop reading; so does this function then.
+pub fn decode_tar_stream(
+    name: &str,
+    tar: &str,
+    reader: impl Read,
+    opts: &DecodeOptions,
+    piece_bytes: usize,
+    each: impl FnMut(Decoded) -> bool,
+) -> bool {
+    tar_pieces((name, tar), reader, opts, 0, piece_bytes, each)
+}
+
+/// The members of the tar archive read from `reader`, decoded a piece at a time (see
+/// [`decode_tar_stream`]: `(name, tar)`, what a reject of the archive and its members are
+/// named by); `false` when `each` stopped it.
+fn tar_pieces(
+    (name, tar): (&str, &str),
+    reader: impl Read,
+    opts: &DecodeOptions,
+    depth: usize,
+    piece_bytes: usize,
+    mut each: impl FnMut(Decoded) -> bool,
+) -> bool {
+    // Members decode independently: in parallel, their results kept in archive order.
+    let decode_piece = |members: &mut Vec<(String, Vec<u8>)>| -> Decoded {
+        let decoded: Vec<Decoded> = members
+            .par_iter()
+            .map(|(member, data)| {
+                let mut one = Decoded::default();
+                decode_into(member, data, opts, &mut one, depth + 1);
+                one
+            })
+            .collect();
+        members.clear();
+        let mut piece = Decoded::default();
+        for d in decoded {
+            piece.alerts.extend(d.alerts);
+            piece.rejects.extend(d.rejects);
+        }
+        piece
+    };
+    let mut archive = tar::Archive::new(reader);
     let entries = match archive.entries() {
         Ok(e) => e,
         Err(e) => {
-            out.reject(
+            let mut piece = Decoded::default();
+            piece.reject(
                 name,
                 DecodeError::Archive {
                     detail: e.to_string(),
                 },
             );
-            return;
+            return each(piece);
         }
     };
     let mut members: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut held = 0usize;
     let mut broken = None;
     for entry in entries {
         let result = entry.and_then(|mut e| {
@@ -400,9 +463,17 @@ fn tar_archive(name: &str, bytes: &[u8], opts: &DecodeOptions, out: &mut Decoded
             Ok((path, true, data)) => {
                 let base = path.rsplit('/').next().unwrap_or(&path);
                 // macOS tar writes `._name` resource forks beside each member.
-                if !base.starts_with("._") {
-                    members.push((format!("{name}:{path}"), data));
+                if base.starts_with("._") {
+                    continue;
                 }
+                if !members.is_empty() && held.saturating_add(data.len()) > piece_bytes {
+                    if !each(decode_piece(&mut members)) {
+                        return false;
+                    }
+                    held = 0;
+                }
+                held = held.saturating_add(data.len());
+                members.push((format!("{tar}:{path}"), data));
             }
             Ok(_) => {}
             Err(e) => {
@@ -413,22 +484,11 @@ fn tar_archive(name: &str, bytes: &[u8], opts: &DecodeOptions, out: &mut Decoded
             }
         }
     }
-    // Members decode independently: in parallel, their results kept in archive order.
-    let decoded: Vec<Decoded> = members
-        .par_iter()
-        .map(|(member, data)| {
-            let mut one = Decoded::default();
-            decode_into(member, data, opts, &mut one, depth + 1);
-            one
-        })
-        .collect();
-    for d in decoded {
-        out.alerts.extend(d.alerts);
-        out.rejects.extend(d.rejects);
-    }
+    let mut last = decode_piece(&mut members);
     if let Some(e) = broken {
-        out.reject(name, e);
+        last.reject(name, e);
     }
+    each(last)
 }
 
 /// Columns never needed for decoding; skipping them makes Parquet alerts much cheaper to read.

@@ -93,9 +93,11 @@ fn ingest_paths(session: &mut Sink<'_>, paths: &[PathBuf], opts: &DecodeOptions)
     } else {
         ProgressBar::hidden()
     };
-    let ahead = source::decode_ahead(&files, opts, |_, decoded| {
-        session.add(decoded)?;
-        bar.inc(1);
+    let ahead = source::decode_ahead(&files, opts, |piece| {
+        session.add(piece.decoded)?;
+        if piece.last {
+            bar.inc(1);
+        }
         let r = session.report();
         bar.set_message(format!(
             "{} alerts, {} rejected",
