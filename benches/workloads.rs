@@ -205,13 +205,21 @@ impl Ingested {
 fn ingest_files(engine: &Engine, files: &[PathBuf]) -> Ingested {
     let started = Instant::now();
     let mut out = Ingested::default();
+    // As an ingest session does: full batches whatever the pieces' sizes, the rest at the end.
+    let mut pending = asterism::alert::Decoded::default();
     let ahead = source::decode_ahead(files, &DecodeOptions::default(), |piece| {
-        out.apply(engine, piece.decoded);
+        pending.alerts.extend(piece.decoded.alerts);
+        pending.rejects.extend(piece.decoded.rejects);
+        let rest = pending.alerts.len() % BATCH;
+        let tail = pending.alerts.split_off(pending.alerts.len() - rest);
+        out.apply(engine, std::mem::take(&mut pending));
+        pending.alerts = tail;
         out.seconds = started.elapsed().as_secs_f64();
         out.progress(started);
         Ok::<_, std::convert::Infallible>(())
     })
     .unwrap_or_else(|never| match never {});
+    out.apply(engine, pending);
     // A deferred relink leaves the last batches' lists: their write is part of the stream.
     engine.relink_unlinked().expect("the last deferred relink");
     out.seconds = started.elapsed().as_secs_f64();

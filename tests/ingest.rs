@@ -98,7 +98,7 @@ fn a_detection_seen_in_a_table_and_in_packets_is_stored_once() {
     session
         .add(source::decode_file(&csv, &DecodeOptions::default()))
         .unwrap();
-    let report = session.finish();
+    let report = session.finish().unwrap();
     assert_eq!(report.alerts_read, 1);
     assert_eq!(report.detections_added, 0);
     assert_eq!(engine.object("ZTF18abxhyqv").unwrap(), before);
@@ -188,7 +188,7 @@ fn bad_input_is_rejected_with_reasons_and_loses_nothing() {
             s.add(source::decode_file(&f, &DecodeOptions::default()))
                 .unwrap();
         }
-        s.finish()
+        s.finish().unwrap()
     };
     let reason = |file: &str| {
         report
@@ -218,7 +218,7 @@ fn bad_input_is_rejected_with_reasons_and_loses_nothing() {
         s.add(source::decode_file(&f, &DecodeOptions::default()))
             .unwrap();
     }
-    let report = s.finish();
+    let report = s.finish().unwrap();
     assert_eq!(report.alerts_read, 1);
     assert_eq!(report.objects_new, 1);
     assert!(report.alerts_rejected >= 8);
@@ -363,7 +363,7 @@ fn a_bulk_seed_equals_an_incremental_ingest_and_links_every_object() {
     for d in seed_inputs() {
         session.add(d).unwrap();
     }
-    let expected = session.finish();
+    let expected = session.finish().unwrap();
     assert_eq!(report.objects_new, expected.objects_new);
     assert_eq!(report.alerts_read, expected.alerts_read);
     assert_eq!(report.detections_added, expected.detections_added);
@@ -437,4 +437,58 @@ fn lsst() -> asterism::alert::Decoded {
         all.rejects.extend(d.rejects);
     }
     all
+}
+
+#[test]
+fn one_packet_files_are_stored_in_full_batches_across_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = asterism::engine::EngineConfig {
+        batch_size: 3,
+        ..config()
+    };
+    let engine = Engine::open(&dir.path().join("db"), config.clone()).unwrap();
+    let (files, _) = source::expand(&[data("ztf/ampel_20180601")]);
+    let inputs = || {
+        files
+            .iter()
+            .map(|f| source::decode_file(f, &DecodeOptions::default()))
+    };
+    let alerts: usize = inputs().map(|d| d.alerts.len()).sum();
+    assert!(alerts > 3 && !alerts.is_multiple_of(3), "{alerts} alerts");
+    let mut session = engine.session();
+    let mut counted = Vec::new();
+    for input in inputs() {
+        session.add(input).unwrap();
+        counted.push(session.report().alerts_read);
+    }
+    // One packet per file, and yet every batch holds three: each count is a whole number of
+    // batches, the last alerts wait for `finish`.
+    assert!(counted.iter().all(|n| n % 3 == 0), "{counted:?}");
+    assert_eq!(counted.last(), Some(&(alerts as u64 / 3 * 3)));
+    let report = session.finish().unwrap();
+    assert_eq!(report.alerts_read, alerts as u64);
+    // The same store as the files' alerts given in one input.
+    let one = Engine::open(&dir.path().join("one"), config).unwrap();
+    let mut all = asterism::alert::Decoded::default();
+    for input in inputs() {
+        all.alerts.extend(input.alerts);
+        all.rejects.extend(input.rejects);
+    }
+    let whole = one.ingest(all).unwrap();
+    assert_eq!(
+        (
+            report.objects_new,
+            report.detections_added,
+            report.alerts_rejected
+        ),
+        (
+            whole.objects_new,
+            whole.detections_added,
+            whole.alerts_rejected
+        )
+    );
+    assert_eq!(
+        engine.store().raw_entries().unwrap(),
+        one.store().raw_entries().unwrap()
+    );
 }

@@ -80,7 +80,7 @@ fn reference(dir: &Path, messages: &[(String, Vec<u8>)]) -> (Engine, u64) {
     for (name, bytes) in messages {
         session.add(alert::decode(name, bytes, &opts)).unwrap();
     }
-    let report = session.finish();
+    let report = session.finish().unwrap();
     let rejected: std::collections::HashSet<&str> = report
         .rejects
         .iter()

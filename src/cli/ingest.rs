@@ -38,7 +38,7 @@ pub(super) fn ingest(args: IngestArgs) -> Result<()> {
     let Sink::Session(session) = session else {
         unreachable!("a session stays a session");
     };
-    let report = session.finish();
+    let report = session.finish()?;
     engine.relink_unlinked()?;
     engine.checkpoint()?;
     output::print_ingest(&report, args.json)

@@ -23,7 +23,7 @@ impl Engine {
     pub fn ingest(&self, decoded: Decoded) -> Result<IngestReport> {
         let mut session = self.session();
         session.add(decoded)?;
-        Ok(session.finish())
+        session.finish()
     }
 
     /// Starts an ingest that spans several inputs (files, stream messages), so that an object
@@ -32,6 +32,7 @@ impl Engine {
         IngestSession {
             engine: self,
             tally: IngestTally::default(),
+            pending: Vec::new(),
         }
     }
 
@@ -647,19 +648,36 @@ impl IngestTally {
 pub struct IngestSession<'a> {
     engine: &'a Engine,
     tally: IngestTally,
+    /// Alerts of the inputs so far that do not fill a batch yet.
+    pending: Vec<Alert>,
 }
 impl IngestSession<'_> {
-    /// Stores one input's alerts and records its rejects.
+    /// Takes one input's alerts and records its rejects. The alerts are stored in full
+    /// batches of `batch_size`, whatever the inputs' sizes (a directory of one-packet files, an
+    /// archive read in pieces): what does not fill a batch waits for the next input or
+    /// [`IngestSession::finish`].
     pub fn add(&mut self, decoded: Decoded) -> Result<()> {
         self.tally.add_rejects(decoded.rejects);
-        self.engine.apply_all(&decoded.alerts, &mut self.tally)
+        let batch = self.engine.config.batch_size.max(1);
+        self.pending.extend(decoded.alerts);
+        let full = self.pending.len() / batch * batch;
+        if full == 0 {
+            return Ok(());
+        }
+        let rest = self.pending.split_off(full);
+        let ready = std::mem::replace(&mut self.pending, rest);
+        self.engine.apply_all(&ready, &mut self.tally)
     }
 
+    /// The counts so far (alerts that wait for a full batch are not counted yet).
     pub fn report(&self) -> &IngestReport {
         self.tally.report()
     }
 
-    pub fn finish(self) -> IngestReport {
-        self.tally.finish()
+    /// Stores the alerts that wait for a full batch, then reports.
+    pub fn finish(mut self) -> Result<IngestReport> {
+        let rest = std::mem::take(&mut self.pending);
+        self.engine.apply_all(&rest, &mut self.tally)?;
+        Ok(self.tally.finish())
     }
 }

@@ -52,7 +52,7 @@ pub fn ingest(engine: &Engine, rels: &[&str]) -> IngestReport {
             .add(source::decode_file(&f, &DecodeOptions::default()))
             .expect("ingest");
     }
-    session.finish()
+    session.finish().expect("ingest")
 }
 
 /// The official LSST 10.0 sample alert re-framed as Rubin's Kafka stream sends it: magic byte
