@@ -127,8 +127,9 @@ pub struct Piece<'a> {
 /// decoding fills the time the writes leave a core idle instead of taking turns with them.
 /// A tar archive (plain or gzip) larger than a round is its own round, read and decoded a
 /// piece at a time ([`alert::decode_tar_stream`]), so it reaches `store` as several
-/// [`Piece`]s. At most two rounds or pieces are held decoded at once. The first error of
-/// `store` stops the decoding and is returned.
+/// [`Piece`]s. At most two rounds are held decoded at once, or three pieces (one stored, one
+/// handed over, one held back until the next shows whether it was the last). The first error
+/// of `store` stops the decoding and is returned.
 pub fn decode_ahead<E>(
     files: &[PathBuf],
     opts: &DecodeOptions,
