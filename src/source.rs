@@ -219,11 +219,11 @@ fn decode_round(
     };
     if round.len() == 1 {
         let i = round.start;
-        if let Some(reader) = large_archive(&files[i], round_bytes) {
+        if let Some((tar_name, reader)) = large_archive(&files[i], round_bytes) {
             let mut held: Option<Decoded> = None;
             let read_all = alert::decode_tar_stream(
                 &files[i].to_string_lossy(),
-                &tar_name(&files[i]),
+                &tar_name,
                 reader,
                 opts,
                 usize::try_from(round_bytes).unwrap_or(usize::MAX),
@@ -243,25 +243,11 @@ fn decode_round(
     send(decoded, busy)
 }
 
-/// The name [`alert::decode`] gives the tar read from `path`: a gzip's without `.gz`.
-fn tar_name(path: &Path) -> String {
-    let name = path.to_string_lossy();
-    let gzip = fs::File::open(path)
-        .and_then(|mut f| {
-            let mut magic = [0u8; 2];
-            f.read_exact(&mut magic).map(|()| magic == [0x1f, 0x8b])
-        })
-        .unwrap_or(false);
-    match name.strip_suffix(".gz") {
-        Some(inner) if gzip => inner.to_string(),
-        _ => name.into_owned(),
-    }
-}
-
 /// A reader over the tar archive in `path` (decompressed, if it is gzip) when the file is
-/// larger than `round_bytes` and holds a tar; `None` otherwise (the file is then decoded
-/// whole, as [`decode_file`] does, and any read error becomes its reject there).
-fn large_archive(path: &Path, round_bytes: u64) -> Option<Box<dyn Read + Send>> {
+/// larger than `round_bytes` and holds a tar, with the name [`alert::decode`] gives that tar
+/// (a gzip's without `.gz`); `None` otherwise (the file is then decoded whole, as
+/// [`decode_file`] does, and any read error becomes its reject there).
+fn large_archive(path: &Path, round_bytes: u64) -> Option<(String, Box<dyn Read + Send>)> {
     if fs::metadata(path).ok()?.len() <= round_bytes {
         return None;
     }
@@ -274,10 +260,20 @@ fn large_archive(path: &Path, round_bytes: u64) -> Option<Box<dyn Read + Send>> 
             .take(512)
             .read_to_end(&mut inner)
             .ok()?;
-        return alert::is_tar_head(&inner)
-            .then(|| open().map(|f| Box::new(MultiGzDecoder::new(f)) as Box<dyn Read + Send>))?;
+        let name = path.to_string_lossy();
+        let name = name.strip_suffix(".gz").unwrap_or(&name).to_string();
+        return alert::is_tar_head(&inner).then(|| {
+            open().map(|f| {
+                (
+                    name,
+                    Box::new(MultiGzDecoder::new(f)) as Box<dyn Read + Send>,
+                )
+            })
+        })?;
     }
-    alert::is_tar_head(&head).then(|| open().map(|f| Box::new(f) as Box<dyn Read + Send>))?
+    let name = path.to_string_lossy().into_owned();
+    alert::is_tar_head(&head)
+        .then(|| open().map(|f| (name, Box::new(f) as Box<dyn Read + Send>)))?
 }
 
 /// `files` cut into [`decode_ahead`]'s rounds, by count and by size on disk (indices into
