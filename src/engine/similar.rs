@@ -475,17 +475,17 @@ impl Engine {
         };
         loop {
             let exclude = r.exclude.as_deref();
-            let hits: Vec<(String, f32, Embedding)> = if preset {
+            let hits: Vec<(Arc<str>, f32, Embedding)> = if preset {
                 self.nearest_by(&r.vector, pool, exclude, q.features, q.weights)
                     .into_iter()
-                    .map(|(id, d)| (id.to_string(), d, Embedding::Current(None)))
+                    .map(|(id, d)| (id, d, Embedding::Current(None)))
                     .collect()
             } else {
                 // The index's own metric: each hit's facts come with it.
                 read(&self.live)
                     .search_with_facts(&r.vector, pool, exclude)
                     .into_iter()
-                    .map(|(id, d, f)| (id.to_string(), d, Embedding::Current(Some(f))))
+                    .map(|(id, d, f)| (id, d, Embedding::Current(Some(f))))
                     .collect()
             };
             let exhausted = hits.len() < pool || pool >= total;
@@ -625,7 +625,7 @@ impl Engine {
         let ranked = exact_knn(points.par_iter(), &r.vector, want, &|p| {
             Some(p as usize) != own
         });
-        let hits: Vec<(String, f32, Embedding)> = ranked
+        let hits: Vec<(Arc<str>, f32, Embedding)> = ranked
             .into_iter()
             .map(|h| {
                 let id = ids[h.point as usize];
@@ -633,7 +633,7 @@ impl Engine {
                     Some(v) => Embedding::Then(v.clone()),
                     None => Embedding::Current(None),
                 };
-                (id.clone(), h.distance, embedding)
+                (Arc::from(id.as_str()), h.distance, embedding)
             })
             .collect();
         self.admit(q, &r, hits)
@@ -645,12 +645,17 @@ impl Engine {
         &self,
         q: &SimilarQuery,
         r: &Resolved,
-        hits: Vec<(String, f32, Embedding)>,
+        hits: Vec<(Arc<str>, f32, Embedding)>,
     ) -> Result<Vec<SimilarHit>> {
         let spec = self.spec();
         // An explanation splits the distance the hits were ranked by: a preset's features
-        // (each times the query's group weight); the others count as missing.
-        let multipliers = spec.group_multipliers(q.features, q.weights);
+        // (each times the query's group weight); the others count as missing. (Not computed
+        // for a query without explanations: most are, and their time is the search's.)
+        let multipliers = if q.explain {
+            spec.group_multipliers(q.features, q.weights)
+        } else {
+            Vec::new()
+        };
         let left_out: Vec<bool> = multipliers.iter().map(|m| *m == 0.0).collect();
         let weighed = |v: &[f32], mask: &[bool]| -> (Vec<f32>, Vec<bool>) {
             let mask = mask.iter().zip(&left_out).map(|(a, b)| *a || *b).collect();
@@ -659,7 +664,7 @@ impl Engine {
         let target = q.explain.then(|| weighed(&r.vector, &r.mask));
         let mut out = Vec::new();
         for chunk in hits.chunks(q.k.max(16)) {
-            let ids: Vec<&str> = chunk.iter().map(|h| h.0.as_str()).collect();
+            let ids: Vec<&str> = chunk.iter().map(|h| &*h.0).collect();
             // A hit's detections, last detection and labels are known without its record (the
             // live index keeps the first two, the label columns the third): the record is
             // read only for a cone.
@@ -704,7 +709,7 @@ impl Engine {
                     None => None,
                 };
                 out.push(SimilarHit {
-                    object_id: id.clone(),
+                    object_id: id.to_string(),
                     distance: *distance,
                     class,
                     n_detections: n,

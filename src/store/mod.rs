@@ -23,6 +23,7 @@
 //! bincode-encoded serde structs. Imports `model` and `embed`.
 
 pub mod keys;
+mod labelled;
 mod stream;
 
 pub use stream::{PartitionOffset, Quarantined};
@@ -275,6 +276,9 @@ pub struct Store {
     config: StoreConfig,
     /// The block cache every column family shares.
     cache: rocksdb::Cache,
+    /// The objects that may have a label (every key of the two label columns, as hashes): a
+    /// neighbour known to have none is answered without a read.
+    labelled: labelled::Labelled,
 }
 
 /// One object's stored neighbour list, undecoded, pinned in RocksDB's block cache while it
@@ -371,8 +375,10 @@ impl Store {
             path: path.to_path_buf(),
             config,
             cache,
+            labelled: labelled::Labelled::default(),
         };
         store.check_format()?;
+        store.mark_labelled()?;
         Ok(store)
     }
 
@@ -589,6 +595,13 @@ impl Store {
             wb.put_cf(meta, keys::NEXT_POINT_KEY, next.to_be_bytes());
         }
         let record_labels = self.handle(cf::RECORD_LABELS)?;
+        self.labelled.insert(
+            batch
+                .record_labels
+                .iter()
+                .filter(|(_, labels)| !labels.is_empty())
+                .map(|(id, _)| keys::object_key(id)),
+        );
         for (id, labels) in &batch.record_labels {
             let key = keys::object_key(id);
             if labels.is_empty() {
@@ -786,12 +799,41 @@ impl Store {
         self.label_lists(cf::RECORD_LABELS, ids)
     }
 
+    /// Only the objects that may have a label are read ([`Store::labelled`]).
     fn label_lists(&self, cf: &'static str, ids: &[&str]) -> Result<Vec<Vec<Label>>> {
-        Ok(self
-            .multi_get(cf, ids)?
-            .into_iter()
-            .map(Option::unwrap_or_default)
-            .collect())
+        let keys: Vec<&[u8]> = ids.iter().map(|id| keys::object_key(id)).collect();
+        let maybe = self.labelled.maybe(&keys);
+        let mut out = vec![Vec::new(); ids.len()];
+        if maybe.is_empty() {
+            return Ok(out);
+        }
+        let read: Vec<&str> = maybe.iter().map(|&i| ids[i]).collect();
+        for (i, got) in maybe.into_iter().zip(self.multi_get(cf, &read)?) {
+            out[i] = got.unwrap_or_default();
+        }
+        Ok(out)
+    }
+
+    /// Reads the keys of both label columns into [`Store::labelled`] (at open: one pass over
+    /// the labelled objects only).
+    fn mark_labelled(&self) -> Result<()> {
+        for name in [cf::LABELS, cf::RECORD_LABELS] {
+            let mut it = self.db.raw_iterator_cf(self.handle(name)?);
+            it.seek_to_first();
+            let mut keys: Vec<Box<[u8]>> = Vec::new();
+            while let Some(k) = it.key() {
+                keys.push(k.into());
+                if keys.len() >= 65_536 {
+                    self.labelled.insert(keys.iter().map(|k| &**k));
+                    keys.clear();
+                }
+                it.next();
+            }
+            it.status()?;
+            self.labelled.insert(keys.iter().map(|k| &**k));
+        }
+        tracing::debug!(labelled = self.labelled.len(), "label keys read");
+        Ok(())
     }
 
     /// Whether any object has a label, imported or from its annotations (an entry in either
@@ -840,6 +882,8 @@ impl Store {
     /// Replaces the imported labels of objects, atomically.
     pub fn put_labels(&self, labels: &[(String, Vec<Label>)]) -> Result<()> {
         let handle = self.handle(cf::LABELS)?;
+        self.labelled
+            .insert(labels.iter().map(|(id, _)| keys::object_key(id)));
         let mut wb = WriteBatch::default();
         for (id, l) in labels {
             wb.put_cf(handle, keys::object_key(id), encode(cf::LABELS, l)?);
@@ -1051,19 +1095,93 @@ mod tests {
         perf::set_perf_stats(PerfStatsLevel::EnableCount);
         let mut ctx = PerfContext::default();
         ctx.reset();
-        let got = store.labels_of(&ids).unwrap();
+        // Read from RocksDB itself (`labels_of` would not ask it: `Store::labelled`).
+        let got: Vec<Option<Vec<Label>>> = store.multi_get(cf::LABELS, &ids).unwrap();
         let (misses, blocks) = (
             ctx.metric(PerfMetric::BloomSstMissCount),
             ctx.metric(PerfMetric::BlockReadCount),
         );
         perf::set_perf_stats(PerfStatsLevel::Disable);
-        assert!(got.iter().all(Vec::is_empty));
+        assert!(got.iter().all(Option::is_none));
         // A false positive or two reads a block; without the filter every key would.
         assert!(misses >= 490, "{misses} of 500 ruled out by the filter");
         assert!(blocks <= 10, "{blocks} blocks read");
         // Labels that are there are still read.
         let got = store.labels_of(&["o7", "o1998"]).unwrap();
         assert_eq!(got, [vec![label(7)], vec![label(1998)]]);
+    }
+
+    #[test]
+    fn objects_without_a_label_are_answered_without_asking_rocksdb_before_and_after_a_reopen() {
+        use rocksdb::perf::{self, PerfContext, PerfMetric, PerfStatsLevel};
+        let dir = tempfile::tempdir().unwrap();
+        let label = |class: &str| Label {
+            class: class.into(),
+            source: "TNS".into(),
+            raw: class.into(),
+        };
+        {
+            let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+            store
+                .put_labels(&[("imported".into(), vec![label("SN Ia")])])
+                .unwrap();
+            let batch = Batch {
+                record_labels: vec![
+                    ("annotated".into(), vec![label("AGN")]),
+                    ("cleared".into(), Vec::new()),
+                ],
+                ..Batch::default()
+            };
+            store.write(&batch).unwrap();
+            // Marked before the write: read at once.
+            assert_eq!(
+                store.labels_of(&["imported"]).unwrap(),
+                [vec![label("SN Ia")]]
+            );
+            assert_eq!(store.labelled.len(), 2);
+        }
+        let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+        // The keys of both columns are read at open.
+        assert_eq!(store.labelled.len(), 2);
+        let ids = ["o1", "imported", "o2", "annotated", "cleared"];
+        let imported = store.labels_of(&ids).unwrap();
+        let own = store.record_labels_of(&ids).unwrap();
+        assert_eq!(
+            imported,
+            [vec![], vec![label("SN Ia")], vec![], vec![], vec![]]
+        );
+        assert_eq!(own, [vec![], vec![], vec![], vec![label("AGN")], vec![]]);
+        // None of the unlabelled ones reaches RocksDB: no key is looked up at all.
+        let unlabelled: Vec<String> = (0..500).map(|i| format!("x{i}")).collect();
+        let unlabelled: Vec<&str> = unlabelled.iter().map(String::as_str).collect();
+        perf::set_perf_stats(PerfStatsLevel::EnableCount);
+        let mut ctx = PerfContext::default();
+        ctx.reset();
+        let got = store.labels_of(&unlabelled).unwrap();
+        let got_own = store.record_labels_of(&unlabelled).unwrap();
+        let lookups = |ctx: &PerfContext| {
+            ctx.metric(PerfMetric::GetFromMemtableCount)
+                + ctx.metric(PerfMetric::BloomSstMissCount)
+                + ctx.metric(PerfMetric::BloomSstHitCount)
+        };
+        let skipped = lookups(&ctx);
+        // What these counters show when RocksDB is asked for the same keys.
+        ctx.reset();
+        let asked: Vec<Option<Vec<Label>>> = store.multi_get(cf::LABELS, &unlabelled).unwrap();
+        let read = lookups(&ctx);
+        perf::set_perf_stats(PerfStatsLevel::Disable);
+        assert!(got.iter().chain(&got_own).all(Vec::is_empty));
+        assert!(asked.iter().all(Option::is_none));
+        assert_eq!(skipped, 0);
+        assert!(read >= 500, "{read}");
+        // A label imported now is read at once.
+        store
+            .put_labels(&[("x7".into(), vec![label("RR Lyrae")])])
+            .unwrap();
+        assert_eq!(
+            store.labels_of(&["x6", "x7"]).unwrap(),
+            [vec![], vec![label("RR Lyrae")]]
+        );
     }
 
     #[test]
