@@ -147,6 +147,7 @@ fn open(db: &Path, sync: bool) -> Engine {
                 sync_writes: sync,
                 // `--block-cache-mib N`: RocksDB's shared block cache (default 64).
                 block_cache_bytes: arg("--block-cache-mib", 64) << 20,
+                ..StoreConfig::default()
             },
             // `--relink-delay N`: each object relinked N batches later (0: in its batch).
             relink_delay: arg("--relink-delay", DEFAULT_RELINK_DELAY as usize) as u64,

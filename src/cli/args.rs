@@ -161,6 +161,7 @@ impl WriteArgs {
             store: StoreConfig {
                 sync_writes: !self.no_sync,
                 block_cache_bytes: self.block_cache_mib << 20,
+                ..StoreConfig::default()
             },
             batch_size: self.batch_size,
             index: self.index.map(IndexBackend::from),

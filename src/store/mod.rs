@@ -74,6 +74,15 @@ const PARALLEL_READ_KEYS: usize = 1024;
 /// Bytes of the block cache all column families share, unless [`StoreConfig`] says otherwise.
 pub const BLOCK_CACHE_BYTES: usize = 64 << 20;
 
+/// Write-ahead log kept at most, unless [`StoreConfig`] says otherwise. A log file is deleted
+/// once every column family has flushed what it holds of it, and a column family written a
+/// little at a time (the counts in `meta`, the alert ids) fills its 64 MB memtable slowly:
+/// RocksDB's own limit (4x the memtables of every column family, 5.6 GB here) let a 1M seed
+/// leave 1.3 GB of log, which the next open replayed: 6.6-8.2 s to the first answer, against
+/// 2.3-2.4 s after a seed under this limit (21 MB of log; BENCHMARKS.md, "W2 met from recall
+/// 0.98"). Past this much log, the column families holding the oldest file back are flushed.
+pub const WAL_BYTES: u64 = 256 << 20;
+
 /// What RocksDB holds in memory (its C++ allocations), from its own properties.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct StoreMemory {
@@ -136,6 +145,9 @@ pub struct StoreConfig {
     /// that much more resident memory once it has filled, for fewer blocks read again and
     /// decompressed.
     pub block_cache_bytes: usize,
+    /// Bytes of write-ahead log kept before the column families that hold the oldest log back
+    /// are flushed (default [`WAL_BYTES`]): what an open replays at most.
+    pub wal_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -143,6 +155,7 @@ impl Default for StoreConfig {
         StoreConfig {
             sync_writes: true,
             block_cache_bytes: BLOCK_CACHE_BYTES,
+            wal_bytes: WAL_BYTES,
         }
     }
 }
@@ -349,6 +362,7 @@ impl Store {
         table.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
         table.set_data_block_hash_ratio(0.75);
         let mut opts = Options::default();
+        opts.set_max_total_wal_size(config.wal_bytes);
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
@@ -1182,6 +1196,49 @@ mod tests {
             store.labels_of(&["x6", "x7"]).unwrap(),
             [vec![], vec![label("RR Lyrae")]]
         );
+    }
+
+    #[test]
+    fn the_write_ahead_log_is_kept_under_its_limit_though_a_column_family_is_written_slowly() {
+        // 20 MB of labels in 200 writes, each with a vote (a column family written a few bytes
+        // at a time, as the counts in `meta` are): the log a reopen would replay.
+        let log_bytes = |wal_bytes: u64| {
+            let dir = tempfile::tempdir().unwrap();
+            let config = StoreConfig {
+                sync_writes: false,
+                wal_bytes,
+                ..StoreConfig::default()
+            };
+            let store = Store::open(dir.path(), config).unwrap();
+            for i in 0..200 {
+                let labels: Vec<(String, Vec<Label>)> = (0..10)
+                    .map(|j| {
+                        let raw = format!("{i}/{j}").repeat(10_000 / 4);
+                        let label = Label {
+                            class: "SN Ia".into(),
+                            source: "TNS".into(),
+                            raw,
+                        };
+                        (format!("o{i}-{j}"), vec![label])
+                    })
+                    .collect();
+                store.put_labels(&labels).unwrap();
+                store.put_vote("ann", &format!("o{i}"), Vote::Up).unwrap();
+            }
+            let logs: u64 = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                .map(|e| e.metadata().unwrap().len())
+                .sum();
+            drop(store);
+            logs
+        };
+        // RocksDB's own limit keeps all of it; ours flushes past 4 MB.
+        let unlimited = log_bytes(0);
+        let limited = log_bytes(4 << 20);
+        assert!(unlimited > 18_000_000, "{unlimited}");
+        assert!(limited < 10_000_000, "{limited}");
     }
 
     #[test]
