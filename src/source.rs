@@ -4,7 +4,7 @@
 //! `alert`.
 
 use std::fs;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flate2::read::MultiGzDecoder;
+use parquet::file::reader::{ChunkReader, Length};
 use rayon::prelude::*;
 
 use crate::alert::{self, AvroSchema, DecodeError, DecodeOptions, Decoded, Reject};
@@ -96,9 +97,9 @@ const FILES_PER_ROUND: usize = 32;
 
 /// Bytes of input that end a round of [`decode_ahead`] early: a round of many small packets
 /// holds ~32 files, one of 5,000-packet tar files one file, so that a stream of a few large
-/// files is still decoded ahead of its writes. A tar archive (or gzip-compressed tar) larger
-/// than this is read as it is decoded, in pieces of members of about this size, so that a
-/// night's archive of any size never sits whole in memory.
+/// files is still decoded ahead of its writes. A larger file is read as it is decoded, in
+/// pieces of about this size (a tar archive's members, an Avro container's blocks, a Parquet
+/// file's rows), so that a night's input of any size never sits whole in memory.
 const BYTES_PER_ROUND: u64 = 16 << 20;
 
 /// What [`decode_ahead`] spent apart from `store`.
@@ -125,9 +126,10 @@ pub struct Piece<'a> {
 /// [`BYTES_PER_ROUND`]; its files (and the members of each archive) decode in parallel, on
 /// threads of their own at background priority, while `store` takes the round before: the
 /// decoding fills the time the writes leave a core idle instead of taking turns with them.
-/// A tar archive (plain or gzip) larger than a round is its own round, read and decoded a
-/// piece at a time ([`alert::decode_tar_stream`]), so it reaches `store` as several
-/// [`Piece`]s. At most two rounds are held decoded at once, or three pieces (one stored, one
+/// A tar archive or an Avro container (plain or gzip) or a Parquet file larger than a round is
+/// its own round, read and decoded a piece at a time ([`alert::decode_tar_stream`],
+/// [`alert::decode_container_stream`], [`alert::decode_parquet_stream`]), so it reaches `store`
+/// as several [`Piece`]s. At most two rounds are held decoded at once, or three pieces (one stored, one
 /// handed over, one held back until the next shows whether it was the last). The first error
 /// of `store` stops the decoding and is returned.
 pub fn decode_ahead<E>(
@@ -219,20 +221,39 @@ fn decode_round(
     };
     if round.len() == 1 {
         let i = round.start;
-        if let Some((tar_name, reader)) = large_archive(&files[i], round_bytes) {
+        if let Some(large) = large_input(&files[i], round_bytes) {
+            let name = files[i].to_string_lossy();
+            let piece_bytes = usize::try_from(round_bytes).unwrap_or(usize::MAX);
+            // Each piece is sent once the next shows it was not the last.
             let mut held: Option<Decoded> = None;
-            let read_all = alert::decode_tar_stream(
-                &files[i].to_string_lossy(),
-                &tar_name,
-                reader,
-                opts,
-                usize::try_from(round_bytes).unwrap_or(usize::MAX),
-                |next| match held.replace(next) {
-                    Some(piece) => send(vec![(i, piece, false)], busy),
-                    None => true,
-                },
-            );
-            return read_all && send(vec![(i, held.unwrap_or_default(), true)], busy);
+            let mut hold = |next| match held.replace(next) {
+                Some(piece) => send(vec![(i, piece, false)], busy),
+                None => true,
+            };
+            let read_all = match large {
+                Large::Tar { tar, reader } => Some(alert::decode_tar_stream(
+                    &name,
+                    &tar,
+                    reader,
+                    opts,
+                    piece_bytes,
+                    &mut hold,
+                )),
+                Large::Container { name, reader } => {
+                    alert::decode_container_stream(&name, reader, piece_bytes, &mut hold)
+                }
+                Large::Parquet(file) => Some(alert::decode_parquet_stream(
+                    &name,
+                    file,
+                    piece_bytes,
+                    &mut hold,
+                )),
+            };
+            // `None`: a container whose header the streaming reader does not take, nothing
+            // sent yet; it is decoded whole below, which names the problem.
+            if let Some(read_all) = read_all {
+                return read_all && send(vec![(i, held.unwrap_or_default(), true)], busy);
+            }
         }
     }
     let decoded: Vec<(usize, Decoded, bool)> = files[round.clone()]
@@ -243,37 +264,98 @@ fn decode_round(
     send(decoded, busy)
 }
 
-/// A reader over the tar archive in `path` (decompressed, if it is gzip) when the file is
-/// larger than `round_bytes` and holds a tar, with the name [`alert::decode`] gives that tar
-/// (a gzip's without `.gz`); `None` otherwise (the file is then decoded whole, as
-/// [`decode_file`] does, and any read error becomes its reject there).
-fn large_archive(path: &Path, round_bytes: u64) -> Option<(String, Box<dyn Read + Send>)> {
+/// A file larger than a round, read as it is decoded.
+enum Large {
+    /// A tar archive (plain, or in gzip), with the name [`alert::decode`] gives that tar (a
+    /// gzip's without `.gz`).
+    Tar {
+        tar: String,
+        reader: Box<dyn Read + Send>,
+    },
+    /// An Avro object container (plain, or in gzip), named as [`alert::decode`] names it.
+    Container {
+        name: String,
+        reader: Box<dyn BufRead + Send>,
+    },
+    /// A Parquet file, read a row group at a time.
+    Parquet(SharedFile),
+}
+
+/// An open file that the Parquet reader reads at any offset, shared by the readers of its row
+/// groups.
+#[derive(Clone)]
+struct SharedFile(Arc<fs::File>);
+
+impl Length for SharedFile {
+    fn len(&self) -> u64 {
+        Length::len(self.0.as_ref())
+    }
+}
+
+impl ChunkReader for SharedFile {
+    type T = <fs::File as ChunkReader>::T;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        self.0.as_ref().get_read(start)
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        self.0.as_ref().get_bytes(start, length)
+    }
+}
+
+/// How `path` is read when it is larger than `round_bytes` and holds a tar archive or an Avro
+/// container (plain or gzip) or a Parquet file; `None` otherwise (the file is then decoded
+/// whole, as [`decode_file`] does, and any read error becomes its reject there). A gzip of a
+/// Parquet file, which cannot be read out of order, is decoded whole.
+fn large_input(path: &Path, round_bytes: u64) -> Option<Large> {
     if fs::metadata(path).ok()?.len() <= round_bytes {
         return None;
     }
-    let open = || fs::File::open(path).ok().map(BufReader::new);
+    let open = || fs::File::open(path).ok();
     let mut head = Vec::with_capacity(512);
-    open()?.take(512).read_to_end(&mut head).ok()?;
-    if head.starts_with(&[0x1f, 0x8b]) {
+    BufReader::new(open()?)
+        .take(512)
+        .read_to_end(&mut head)
+        .ok()?;
+    let name = path.to_string_lossy();
+    let (name, head, gzip) = if head.starts_with(&[0x1f, 0x8b]) {
         let mut inner = Vec::with_capacity(512);
-        MultiGzDecoder::new(open()?)
+        MultiGzDecoder::new(BufReader::new(open()?))
             .take(512)
             .read_to_end(&mut inner)
             .ok()?;
-        let name = path.to_string_lossy();
-        let name = name.strip_suffix(".gz").unwrap_or(&name).to_string();
-        return alert::is_tar_head(&inner).then(|| {
-            open().map(|f| {
-                (
-                    name,
-                    Box::new(MultiGzDecoder::new(f)) as Box<dyn Read + Send>,
-                )
-            })
-        })?;
+        (
+            name.strip_suffix(".gz").unwrap_or(&name).to_string(),
+            inner,
+            true,
+        )
+    } else {
+        (name.into_owned(), head, false)
+    };
+    let reader = || -> Option<Box<dyn BufRead + Send>> {
+        let file = BufReader::new(open()?);
+        Some(if gzip {
+            Box::new(BufReader::new(MultiGzDecoder::new(file)))
+        } else {
+            Box::new(file)
+        })
+    };
+    if alert::is_tar_head(&head) {
+        Some(Large::Tar {
+            tar: name,
+            reader: reader()?,
+        })
+    } else if head.starts_with(b"Obj\x01") {
+        Some(Large::Container {
+            name,
+            reader: reader()?,
+        })
+    } else if head.starts_with(b"PAR1") && !gzip {
+        Some(Large::Parquet(SharedFile(Arc::new(open()?))))
+    } else {
+        None
     }
-    let name = path.to_string_lossy().into_owned();
-    alert::is_tar_head(&head)
-        .then(|| open().map(|f| (name, Box::new(f) as Box<dyn Read + Send>)))?
 }
 
 /// `files` cut into [`decode_ahead`]'s rounds, by count and by size on disk (indices into
@@ -554,6 +636,160 @@ mod tests {
                 last.1.rejects
             );
         }
+    }
+
+    /// The pieces of `file` alone, decoded ahead in pieces of 64 kB, checked to be in order and
+    /// marked last only at the end, beside what decoding the file whole gives.
+    fn pieces_and_whole(file: &Path) -> (Vec<Decoded>, Decoded) {
+        let seen = pieces(&[file.to_path_buf()], 64 << 10);
+        let last: Vec<bool> = seen.iter().map(|s| s.2).collect();
+        let mut want = vec![false; seen.len() - 1];
+        want.push(true);
+        assert_eq!(last, want, "{}", file.display());
+        let whole = decode_file(file, &DecodeOptions::default());
+        (seen.into_iter().map(|s| s.1).collect(), whole)
+    }
+
+    fn joined(pieces: &[Decoded]) -> Decoded {
+        let mut all = Decoded::default();
+        for p in pieces {
+            all.alerts.extend(p.alerts.iter().cloned());
+            all.rejects.extend(p.rejects.iter().cloned());
+        }
+        all
+    }
+
+    /// A night of ZTF alerts written as one Avro container (a block per ~16 kB, plain and
+    /// snappy) is read a few blocks at a time; cut short, it keeps every record before the damage
+    /// and then names it.
+    #[test]
+    fn a_large_avro_container_is_read_in_pieces_that_add_up_to_decoding_it_whole() {
+        use apache_avro::{Codec, Writer};
+        let night = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("data/ztf/ztf_public_20180819_mod1000.tar.gz");
+        let mut archive = tar::Archive::new(MultiGzDecoder::new(fs::File::open(night).unwrap()));
+        let (mut schema, mut records) = (None, Vec::new());
+        for entry in archive.entries().unwrap() {
+            let mut data = Vec::new();
+            entry.unwrap().read_to_end(&mut data).unwrap();
+            let reader = apache_avro::Reader::new(data.as_slice()).unwrap();
+            schema.get_or_insert_with(|| reader.writer_schema().clone());
+            records.extend(reader.map(|r| r.unwrap()));
+        }
+        let schema = schema.expect("a packet");
+        let dir = tempfile::tempdir().unwrap();
+        for codec in [Codec::Null, Codec::Snappy] {
+            let mut writer = Writer::with_codec(&schema, Vec::new(), codec).unwrap();
+            for r in &records {
+                writer.append_value_ref(r).unwrap();
+            }
+            let bytes = writer.into_inner().unwrap();
+            let file = dir.path().join(format!("night-{codec:?}.avro"));
+            fs::write(&file, &bytes).unwrap();
+            let (pieces, whole) = pieces_and_whole(&file);
+            assert!(pieces.len() > 3, "{} pieces", pieces.len());
+            assert!(whole.rejects.is_empty(), "{:?}", whole.rejects);
+            assert_eq!(whole.alerts.len(), records.len());
+            let all = joined(&pieces);
+            assert_eq!(all.alerts, whole.alerts, "{codec:?}");
+            assert!(all.rejects.is_empty(), "{:?}", all.rejects);
+            let most = pieces.iter().map(|p| p.alerts.len()).max();
+            assert!(most < Some(whole.alerts.len() / 3), "{most:?}");
+            // The same container in gzip, read through the decompressor.
+            let gz = dir.path().join(format!("night-{codec:?}.avro.gz"));
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut encoder, &bytes).unwrap();
+            fs::write(&gz, encoder.finish().unwrap()).unwrap();
+            let (gz_pieces, gz_whole) = pieces_and_whole(&gz);
+            assert!(gz_pieces.len() > 3, "{} pieces", gz_pieces.len());
+            assert_eq!(joined(&gz_pieces).alerts, whole.alerts);
+            assert_eq!(gz_whole.alerts, whole.alerts);
+
+            let cut = dir.path().join(format!("cut-{codec:?}.avro"));
+            fs::write(&cut, &bytes[..bytes.len() * 3 / 5]).unwrap();
+            let (pieces, whole) = pieces_and_whole(&cut);
+            let all = joined(&pieces);
+            assert!(all.alerts.len() > records.len() / 3, "{}", all.alerts.len());
+            assert!(all.alerts.len() < records.len());
+            // What apache-avro's reader keeps of the cut file, decoded whole.
+            assert_eq!(all.alerts, whole.alerts, "{codec:?}");
+            assert_eq!(whole.rejects.len(), 1, "{:?}", whole.rejects);
+            let reject = &pieces.last().unwrap().rejects;
+            assert_eq!(
+                reject.iter().map(|r| r.source.clone()).collect::<Vec<_>>(),
+                [format!("{}#record {}", cut.display(), all.alerts.len())],
+            );
+            assert!(
+                reject[0]
+                    .error
+                    .to_string()
+                    .contains("truncated or corrupt container"),
+                "{:?}",
+                reject[0]
+            );
+        }
+    }
+
+    /// Fink's Parquet alerts rewritten three rows to a row group are read a row group (or less)
+    /// at a time; a row group whose pages cannot be read is rejected and the others are kept.
+    #[test]
+    fn a_large_parquet_file_is_read_a_row_group_at_a_time_and_a_bad_row_group_alone_is_lost() {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        use parquet::arrow::ArrowWriter;
+        use parquet::file::properties::WriterProperties;
+        let source =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fink/tde_ZTF20abfcszi_202008.parquet");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&source).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(3))
+            .build();
+        let mut bytes = Vec::new();
+        let mut writer =
+            ArrowWriter::try_new(&mut bytes, batches[0].schema(), Some(props)).unwrap();
+        for b in &batches {
+            writer.write(b).unwrap();
+        }
+        let metadata = writer.close().unwrap();
+        assert_eq!(metadata.num_row_groups(), 7);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tde.parquet");
+        fs::write(&file, &bytes).unwrap();
+        let original = decode_file(&source, &DecodeOptions::default());
+        assert_eq!(original.alerts.len(), 21);
+        let (pieces, whole) = pieces_and_whole(&file);
+        assert!(pieces.len() >= 7, "{} pieces", pieces.len());
+        assert!(pieces.iter().all(|p| p.alerts.len() <= 3));
+        assert_eq!(joined(&pieces).alerts, whole.alerts);
+        assert_eq!(whole.alerts, original.alerts);
+        assert!(whole.rejects.is_empty(), "{:?}", whole.rejects);
+
+        // The first column chunk of the fourth row group (rows 9-11) overwritten.
+        let chunk = metadata.row_group(3).column(0);
+        let start = chunk
+            .dictionary_page_offset()
+            .unwrap_or(chunk.data_page_offset()) as usize;
+        let mut broken = bytes.clone();
+        broken[start..start + chunk.compressed_size() as usize].fill(0xff);
+        let file = dir.path().join("broken.parquet");
+        fs::write(&file, &broken).unwrap();
+        let (pieces, whole) = pieces_and_whole(&file);
+        let all = joined(&pieces);
+        assert_eq!((&all.alerts, &all.rejects), (&whole.alerts, &whole.rejects));
+        let mut kept = original.alerts.clone();
+        kept.drain(9..12);
+        assert_eq!(whole.alerts, kept);
+        assert_eq!(whole.rejects.len(), 1, "{:?}", whole.rejects);
+        assert_eq!(whole.rejects[0].source, file.to_string_lossy());
+        let detail = whole.rejects[0].error.to_string();
+        assert!(
+            detail.contains("malformed file: row group 3 column 0"),
+            "{detail}"
+        );
     }
 
     #[test]

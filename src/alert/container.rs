@@ -7,8 +7,13 @@
 //! reader does not accept (a codec it does not know, a truncated block, a bad sync marker)
 //! returns `None` and the caller falls back to apache-avro's own `Reader`, so malformed files
 //! are reported exactly as before.
+//!
+//! The same reader walks a container from a [`Streamed`] reader, a block at a time, so that a
+//! container of any size (a night of alerts written as one file) is decoded without being held
+//! whole.
 
 use std::collections::HashMap;
+use std::io::{BufRead, Read};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -47,26 +52,15 @@ fn long(buf: &mut &[u8]) -> Option<i64> {
         raw |= u64::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
             *buf = &buf[i + 1..];
-            return Some((raw >> 1) as i64 ^ -((raw & 1) as i64));
+            return Some(unzigzag(raw));
         }
     }
     None
 }
 
-/// Reads `n` bytes, advancing `buf`.
-fn take<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-    if buf.len() < n {
-        return None;
-    }
-    let (head, rest) = buf.split_at(n);
-    *buf = rest;
-    Some(head)
-}
-
-/// Reads a length-prefixed `bytes` or `string`, advancing `buf`.
-fn bytes<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let n = usize::try_from(long(buf)?).ok()?;
-    take(buf, n)
+/// The `long` a zig-zag encoded `raw` stands for.
+fn unzigzag(raw: u64) -> i64 {
+    (raw >> 1) as i64 ^ -((raw & 1) as i64)
 }
 
 /// Whether a value of `schema` can be written in zero bytes (null, a record of such fields, an
@@ -96,60 +90,246 @@ pub(super) fn encodes_in_zero_bytes(schema: &Schema) -> bool {
     zero_bytes(schema) || zero_byte_items(schema)
 }
 
-/// Decodes every record of a container, or `None` when the container is not one this reader
-/// handles cleanly (the caller then uses apache-avro's `Reader`, which names the problem).
-pub(super) fn records(container: &[u8]) -> Option<Vec<Value>> {
-    let mut buf = container.strip_prefix(b"Obj\x01")?;
-    let mut schema_text = None;
-    let mut codec = Codec::Null;
-    // Header metadata: a map<bytes> written as blocks; a negative count is followed by the
-    // block's size in bytes.
-    loop {
-        let count = long(&mut buf)?;
-        if count == 0 {
-            break;
+/// Where a container's bytes come from: a slice in memory, whose blocks are borrowed, or a
+/// reader ([`Streamed`]), whose blocks are read one at a time into buffers of their own, so
+/// that a container of any size is never held whole.
+pub(super) trait Source {
+    /// A block's bytes.
+    type Block: AsRef<[u8]>;
+    /// Reads a zig-zag varint `long`.
+    fn long(&mut self) -> Result<i64, String>;
+    /// Reads the next `n` bytes.
+    fn bytes(&mut self, n: usize) -> Result<Self::Block, String>;
+    /// Whether every byte has been read.
+    fn at_end(&mut self) -> Result<bool, String>;
+}
+
+impl<'s> Source for &'s [u8] {
+    type Block = &'s [u8];
+
+    fn long(&mut self) -> Result<i64, String> {
+        long(self).ok_or_else(|| "truncated or overlong varint".to_string())
+    }
+
+    fn bytes(&mut self, n: usize) -> Result<&'s [u8], String> {
+        if self.len() < n {
+            return Err(format!("{n} bytes declared, {} left", self.len()));
         }
-        if count < 0 {
-            long(&mut buf)?;
-        }
-        for _ in 0..count.unsigned_abs() {
-            let key = bytes(&mut buf)?;
-            let value = bytes(&mut buf)?;
-            match key {
-                b"avro.schema" => schema_text = Some(value),
-                b"avro.codec" => codec = Codec::from_str(std::str::from_utf8(value).ok()?).ok()?,
-                _ => {}
+        let (head, rest) = self.split_at(n);
+        *self = rest;
+        Ok(head)
+    }
+
+    fn at_end(&mut self) -> Result<bool, String> {
+        Ok(self.is_empty())
+    }
+}
+
+/// A container read from `R` as it is decoded.
+pub(super) struct Streamed<R>(pub R);
+
+impl<R: BufRead> Source for Streamed<R> {
+    type Block = Vec<u8>;
+
+    fn long(&mut self) -> Result<i64, String> {
+        let mut raw: u64 = 0;
+        for i in 0..10 {
+            let mut byte = [0u8];
+            self.0
+                .read_exact(&mut byte)
+                .map_err(|e| format!("cannot read: {e}"))?;
+            raw |= u64::from(byte[0] & 0x7f) << (7 * i);
+            if byte[0] & 0x80 == 0 {
+                return Ok(unzigzag(raw));
             }
         }
+        Err("overlong varint".into())
     }
-    let schema = writer_schema(schema_text?)?;
-    if encodes_in_zero_bytes(&schema) {
-        return None;
-    }
-    let sync = take(&mut buf, 16)?;
-    let reader = GenericDatumReader::builder(&schema).build().ok()?;
-    let mut out = Vec::new();
-    while !buf.is_empty() {
-        let count = usize::try_from(long(&mut buf)?).ok()?;
-        let size = usize::try_from(long(&mut buf)?).ok()?;
-        let block = take(&mut buf, size)?;
-        if take(&mut buf, 16)? != sync {
-            return None;
+
+    fn bytes(&mut self, n: usize) -> Result<Vec<u8>, String> {
+        // Grown as the bytes arrive: a declared size larger than the input allocates nothing
+        // beyond what the input holds.
+        let mut out = Vec::new();
+        (&mut self.0)
+            .take(n as u64)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("cannot read: {e}"))?;
+        if out.len() < n {
+            return Err(format!("{n} bytes declared, {} left", out.len()));
         }
+        Ok(out)
+    }
+
+    fn at_end(&mut self) -> Result<bool, String> {
+        self.0
+            .fill_buf()
+            .map(<[u8]>::is_empty)
+            .map_err(|e| format!("cannot read: {e}"))
+    }
+}
+
+/// A container's header: its writer schema (from the cache), codec and sync marker.
+pub(super) struct Header {
+    schema: Arc<Schema>,
+    codec: Codec,
+    sync: [u8; 16],
+}
+
+/// A block as read, before it is decompressed and decoded.
+pub(super) struct RawBlock<B> {
+    /// How many records it declares.
+    pub count: usize,
+    /// Its size, without the sync marker that ends `bytes`.
+    size: usize,
+    bytes: B,
+}
+
+impl<B: AsRef<[u8]>> RawBlock<B> {
+    /// Its bytes on disk.
+    pub fn len(&self) -> usize {
+        self.size
+    }
+}
+
+impl Header {
+    /// Reads the header, or says why this reader does not take the container (the caller then
+    /// uses apache-avro's `Reader`, which names the problem).
+    pub(super) fn read(src: &mut impl Source) -> Result<Header, String> {
+        if src.bytes(4)?.as_ref() != b"Obj\x01" {
+            return Err("not an Avro object container".into());
+        }
+        let mut schema = None;
+        let mut codec = Codec::Null;
+        // Header metadata: a map<bytes> written as blocks; a negative count is followed by the
+        // block's size in bytes.
+        loop {
+            let count = src.long()?;
+            if count == 0 {
+                break;
+            }
+            if count < 0 {
+                src.long()?;
+            }
+            for _ in 0..count.unsigned_abs() {
+                let n = usize::try_from(src.long()?).map_err(|_| "negative key length")?;
+                #[derive(PartialEq)]
+                enum Key {
+                    Schema,
+                    Codec,
+                    Other,
+                }
+                let key = match src.bytes(n)?.as_ref() {
+                    b"avro.schema" => Key::Schema,
+                    b"avro.codec" => Key::Codec,
+                    _ => Key::Other,
+                };
+                let n = usize::try_from(src.long()?).map_err(|_| "negative value length")?;
+                let value = src.bytes(n)?;
+                match key {
+                    Key::Schema => schema = writer_schema(value.as_ref()),
+                    Key::Codec => {
+                        codec = std::str::from_utf8(value.as_ref())
+                            .ok()
+                            .and_then(|c| Codec::from_str(c).ok())
+                            .ok_or("unknown codec")?;
+                    }
+                    Key::Other => {}
+                }
+            }
+        }
+        let schema = schema.ok_or("no readable writer schema")?;
+        if encodes_in_zero_bytes(&schema) {
+            return Err("the writer schema encodes a record in zero bytes".into());
+        }
+        let mut sync = [0u8; 16];
+        sync.copy_from_slice(src.bytes(16)?.as_ref());
+        Ok(Header {
+            schema,
+            codec,
+            sync,
+        })
+    }
+
+    /// The next block, `None` at the end of the input.
+    pub(super) fn next_block<S: Source>(
+        &self,
+        src: &mut S,
+    ) -> Option<Result<RawBlock<S::Block>, String>> {
+        match src.at_end() {
+            Ok(true) => None,
+            Ok(false) => Some(self.block(src)),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// Reads one block and the sync marker after it.
+    fn block<S: Source>(&self, src: &mut S) -> Result<RawBlock<S::Block>, String> {
+        let count = usize::try_from(src.long()?).map_err(|_| "negative record count")?;
+        let size = usize::try_from(src.long()?).map_err(|_| "negative block size")?;
+        // The block and the sync marker after it, read as one.
+        let bytes = src.bytes(size.checked_add(16).ok_or("block size overflows")?)?;
+        if bytes.as_ref()[size..] != self.sync {
+            return Err("a block does not end in the container's sync marker".into());
+        }
+        Ok(RawBlock { count, size, bytes })
+    }
+
+    /// Decodes a block's records one at a time, handing each to `each` (so that a block's
+    /// records are never held decoded together), up to the first that does not decode; then
+    /// says why that one did not (the rest of the block, and of the container, cannot be found).
+    pub(super) fn decode(
+        &self,
+        block: &RawBlock<impl AsRef<[u8]>>,
+        mut each: impl FnMut(Value),
+    ) -> Option<String> {
+        let data = &block.bytes.as_ref()[..block.size];
         let inflated;
-        let mut cursor = if codec == Codec::Null {
-            block
+        let mut cursor = if self.codec == Codec::Null {
+            data
         } else {
-            let mut data = block.to_vec();
-            codec.decompress(&mut data).ok()?;
-            inflated = data;
+            let mut buf = data.to_vec();
+            if let Err(e) = self.codec.decompress(&mut buf) {
+                return Some(format!("block: {e}"));
+            }
+            inflated = buf;
             inflated.as_slice()
         };
-        for _ in 0..count {
-            out.push(reader.read_value(&mut cursor).ok()?);
+        let reader = match GenericDatumReader::builder(&self.schema).build() {
+            Ok(r) => r,
+            Err(e) => return Some(e.to_string()),
+        };
+        for _ in 0..block.count {
+            match reader.read_value(&mut cursor) {
+                Ok(v) => each(v),
+                Err(e) => return Some(e.to_string()),
+            }
+        }
+        None
+    }
+}
+
+/// Hands every record of a container in memory to `each`, in order, with its index; `false`
+/// when the container is not one this reader handles cleanly (the caller then drops what it
+/// was given and uses apache-avro's `Reader`, which names the problem).
+pub(super) fn for_each_record(container: &[u8], mut each: impl FnMut(usize, Value)) -> bool {
+    let mut src = container;
+    let Ok(header) = Header::read(&mut src) else {
+        return false;
+    };
+    let mut i = 0;
+    while let Some(block) = header.next_block(&mut src) {
+        let Ok(block) = block else {
+            return false;
+        };
+        let failed = header.decode(&block, |v| {
+            each(i, v);
+            i += 1;
+        });
+        if failed.is_some() {
+            return false;
         }
     }
-    Some(out)
+    true
 }
 
 #[cfg(test)]
@@ -216,7 +396,9 @@ mod tests {
                 }
                 let reference: Result<Vec<Value>, _> =
                     apache_avro::Reader::new(bytes.as_slice()).and_then(|r| r.collect());
-                match (records(&bytes), reference) {
+                let mut ours = Vec::new();
+                let ours = for_each_record(&bytes, |_, v| ours.push(v)).then_some(ours);
+                match (ours, reference) {
                     // Compared as decoded alerts, printed: NaN fields (ZTF's `sgmag`) are unequal
                     // to themselves and Avro maps (Fink's `lc_features`) have no order.
                     (Some(ours), Ok(theirs)) => {

@@ -306,13 +306,16 @@ fn looks_like_csv(name: &str, bytes: &[u8]) -> bool {
 }
 
 fn avro_container(name: &str, bytes: &[u8], out: &mut Decoded) {
-    if let Some(records) = container::records(bytes) {
-        for (i, record) in records.iter().enumerate() {
-            match decode_record(record) {
-                Ok(alert) => out.alerts.push(alert),
-                Err(error) => out.reject(format!("{name}#record {i}"), error),
-            }
-        }
+    // Each record becomes an alert as it is read: a record's Avro value is ~100 times its
+    // bytes, so a container's values are never held together.
+    let mut one = Decoded::default();
+    let read = container::for_each_record(bytes, |i, record| match decode_record(&record) {
+        Ok(alert) => one.alerts.push(alert),
+        Err(error) => one.reject(format!("{name}#record {i}"), error),
+    });
+    if read {
+        out.alerts.extend(one.alerts);
+        out.rejects.extend(one.rejects);
         return;
     }
     // Not a container the cached-schema reader takes: apache-avro's reader names the problem.
@@ -356,6 +359,96 @@ fn avro_container(name: &str, bytes: &[u8], out: &mut Decoded) {
             }
         }
     }
+}
+
+/// Decodes an Avro object container read from `reader` without holding it whole: its blocks are
+/// read in order, and each run of blocks whose sizes add up to at least `piece_bytes` is decoded
+/// (the blocks in parallel) and handed to `each` as one piece. The pieces together hold what
+/// [`decode`] gives for the same bytes; a damaged block ends the container with a reject of
+/// its first unreadable record, after every record before it. Records are named
+/// `{name}#record {i}`, counted from the start of the container. `each` returns `false` to stop
+/// reading; so does this function then. `None`, before any piece, when the header is not one
+/// this reader takes (not a container, an unknown codec, a schema that does not parse): decode
+/// the bytes with [`decode`], which names the problem.
+pub fn decode_container_stream(
+    name: &str,
+    reader: impl std::io::BufRead,
+    piece_bytes: usize,
+    mut each: impl FnMut(Decoded) -> bool,
+) -> Option<bool> {
+    let mut src = container::Streamed(reader);
+    let header = container::Header::read(&mut src).ok()?;
+    // Blocks read and not yet decoded, each with the index of its first record.
+    let mut blocks = Vec::new();
+    let (mut held, mut next_record) = (0usize, 0usize);
+    // Each block's records become alerts as they are read, the blocks of a piece in parallel.
+    let decode_blocks = |blocks: &mut Vec<(usize, container::RawBlock<Vec<u8>>)>| {
+        let decoded: Vec<(Decoded, Option<Reject>)> = blocks
+            .par_iter()
+            .map(|(first, block)| {
+                let (mut one, mut i) = (Decoded::default(), *first);
+                let error = header.decode(block, |record| {
+                    match decode_record(&record) {
+                        Ok(alert) => one.alerts.push(alert),
+                        Err(error) => one.reject(format!("{name}#record {i}"), error),
+                    }
+                    i += 1;
+                });
+                let error = error.map(|detail| Reject {
+                    source: format!("{name}#record {i}"),
+                    error: DecodeError::Avro {
+                        detail: format!("{detail}; the rest of the container cannot be read"),
+                    },
+                });
+                (one, error)
+            })
+            .collect();
+        blocks.clear();
+        let mut piece = Decoded::default();
+        for (one, error) in decoded {
+            piece.alerts.extend(one.alerts);
+            piece.rejects.extend(one.rejects);
+            if let Some(reject) = error {
+                piece.rejects.push(reject);
+                return (piece, false);
+            }
+        }
+        (piece, true)
+    };
+    let mut broken = None;
+    while let Some(block) = header.next_block(&mut src) {
+        match block {
+            Ok(block) => {
+                held = held.saturating_add(block.len());
+                let count = block.count;
+                blocks.push((next_record, block));
+                next_record = next_record.saturating_add(count);
+                if held >= piece_bytes {
+                    held = 0;
+                    let (piece, whole) = decode_blocks(&mut blocks);
+                    let more = each(piece);
+                    // A damaged block ended the container: that piece was its last.
+                    if !more || !whole {
+                        return Some(more);
+                    }
+                }
+            }
+            Err(detail) => {
+                broken = Some(detail);
+                break;
+            }
+        }
+    }
+    let (mut last, whole) = decode_blocks(&mut blocks);
+    if let (Some(detail), true) = (broken, whole) {
+        last.reject(
+            format!("{name}#record {next_record}"),
+            DecodeError::Avro {
+                detail: format!("truncated or corrupt container: {detail}"),
+            },
+        );
+    }
+    Some(each(last))
 }
 
 fn confluent(name: &str, bytes: &[u8], opts: &DecodeOptions, out: &mut Decoded) {
@@ -496,70 +589,88 @@ fn unneeded_column(name: &str) -> bool {
     name.starts_with("cutout") || name.starts_with("lc_features")
 }
 
-/// Decodes a Parquet file. The parquet and arrow crates panic on some malformed files (a
-/// negative column offset in the footer, a zero-width byte-array page, a data page whose
-/// dictionary is missing, a validity bitmap shorter than its column: all found by
-/// `benches/fuzz.rs`); such a file is rejected whole with the reader's message instead of
-/// taking the ingest (or the server's worker) down with it. Page headers the reader would trust
-/// with gigabytes or minutes are checked first ([`pages::check`]).
+/// Decodes a Parquet file held in memory (see [`decode_parquet_stream`]).
 fn parquet_file(name: &str, bytes: &[u8], out: &mut Decoded) {
-    let read = std::panic::catch_unwind(|| {
-        let mut one = Decoded::default();
-        parquet_rows(name, bytes, &mut one);
-        one
-    });
-    match read {
-        Ok(one) => {
-            out.alerts.extend(one.alerts);
-            out.rejects.extend(one.rejects);
-        }
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no message".into());
-            out.reject(
-                name,
-                DecodeError::Parquet {
-                    detail: format!("malformed file, the Parquet reader failed: {message}"),
-                },
-            );
-        }
-    }
+    decode_parquet_stream(
+        name,
+        bytes::Bytes::copy_from_slice(bytes),
+        usize::MAX,
+        |piece| {
+            out.alerts.extend(piece.alerts);
+            out.rejects.extend(piece.rejects);
+            true
+        },
+    );
 }
 
-fn parquet_rows(name: &str, bytes: &[u8], out: &mut Decoded) {
+/// Runs `f`, turning a panic into its message.
+fn caught<R>(f: impl FnOnce() -> R) -> std::result::Result<R, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into())
+    })
+}
+
+/// Decodes a Parquet file read from `input` (the bytes in memory, or a file read as it is
+/// decoded) a row group at a time, handing the alerts on to `each` in pieces: a piece is the
+/// rows of about `piece_bytes` of a row group's compressed columns (at least one row, at most a
+/// row group), so that a file of any size is never held whole. `usize::MAX` makes each row
+/// group one piece. A lightcurve table (no `candidate` or `diaSource` column) is one piece: its
+/// rows are grouped by object across the whole file. `each` returns `false` to stop reading;
+/// so does this function then.
+///
+/// The parquet and arrow crates panic on some malformed files (a negative column offset in the
+/// footer, a zero-width byte-array page, a data page whose dictionary is missing, a validity
+/// bitmap shorter than its column: all found by `benches/fuzz.rs`); such a row group is
+/// rejected with the reader's message instead of taking the ingest (or the server's worker)
+/// down with it, and the row groups after it are still read. Page headers the reader would
+/// trust with gigabytes or minutes are checked first, a row group at a time
+/// ([`pages::check_group`]), and the footer before anything ([`pages::check_footer`]).
+pub fn decode_parquet_stream<T>(
+    name: &str,
+    input: T,
+    piece_bytes: usize,
+    mut each: impl FnMut(Decoded) -> bool,
+) -> bool
+where
+    T: parquet::file::reader::ChunkReader + Clone + 'static,
+{
+    use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+
+    let mut out = Decoded::default();
+    let malformed = |detail: String| DecodeError::Parquet {
+        detail: format!("malformed file: {detail}"),
+    };
+    let failed = |message: String| DecodeError::Parquet {
+        detail: format!("malformed file, the Parquet reader failed: {message}"),
+    };
     let perr = |e: &dyn std::fmt::Display| DecodeError::Parquet {
         detail: e.to_string(),
     };
-    if let Err(detail) = pages::check_footer(bytes) {
-        out.reject(
-            name,
-            DecodeError::Parquet {
-                detail: format!("malformed file: {detail}"),
-            },
-        );
-        return;
+    let file_len = input.len();
+    let read = |start: u64, end: u64| {
+        let n = usize::try_from(end - start).map_err(|e| e.to_string())?;
+        input.get_bytes(start, n).map_err(|e| e.to_string())
+    };
+    if let Err(detail) = pages::check_footer(file_len, read) {
+        out.reject(name, malformed(detail));
+        return each(out);
     }
-    let builder =
-        match ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(bytes)) {
-            Ok(b) => b,
-            Err(e) => {
-                out.reject(name, perr(&e));
-                return;
-            }
-        };
-    if let Err(detail) = pages::check(bytes, builder.metadata()) {
-        out.reject(
-            name,
-            DecodeError::Parquet {
-                detail: format!("malformed file: {detail}"),
-            },
-        );
-        return;
-    }
-    let columns: Vec<String> = builder
+    let metadata = match caught(|| ArrowReaderMetadata::load(&input, ArrowReaderOptions::new())) {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => {
+            out.reject(name, perr(&e));
+            return each(out);
+        }
+        Err(message) => {
+            out.reject(name, failed(message));
+            return each(out);
+        }
+    };
+    let columns: Vec<String> = metadata
         .schema()
         .fields()
         .iter()
@@ -572,14 +683,7 @@ fn parquet_rows(name: &str, bytes: &[u8], out: &mut Decoded) {
         .filter(|(_, c)| !unneeded_column(c))
         .map(|(i, _)| i)
         .collect();
-    let mask = ProjectionMask::roots(builder.parquet_schema(), keep);
-    let reader = match builder.with_projection(mask).build() {
-        Ok(r) => r,
-        Err(e) => {
-            out.reject(name, perr(&e));
-            return;
-        }
-    };
+    let mask = ProjectionMask::roots(metadata.parquet_schema(), keep);
     let layout = if is_alerts {
         None
     } else {
@@ -588,31 +692,78 @@ fn parquet_rows(name: &str, bytes: &[u8], out: &mut Decoded) {
             Ok(l) => Some(l),
             Err(error) => {
                 out.reject(name, error);
-                return;
+                return each(out);
             }
         }
     };
     let mut rows = Vec::new();
-    let mut row_index = 0usize;
-    for batch in reader {
-        let batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
+    let mut group_start = 0usize;
+    for g in 0..metadata.metadata().num_row_groups() {
+        let group = metadata.metadata().row_group(g);
+        let group_rows = usize::try_from(group.num_rows()).unwrap_or(0);
+        let mut row_index = group_start;
+        group_start = group_start.saturating_add(group_rows);
+        if let Err(detail) = pages::check_group(metadata.metadata(), g, file_len, read) {
+            out.reject(name, malformed(detail));
+            continue;
+        }
+        // Rows per piece: the row group's share of `piece_bytes`, by its compressed size.
+        let compressed = usize::try_from(group.compressed_size()).unwrap_or(1).max(1);
+        let batch_rows =
+            (group_rows as u128 * piece_bytes as u128 / compressed as u128).clamp(1, 8192) as usize;
+        let built = caught(|| {
+            ParquetRecordBatchReaderBuilder::new_with_metadata(input.clone(), metadata.clone())
+                .with_projection(mask.clone())
+                .with_row_groups(vec![g])
+                .with_batch_size(batch_rows)
+                .build()
+        });
+        let mut reader = match built {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
                 out.reject(format!("{name}#row {row_index}"), perr(&e));
-                break;
+                continue;
+            }
+            Err(message) => {
+                out.reject(name, failed(format!("{message} (row group {g})")));
+                continue;
             }
         };
-        for r in 0..batch.num_rows() {
-            let record = value::arrow_row(&batch, r, &|_| false);
-            if is_alerts {
-                match decode_record(&record) {
-                    Ok(alert) => out.alerts.push(alert),
-                    Err(error) => out.reject(format!("{name}#row {row_index}"), error),
+        loop {
+            let batch = match caught(|| reader.next()) {
+                Ok(None) => break,
+                Ok(Some(Ok(batch))) => batch,
+                Ok(Some(Err(e))) => {
+                    out.reject(format!("{name}#row {row_index}"), perr(&e));
+                    break;
                 }
-            } else {
-                rows.push((format!("{name}#row {row_index}"), record));
+                Err(message) => {
+                    // The reader is left in no known state: the rest of the row group is lost.
+                    out.reject(
+                        name,
+                        failed(format!(
+                            "{message} (row group {g}, rows {row_index} to {} lost)",
+                            group_start.saturating_sub(1)
+                        )),
+                    );
+                    break;
+                }
+            };
+            for r in 0..batch.num_rows() {
+                let record = value::arrow_row(&batch, r, &|_| false);
+                if is_alerts {
+                    match decode_record(&record) {
+                        Ok(alert) => out.alerts.push(alert),
+                        Err(error) => out.reject(format!("{name}#row {row_index}"), error),
+                    }
+                } else {
+                    rows.push((format!("{name}#row {row_index}"), record));
+                }
+                row_index += 1;
             }
-            row_index += 1;
+            if is_alerts && piece_bytes != usize::MAX && !each(std::mem::take(&mut out)) {
+                return false;
+            }
         }
     }
     if let Some(layout) = layout {
@@ -624,6 +775,7 @@ fn parquet_rows(name: &str, bytes: &[u8], out: &mut Decoded) {
             &mut out.rejects,
         );
     }
+    each(out)
 }
 
 fn csv_table(name: &str, bytes: &[u8], out: &mut Decoded) {

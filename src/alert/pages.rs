@@ -24,50 +24,64 @@ const MAX_DEPTH: usize = 16;
 /// declaring containers larger than itself (which the crate skips element by element: seconds
 /// for a 2 kB file, also found by `benches/fuzz.rs`) or nesting deeper than any real one is
 /// refused at once. Files without the trailer are left to the crate's own error.
-pub fn check_footer(bytes: &[u8]) -> Result<(), String> {
-    let n = bytes.len();
-    if n < 12 || &bytes[n - 4..] != b"PAR1" {
+///
+/// `read` gives the range `start..end` of the file's `file_len` bytes.
+pub fn check_footer<B: AsRef<[u8]>>(
+    file_len: u64,
+    mut read: impl FnMut(u64, u64) -> Result<B, String>,
+) -> Result<(), String> {
+    let n = file_len;
+    if n < 12 {
+        return Ok(());
+    }
+    let tail = read(n - 8, n)?;
+    let tail = tail.as_ref();
+    if tail.len() != 8 || &tail[4..] != b"PAR1" {
         return Ok(());
     }
     let mut len = [0u8; 4];
-    len.copy_from_slice(&bytes[n - 8..n - 4]);
-    let len = u32::from_le_bytes(len) as usize;
+    len.copy_from_slice(&tail[..4]);
+    let len = u64::from(u32::from_le_bytes(len));
     if len > n - 8 {
         return Ok(());
     }
+    let footer = read(n - 8 - len, n - 8)?;
     let mut reader = Compact {
-        bytes: &bytes[n - 8 - len..n - 8],
+        bytes: footer.as_ref(),
         at: 0,
     };
     reader.skip(STRUCT, 0).map_err(|e| format!("footer: {e}"))
 }
 
-/// Checks every column chunk's page headers against the chunk and the file (see the module
-/// documentation). The error says which chunk and page, for a `DecodeError::Parquet`.
-pub fn check(bytes: &[u8], metadata: &ParquetMetaData) -> Result<(), String> {
-    for (g, group) in metadata.row_groups().iter().enumerate() {
-        for (c, chunk) in group.columns().iter().enumerate() {
-            let start = match chunk.dictionary_page_offset() {
-                Some(offset) => offset,
-                None => chunk.data_page_offset(),
-            };
-            let length = chunk.compressed_size();
-            let end = start.checked_add(length);
-            let (start, end) = match end {
-                Some(end) if start >= 0 && length >= 0 && end <= bytes.len() as i64 => {
-                    (start as usize, end as usize)
-                }
-                _ => {
-                    return Err(format!(
-                        "row group {g} column {c}: column chunk at {start} of {length} bytes \
-                         lies outside the file ({} bytes)",
-                        bytes.len()
-                    ));
-                }
-            };
-            check_chunk(&bytes[start..end], chunk.uncompressed_size())
-                .map_err(|e| format!("row group {g} column {c}: {e}"))?;
-        }
+/// Checks the page headers of every column chunk of row group `g` against the chunk and the
+/// file (see the module documentation), in a file of `file_len` bytes whose range `start..end`
+/// `read` gives (a range is asked for only once it is known to lie in the file), so that a file
+/// read a row group at a time is checked as it is read. The error says which chunk and page,
+/// for a `DecodeError::Parquet`.
+pub fn check_group<B: AsRef<[u8]>>(
+    metadata: &ParquetMetaData,
+    g: usize,
+    file_len: u64,
+    mut read: impl FnMut(u64, u64) -> Result<B, String>,
+) -> Result<(), String> {
+    for (c, chunk) in metadata.row_group(g).columns().iter().enumerate() {
+        let start = match chunk.dictionary_page_offset() {
+            Some(offset) => offset,
+            None => chunk.data_page_offset(),
+        };
+        let length = chunk.compressed_size();
+        let (start, end) = match (u64::try_from(start), u64::try_from(length)) {
+            (Ok(s), Ok(l)) if s.checked_add(l).is_some_and(|end| end <= file_len) => (s, s + l),
+            _ => {
+                return Err(format!(
+                    "row group {g} column {c}: column chunk at {start} of {length} bytes \
+                     lies outside the file ({file_len} bytes)"
+                ));
+            }
+        };
+        let bytes = read(start, end).map_err(|e| format!("row group {g} column {c}: {e}"))?;
+        check_chunk(bytes.as_ref(), chunk.uncompressed_size())
+            .map_err(|e| format!("row group {g} column {c}: {e}"))?;
     }
     Ok(())
 }

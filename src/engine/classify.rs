@@ -18,8 +18,7 @@ impl Engine {
     /// The most trusted label of each object (imported or from its annotations), from the
     /// two label columns: a few bytes per object, not its record.
     pub(super) fn primary_labels(&self, ids: &[&str]) -> Result<Vec<Option<Label>>> {
-        let imported = self.store.labels_of(ids)?;
-        let own = self.store.record_labels_of(ids)?;
+        let (imported, own) = self.store.both_labels_of(ids)?;
         Ok(imported
             .iter()
             .zip(own)

@@ -83,6 +83,9 @@ pub const BLOCK_CACHE_BYTES: usize = 64 << 20;
 /// 0.98"). Past this much log, the column families holding the oldest file back are flushed.
 pub const WAL_BYTES: u64 = 256 << 20;
 
+/// The labels of several objects, in the order asked (empty where none).
+pub type LabelLists = Vec<Vec<Label>>;
+
 /// What RocksDB holds in memory (its C++ allocations), from its own properties.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct StoreMemory {
@@ -813,16 +816,39 @@ impl Store {
         self.label_lists(cf::RECORD_LABELS, ids)
     }
 
-    /// Only the objects that may have a label are read ([`Store::labelled`]).
-    fn label_lists(&self, cf: &'static str, ids: &[&str]) -> Result<Vec<Vec<Label>>> {
+    /// [`Store::labels_of`] and [`Store::record_labels_of`] together, the ids looked up in the
+    /// label set once.
+    pub fn both_labels_of(&self, ids: &[&str]) -> Result<(LabelLists, LabelLists)> {
+        let maybe = self.maybe_labelled(ids);
+        Ok((
+            self.read_label_lists(cf::LABELS, ids, &maybe)?,
+            self.read_label_lists(cf::RECORD_LABELS, ids, &maybe)?,
+        ))
+    }
+
+    fn label_lists(&self, cf: &'static str, ids: &[&str]) -> Result<LabelLists> {
+        self.read_label_lists(cf, ids, &self.maybe_labelled(ids))
+    }
+
+    /// The indices of the `ids` that may have a label ([`Store::labelled`]).
+    fn maybe_labelled(&self, ids: &[&str]) -> Vec<usize> {
         let keys: Vec<&[u8]> = ids.iter().map(|id| keys::object_key(id)).collect();
-        let maybe = self.labelled.maybe(&keys);
+        self.labelled.maybe(&keys)
+    }
+
+    /// The label lists in `cf` of `ids`, of which only those at `maybe` are read.
+    fn read_label_lists(
+        &self,
+        cf: &'static str,
+        ids: &[&str],
+        maybe: &[usize],
+    ) -> Result<LabelLists> {
         let mut out = vec![Vec::new(); ids.len()];
         if maybe.is_empty() {
             return Ok(out);
         }
         let read: Vec<&str> = maybe.iter().map(|&i| ids[i]).collect();
-        for (i, got) in maybe.into_iter().zip(self.multi_get(cf, &read)?) {
+        for (&i, got) in maybe.iter().zip(self.multi_get(cf, &read)?) {
             out[i] = got.unwrap_or_default();
         }
         Ok(out)
@@ -1165,6 +1191,7 @@ mod tests {
             [vec![], vec![label("SN Ia")], vec![], vec![], vec![]]
         );
         assert_eq!(own, [vec![], vec![], vec![], vec![label("AGN")], vec![]]);
+        assert_eq!(store.both_labels_of(&ids).unwrap(), (imported, own));
         // None of the unlabelled ones reaches RocksDB: no key is looked up at all.
         let unlabelled: Vec<String> = (0..500).map(|i| format!("x{i}")).collect();
         let unlabelled: Vec<&str> = unlabelled.iter().map(String::as_str).collect();
