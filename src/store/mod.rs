@@ -1270,11 +1270,13 @@ mod tests {
             drop(store);
             logs
         };
-        // RocksDB's own limit keeps all of it; ours flushes past 4 MB.
+        // RocksDB's own limit keeps all of it; ours flushes past 4 MB. What is left over the
+        // limit is the live log and those whose flushes are still running: 10.4 MB once and
+        // 13.9 MB once (30 s after the writes) on a loaded 2-core machine, so the bound is half.
         let unlimited = write(0, None);
-        let limited = write(4 << 20, Some(12_000_000));
+        let limited = write(4 << 20, Some(20_000_000));
         assert!(unlimited > 38_000_000, "{unlimited}");
-        assert!(limited < 12_000_000, "{limited}");
+        assert!(limited < 20_000_000, "{limited}");
     }
 
     #[test]
