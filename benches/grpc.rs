@@ -4,8 +4,8 @@
 //! - FindSimilar latency (k = 10, by object id) from one client, idle;
 //! - every other read RPC's latency from one client, idle (GetObject, Classify, Explain,
 //!   Recommend, TopAnomalies; the store has no labels, Classify's costliest case), and
-//!   FindSimilar and Classify by the flux preset (an exact scan of every object; a tenth as
-//!   many calls);
+//!   FindSimilar and Classify by the flux and curves presets (an exact scan of every object,
+//!   then for curves the lightcurves of the 100 nearest fitted; a tenth as many calls);
 //! - the same while a second client streams new packets in (W4 of BENCHMARKS.md);
 //! - ingest throughput over gRPC, and ingest-to-queryable latency (one-packet Ingest calls:
 //!   a write is queryable when it is acknowledged);
@@ -514,33 +514,42 @@ async fn other_rpcs(
         times.push(t.elapsed());
     }
     out.insert("Explain".into(), serde_json::json!(latency(times)));
-    // The flux preset scans every object (exact): fewer calls.
-    let mut times = Vec::with_capacity(n);
-    for i in 0..n.div_ceil(10) {
-        let t = Instant::now();
-        c.find_similar(pb::FindSimilarRequest {
-            query: Some(pb::find_similar_request::Query::ObjectId(id(i))),
-            k: 10,
-            features: "flux".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("FindSimilar --features flux");
-        times.push(t.elapsed());
+    // The flux preset scans every object (exact), and the curves preset then fits the
+    // lightcurves of the 100 nearest: fewer calls.
+    for preset in ["flux", "curves"] {
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n.div_ceil(10) {
+            let t = Instant::now();
+            c.find_similar(pb::FindSimilarRequest {
+                query: Some(pb::find_similar_request::Query::ObjectId(id(i))),
+                k: 10,
+                features: preset.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("FindSimilar by a preset");
+            times.push(t.elapsed());
+        }
+        out.insert(
+            format!("FindSimilar_{preset}"),
+            serde_json::json!(latency(times)),
+        );
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n.div_ceil(10) {
+            let t = Instant::now();
+            c.classify(pb::ClassifyRequest {
+                object_id: id(i),
+                features: preset.into(),
+            })
+            .await
+            .expect("Classify by a preset");
+            times.push(t.elapsed());
+        }
+        out.insert(
+            format!("Classify_{preset}"),
+            serde_json::json!(latency(times)),
+        );
     }
-    out.insert("FindSimilar_flux".into(), serde_json::json!(latency(times)));
-    let mut times = Vec::with_capacity(n);
-    for i in 0..n.div_ceil(10) {
-        let t = Instant::now();
-        c.classify(pb::ClassifyRequest {
-            object_id: id(i),
-            features: "flux".into(),
-        })
-        .await
-        .expect("Classify --features flux");
-        times.push(t.elapsed());
-    }
-    out.insert("Classify_flux".into(), serde_json::json!(latency(times)));
     let mut times = Vec::with_capacity(n);
     for i in 0..n {
         let t = Instant::now();

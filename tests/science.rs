@@ -1032,6 +1032,22 @@ fn the_flux_preset_finds_the_same_object_seen_by_the_other_survey() {
         by_flux >= 0.55 && by_flux >= 2.5 * by_all,
         "twins found: flux {by_flux}, all {by_all}"
     );
+    // Ranked by how well the lightcurves fit, the flux scan's nearest give the twin more often.
+    let by_curves = found(FeatureGroup::Curves);
+    assert!(
+        by_curves >= 0.8 && by_curves >= by_flux + 0.1,
+        "twins found: curves {by_curves}, flux {by_flux}"
+    );
+    // A vector has no lightcurve to fit.
+    let mut q = SimilarQuery::new(Target::Vector(vec![0.0; 87]), 10);
+    q.features = FeatureGroup::Curves;
+    assert!(matches!(
+        engine.find_similar(&q),
+        Err(EngineError::InvalidArgument {
+            field: "features",
+            ..
+        })
+    ));
 
     // The ZTF versions labelled with their base's class; the Rubin twins voted on by them.
     let truth = truth();
@@ -1040,16 +1056,18 @@ fn the_flux_preset_finds_the_same_object_seen_by_the_other_survey() {
         .map(|&i| (twin(i).0, truth[&ztf_bases[i]].clone()))
         .collect();
     engine.import_labels(&rows, "ztf.csv").unwrap();
-    let right = pairs
-        .iter()
-        .filter(|&&i| {
-            let c = engine.classify_by(&twin(i).1, FeatureGroup::Flux).unwrap();
-            c.class.as_deref() == Some(truth[&ztf_bases[i]].as_str())
-        })
-        .count();
-    assert!(
-        right as f64 >= 0.85 * pairs.len() as f64,
-        "{right} of {} Rubin twins classified by the ZTF labels",
-        pairs.len()
-    );
+    for features in [FeatureGroup::Flux, FeatureGroup::Curves] {
+        let right = pairs
+            .iter()
+            .filter(|&&i| {
+                let c = engine.classify_by(&twin(i).1, features).unwrap();
+                c.class.as_deref() == Some(truth[&ztf_bases[i]].as_str())
+            })
+            .count();
+        assert!(
+            right as f64 >= 0.85 * pairs.len() as f64,
+            "{right} of {} Rubin twins classified by the ZTF labels ({features:?})",
+            pairs.len()
+        );
+    }
 }

@@ -13,9 +13,10 @@ for both), ingested into one store, and measured:
    lightcurve each was made from), the engine's leave-one-out ``evaluate`` on the ZTF versions,
    and ``classify`` of every Rubin twin (voted by the labelled ZTF objects nearest to it):
    does the vote keep its macro-F1 on the Rubin twins?
-3. **the flux preset** (feature version 4): the same two measures by the engine's
+3. **the flux and curves presets** (feature version 4): the same two measures by the engine's
    ``similar --features flux`` and ``classify --features flux`` (the survey-blind flux group,
-   scanned exactly);
+   scanned exactly), and by ``--features curves`` (the flux scan's 100 nearest ranked by how
+   well their lightcurves fit, ``science::curves``);
 4. **the flux-space prototype** the group was made from: its eleven features computed here in
    Python from ``asterism object --json``, on the points that both surveys could detect
    (brighter than ZTF's r-band depth, 20.6 mag), and the same twin and vote measures in that
@@ -255,7 +256,7 @@ def measure(binary, work, cadence, args, truth):
     names = sorted(vec)
     M = np.stack([vec[n] for n in names])
     row = {n: i for i, n in enumerate(names)}
-    exact_hits, engine_hits, flux_hits = 0, 0, 0
+    exact_hits, engine_hits, flux_hits, curves_hits = 0, 0, 0, 0
     for z, r, _ in pairs:
         d = np.linalg.norm(M - M[row[z]], axis=1)
         d[row[z]] = np.inf
@@ -266,6 +267,9 @@ def measure(binary, work, cadence, args, truth):
         got = run(binary, "similar", "--db", db, z, "-k", "10", "--features", "flux", "--json",
                   json_out=True)
         flux_hits += r in {n["object_id"] for n in got["neighbours"]}
+        got = run(binary, "similar", "--db", db, z, "-k", "10", "--features", "curves", "--json",
+                  json_out=True)
+        curves_hits += r in {n["object_id"] for n in got["neighbours"]}
     # The vote: ZTF versions labelled by their base's class.
     labels = work / "ztf_labels.csv"
     with open(labels, "w") as f:
@@ -274,16 +278,21 @@ def measure(binary, work, cadence, args, truth):
             f.write(f"{z},{truth[base]}\n")
     run(binary, "labels", "--db", db, labels, "--json", json_out=True)
     e = run(binary, "evaluate", "--db", db, "--labels", labels, "--json", json_out=True)
-    actual, predicted, by_flux = [], [], []
+    actual, predicted, by_flux, by_curves = [], [], [], []
     for _, r, base in pairs:
         c = run(binary, "classify", "--db", db, r, "--json", json_out=True)
         actual.append(truth[base])
         predicted.append(c["class"] or "none")
         c = run(binary, "classify", "--db", db, r, "--features", "flux", "--json", json_out=True)
         by_flux.append(c["class"] or "none")
+        c = run(binary, "classify", "--db", db, r, "--features", "curves", "--json",
+                json_out=True)
+        by_curves.append(c["class"] or "none")
     classes = sorted(set(actual))
     rubin_f1 = f1_score(actual, predicted, labels=classes, average="macro", zero_division=0)
     rubin_flux_f1 = f1_score(actual, by_flux, labels=classes, average="macro", zero_division=0)
+    rubin_curves_f1 = f1_score(actual, by_curves, labels=classes, average="macro",
+                               zero_division=0)
     # The flux-space prototype, beside the same Python measures on the engine's vectors.
     detections = {o: run(binary, "object", "--db", db, o, "--json", json_out=True)["detections"]
                   for o in names}
@@ -310,12 +319,14 @@ def measure(binary, work, cadence, args, truth):
         "twin_in_10_engine": engine_hits / len(pairs),
         "twin_in_10_exact": exact_hits / len(pairs),
         "twin_in_10_engine_flux_preset": flux_hits / len(pairs),
+        "twin_in_10_engine_curves_preset": curves_hits / len(pairs),
         "vote_ztf_leave_one_out_macro_f1": e["macro_f1"],
         "vote_ztf_leave_one_out_accuracy": e["accuracy"],
         "vote_rubin_twins_by_ztf_labels_macro_f1": float(rubin_f1),
         "vote_rubin_twins_by_ztf_labels_accuracy":
             float(np.mean([a == p for a, p in zip(actual, predicted)])),
         "vote_rubin_twins_by_ztf_labels_flux_preset_macro_f1": float(rubin_flux_f1),
+        "vote_rubin_twins_by_ztf_labels_curves_preset_macro_f1": float(rubin_curves_f1),
         "python_measures": prototype,
     }
 
@@ -346,11 +357,15 @@ def main():
                      f" | {r['twin_in_10_engine']:.3f} | {r['twin_in_10_exact']:.3f} | "
                      f"{r['vote_ztf_leave_one_out_macro_f1']:.3f} | "
                      f"{r['vote_rubin_twins_by_ztf_labels_macro_f1']:.3f} |")
-    lines += ["", "| generator | twin in 10, `similar --features flux` | vote macro-F1, Rubin "
-              "twins by ZTF labels, `classify --features flux` |", "|---|---:|---:|"]
+    lines += ["", "| generator | twin in 10, `similar --features flux` | twin in 10, `similar "
+              "--features curves` | vote macro-F1, Rubin twins by ZTF labels, `classify "
+              "--features flux` | the same, `classify --features curves` |",
+              "|---|---:|---:|---:|---:|"]
     for r in result["runs"]:
         lines.append(f"| `--cadence {r['cadence']}` | {r['twin_in_10_engine_flux_preset']:.3f} | "
-                     f"{r['vote_rubin_twins_by_ztf_labels_flux_preset_macro_f1']:.3f} |")
+                     f"{r['twin_in_10_engine_curves_preset']:.3f} | "
+                     f"{r['vote_rubin_twins_by_ztf_labels_flux_preset_macro_f1']:.3f} | "
+                     f"{r['vote_rubin_twins_by_ztf_labels_curves_preset_macro_f1']:.3f} |")
     lines += ["", "| space (Python measures, same objects) | cadence | twin in 10 | twin in the "
               "10 nearest of the other survey | vote macro-F1, Rubin twins by 10 nearest ZTF |",
               "|---|---|---:|---:|---:|"]

@@ -547,12 +547,14 @@ pub(super) struct SimilarArgs {
     pub(super) as_of: Option<f64>,
     /// Which features make objects alike: `lightcurve` (looks like this one), `context` (sits
     /// where this one sits: catalogue neighbours, reference source, history), `flux` (the
-    /// survey-blind difference fluxes: the same object seen by ZTF or Rubin; an exact scan)
-    /// or `all` (the index's metric: is the same kind of thing).
+    /// survey-blind difference fluxes: the same object seen by ZTF or Rubin; an exact scan),
+    /// `curves` (the flux scan's 100 nearest ranked by how well their lightcurves fit this
+    /// one's, shifted up to 30 days: finds the same object in the other survey best) or `all`
+    /// (the index's metric: is the same kind of thing).
     #[arg(
         long,
         default_value = "all",
-        value_name = "lightcurve|context|flux|all"
+        value_name = "lightcurve|context|flux|curves|all"
     )]
     pub(super) features: asterism::embed::FeatureGroup,
     /// The query's own weights of the feature groups, on top of the store's: candidates from
@@ -636,7 +638,7 @@ pub(super) struct ClassifyArgs {
     #[arg(
         long,
         default_value = "all",
-        value_name = "lightcurve|context|flux|all"
+        value_name = "lightcurve|context|flux|curves|all"
     )]
     pub(super) features: asterism::embed::FeatureGroup,
     #[arg(long)]
@@ -728,11 +730,12 @@ pub(super) struct RecommendArgs {
     pub(super) user: Option<String>,
     #[arg(long, default_value_t = 10)]
     pub(super) top: usize,
-    /// Which features make objects alike: lightcurve, context, flux or all (see `similar`).
+    /// Which features make objects alike: lightcurve, context, flux, curves or all (see
+    /// `similar`).
     #[arg(
         long,
         default_value = "all",
-        value_name = "lightcurve|context|flux|all"
+        value_name = "lightcurve|context|flux|curves|all"
     )]
     pub(super) features: asterism::embed::FeatureGroup,
     /// The query's own weights of the feature groups, on top of the store's: candidates from

@@ -58,6 +58,10 @@ pub enum FeatureGroup {
     /// lands in the same place. Its neighbourhoods are not the index's, so a query by it
     /// scans every object's vector (exact).
     Flux,
+    /// The flux group's nearest objects re-ranked by how well their lightcurves fit the
+    /// query's (`science::curves`): the same object seen by another survey, found by its
+    /// points rather than their statistics. Its features are the flux group's.
+    Curves,
     /// Every group: the index's own metric.
     #[default]
     All,
@@ -69,6 +73,7 @@ impl FeatureGroup {
             FeatureGroup::Lightcurve => "lightcurve",
             FeatureGroup::Context => "context",
             FeatureGroup::Flux => "flux",
+            FeatureGroup::Curves => "curves",
             FeatureGroup::All => "all",
         }
     }
@@ -80,7 +85,7 @@ impl FeatureGroup {
         match self {
             FeatureGroup::All => true,
             FeatureGroup::Context => context,
-            FeatureGroup::Flux => flux,
+            FeatureGroup::Flux | FeatureGroup::Curves => flux,
             FeatureGroup::Lightcurve => !context && !flux,
         }
     }
@@ -88,7 +93,7 @@ impl FeatureGroup {
     /// Whether a query by this group scans every object instead of ranking the index's
     /// candidates: the flux group's nearest objects are seldom among the index's.
     pub fn scans_every_object(self) -> bool {
-        self == FeatureGroup::Flux
+        matches!(self, FeatureGroup::Flux | FeatureGroup::Curves)
     }
 }
 
@@ -99,9 +104,10 @@ impl std::str::FromStr for FeatureGroup {
             "lightcurve" => Ok(FeatureGroup::Lightcurve),
             "context" => Ok(FeatureGroup::Context),
             "flux" => Ok(FeatureGroup::Flux),
+            "curves" => Ok(FeatureGroup::Curves),
             "all" => Ok(FeatureGroup::All),
             other => Err(format!(
-                "unknown feature group {other:?}: expected lightcurve, context, flux or all"
+                "unknown feature group {other:?}: expected lightcurve, context, flux, curves or all"
             )),
         }
     }

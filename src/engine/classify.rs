@@ -164,7 +164,16 @@ impl Engine {
         let object_id = record.object_id.as_str();
         self.check_preset(&super::Target::Object(object_id.to_string()), features)?;
         let vector = self.current_vector(object_id)?;
-        let candidates = self.nearest_by(&vector, VOTE_CANDIDATES, Some(object_id), features, None);
+        let curve = (features == FeatureGroup::Curves)
+            .then(|| super::similar::curve_of(&record.detections));
+        let candidates = self.nearest_by(
+            &vector,
+            VOTE_CANDIDATES,
+            Some(object_id),
+            features,
+            None,
+            curve.as_ref(),
+        )?;
         let ids: Vec<&str> = candidates.iter().map(|(id, _)| id.as_ref()).collect();
         let labels = self.primary_labels(&ids)?;
         let voters: Vec<Voter> = candidates

@@ -67,8 +67,22 @@ impl Engine {
             .collect::<Result<_>>()?;
         let per_example = (req.top * 10).clamp(50, MAX_K);
         let mut candidates: HashSet<String> = HashSet::new();
-        for v in &pos {
-            for (id, _) in self.nearest_by(v, per_example, None, req.features, req.weights) {
+        for (v, example) in pos.iter().zip(&like) {
+            let curve = match req.features {
+                FeatureGroup::Curves => {
+                    Some(super::similar::curve_of(&self.object(example)?.detections))
+                }
+                _ => None,
+            };
+            let near = self.nearest_by(
+                v,
+                per_example,
+                None,
+                req.features,
+                req.weights,
+                curve.as_ref(),
+            )?;
+            for (id, _) in near {
                 if !exclude.contains(id.as_ref()) {
                     candidates.insert(id.to_string());
                 }

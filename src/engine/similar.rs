@@ -16,6 +16,7 @@ use crate::embed::{FeatureGroup, GroupWeights};
 use crate::index::exact_knn;
 use crate::index::live::Facts;
 use crate::model::{Alert, Detection, Label, ObjectRecord, Survey, Unit, VectorVersion};
+use crate::science::curves::{self, Curve};
 use crate::science::{self, taxonomy, Explanation};
 
 /// The embedding a hit was ranked by, as far as the ranking knew it.
@@ -81,6 +82,22 @@ pub struct SimilarQuery {
 /// Candidates the index gives a preset query before they are ranked by the preset's
 /// features (at least; 20 per answer wanted, more while filters reject them).
 pub const PRESET_CANDIDATES: usize = 200;
+
+/// Candidates the flux scan gives the curves preset before their lightcurves are compared
+/// (at least; more when more objects are asked for).
+pub const CURVE_CANDIDATES: usize = 100;
+
+/// A lightcurve as the curves preset compares it (`science::curves`): its signed difference
+/// fluxes (nJy) at their bands' wavelengths; other points are left out.
+pub(super) fn curve_of(detections: &[Detection]) -> Curve {
+    Curve::new(detections.iter().filter_map(|d| {
+        Some((
+            d.mjd,
+            curves::wavelength_nm(&d.band)?,
+            crate::embed::signed_flux(d)?,
+        ))
+    }))
+}
 
 /// Records embedded together by an at-age query.
 const AGE_CHUNK: usize = 4096;
@@ -244,6 +261,8 @@ struct Resolved {
     vector: Vec<f32>,
     mask: Vec<bool>,
     exclude: Option<String>,
+    /// The target's lightcurve, for the curves preset only.
+    curve: Option<Curve>,
 }
 
 impl Engine {
@@ -288,6 +307,13 @@ impl Engine {
             }
         }
         self.check_preset(&q.target, q.features)?;
+        if q.features == FeatureGroup::Curves && (q.as_of.is_some() || q.at_age.is_some()) {
+            return Err(invalid(
+                "features",
+                "the curves preset compares the lightcurves as they are now: not with as_of or \
+                 at_age",
+            ));
+        }
         match (q.as_of, q.at_age) {
             (Some(t), _) => self.similar_then(q, self.versions_at(t)?),
             (None, Some(days)) => self.similar_then(q, self.versions_at_age(days)?),
@@ -300,6 +326,13 @@ impl Engine {
     pub(super) fn check_preset(&self, target: &Target, features: FeatureGroup) -> Result<()> {
         if features == FeatureGroup::All {
             return Ok(());
+        }
+        if features == FeatureGroup::Curves && matches!(target, Target::Vector(_)) {
+            return Err(invalid(
+                "features",
+                "the curves preset compares lightcurves: give an object or a lightcurve, not a \
+                 vector",
+            ));
         }
         let mask = match target {
             Target::Object(id) => self.vector(id)?.1,
@@ -336,7 +369,19 @@ impl Engine {
     /// The query vector of `target`. `mask` (which features are undefined) is only filled
     /// where `explain` asks for it: a stored object's vector then comes from the live index,
     /// with no read of its stored versions.
-    fn resolve(&self, target: &Target, explain: bool) -> Result<Resolved> {
+    fn resolve(&self, target: &Target, explain: bool, features: FeatureGroup) -> Result<Resolved> {
+        let mut r = self.resolve_vector(target, explain)?;
+        if features == FeatureGroup::Curves {
+            r.curve = Some(match target {
+                Target::Object(id) => curve_of(&self.object(id)?.detections),
+                Target::Lightcurve(detections) => curve_of(detections),
+                Target::Vector(_) => Curve::default(),
+            });
+        }
+        Ok(r)
+    }
+
+    fn resolve_vector(&self, target: &Target, explain: bool) -> Result<Resolved> {
         let spec = self.spec();
         match target {
             Target::Object(id) => {
@@ -346,6 +391,7 @@ impl Engine {
                             vector: c.vector.clone(),
                             mask: Vec::new(),
                             exclude: Some(id.clone()),
+                            curve: None,
                         });
                     }
                 }
@@ -354,6 +400,7 @@ impl Engine {
                     vector,
                     mask,
                     exclude: Some(id.clone()),
+                    curve: None,
                 })
             }
             Target::Vector(v) => {
@@ -371,6 +418,7 @@ impl Engine {
                     vector: v.clone(),
                     mask: vec![false; dim],
                     exclude: None,
+                    curve: None,
                 })
             }
             Target::Lightcurve(detections) => {
@@ -383,6 +431,7 @@ impl Engine {
                     vector,
                     mask,
                     exclude: None,
+                    curve: None,
                 })
             }
         }
@@ -394,6 +443,11 @@ impl Engine {
     /// exact scan of every live object by that group's features (read from the live index's
     /// table of them, `LiveIndex::for_each_scanned`); otherwise the index's
     /// nearest (at least [`PRESET_CANDIDATES`]) ranked by the preset's features and weights.
+    ///
+    /// The curves preset (`curve`, the target's lightcurve) compares the lightcurves of the flux
+    /// scan's nearest (at least [`CURVE_CANDIDATES`]) with `curve` and ranks them by that
+    /// (`science::curves::distance`); a candidate whose lightcurve cannot be compared comes
+    /// after every one that can, at distance 2 (the mismatch of opposite fluxes).
     pub(super) fn nearest_by(
         &self,
         vector: &[f32],
@@ -401,10 +455,11 @@ impl Engine {
         exclude: Option<&str>,
         features: FeatureGroup,
         weights: Option<GroupWeights>,
-    ) -> Vec<(Arc<str>, f32)> {
+        curve: Option<&Curve>,
+    ) -> Result<Vec<(Arc<str>, f32)>> {
         let live = read(&self.live);
         if features == FeatureGroup::All && weights.is_none() {
-            return live.search(vector, k, exclude);
+            return Ok(live.search(vector, k, exclude));
         }
         let mult = live.spec.group_multipliers(features, weights);
         let query = masked(vector, &mult);
@@ -451,22 +506,60 @@ impl Engine {
                 }
             }
         }
+        drop(live);
         let order = |a: &(Arc<str>, f32), b: &(Arc<str>, f32)| {
             a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0))
         };
-        if k < all.len() {
-            all.select_nth_unstable_by(k, order);
-            all.truncate(k);
+        let compared = match (features, curve) {
+            (FeatureGroup::Curves, Some(_)) => k.max(CURVE_CANDIDATES),
+            _ => k,
+        };
+        if compared < all.len() {
+            all.select_nth_unstable_by(compared, order);
+            all.truncate(compared);
         }
         all.sort_by(order);
-        all
+        if let (FeatureGroup::Curves, Some(curve)) = (features, curve) {
+            return self.rank_by_curves(curve, all, k);
+        }
+        Ok(all)
+    }
+
+    /// `candidates` (in the flux group's order) ranked by how well their lightcurves fit
+    /// `curve`, the first `k`.
+    fn rank_by_curves(
+        &self,
+        curve: &Curve,
+        candidates: Vec<(Arc<str>, f32)>,
+        k: usize,
+    ) -> Result<Vec<(Arc<str>, f32)>> {
+        let ids: Vec<&str> = candidates.iter().map(|(id, _)| id.as_ref()).collect();
+        let records = self.store.get_objects(&ids)?;
+        let fits: Vec<f64> = records
+            .par_iter()
+            .map(|r| {
+                r.as_ref().map_or(f64::INFINITY, |r| {
+                    curves::distance(curve, &curve_of(&r.detections))
+                })
+            })
+            .collect();
+        // Stable: candidates that fit equally keep the flux group's order.
+        let mut ranked: Vec<(f64, (Arc<str>, f32))> = fits.into_iter().zip(candidates).collect();
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Ok(ranked
+            .into_iter()
+            .take(k)
+            .map(|(fit, (id, _))| (id, if fit.is_finite() { fit as f32 } else { 2.0 }))
+            .collect())
     }
 
     fn similar_now(&self, q: &SimilarQuery) -> Result<Vec<SimilarHit>> {
-        let r = self.resolve(&q.target, q.explain)?;
+        let r = self.resolve(&q.target, q.explain, q.features)?;
         let total = read(&self.live).len();
         let preset = q.features != FeatureGroup::All || q.weights.is_some();
-        let mut pool = if preset {
+        // The curves preset ranks its own candidates (`nearest_by`): the pool is what the
+        // filters need, as for the index's metric.
+        let mut pool = if preset && q.features != FeatureGroup::Curves {
             (20 * q.k).max(PRESET_CANDIDATES)
         } else if q.filters.is_empty() {
             q.k
@@ -476,10 +569,17 @@ impl Engine {
         loop {
             let exclude = r.exclude.as_deref();
             let hits: Vec<(Arc<str>, f32, Embedding)> = if preset {
-                self.nearest_by(&r.vector, pool, exclude, q.features, q.weights)
-                    .into_iter()
-                    .map(|(id, d)| (id, d, Embedding::Current(None)))
-                    .collect()
+                self.nearest_by(
+                    &r.vector,
+                    pool,
+                    exclude,
+                    q.features,
+                    q.weights,
+                    r.curve.as_ref(),
+                )?
+                .into_iter()
+                .map(|(id, d)| (id, d, Embedding::Current(None)))
+                .collect()
             } else {
                 // The index's own metric: each hit's facts come with it.
                 read(&self.live)
@@ -584,6 +684,7 @@ impl Engine {
                     vector,
                     mask,
                     exclude: Some(id.clone()),
+                    curve: None,
                 }
             }
             Target::Lightcurve(detections) if q.at_age.is_some() => {
@@ -597,9 +698,10 @@ impl Engine {
                     vector,
                     mask,
                     exclude: None,
+                    curve: None,
                 }
             }
-            other => self.resolve(other, q.explain)?,
+            other => self.resolve_vector(other, q.explain)?,
         };
         let ids: Vec<&String> = at.keys().collect();
         let mask = spec.group_multipliers(q.features, q.weights);

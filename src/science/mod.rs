@@ -2,14 +2,15 @@
 //! the class taxonomy and the mapping of broker labels onto it ([`taxonomy`]), the neighbour
 //! vote and its calibration ([`vote`]), label spreading ([`spread`]), anomaly scores
 //! ([`anomaly`]), a metric learned from labels ([`metric`]), classification metrics
-//! ([`metrics`]) and distance explanations
-//! ([`explain`]). Each file's doc gives its formulas.
+//! ([`metrics`]), distance explanations ([`explain`]) and how well two lightcurves fit each
+//! other ([`curves`]). Each file's doc gives its formulas.
 //!
 //! Nothing here reads the store or the index: the engine (`src/engine/`) feeds these functions
 //! and serves their answers. Imports `model` only, so the science is tested on small hand-made
 //! inputs and can be reused outside the engine.
 
 pub mod anomaly;
+pub mod curves;
 pub mod explain;
 pub mod metric;
 pub mod metrics;

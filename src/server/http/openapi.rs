@@ -70,7 +70,7 @@ pub fn document() -> Value {
     let features = query(
         "features",
         "string",
-        "which features make objects alike: lightcurve, context, flux (survey-blind, exact) or all (default)",
+        "which features make objects alike: lightcurve, context, flux (survey-blind, exact), curves (the flux scan's nearest ranked by how well their lightcurves fit) or all (default)",
     );
     let at_age = query(
         "at_age",
