@@ -1038,6 +1038,28 @@ fn the_flux_preset_finds_the_same_object_seen_by_the_other_survey() {
         by_curves >= 0.8 && by_curves >= by_flux + 0.1,
         "twins found: curves {by_curves}, flux {by_flux}"
     );
+    // Recommendations from a ZTF version by the curves preset: its Rubin twin among the first
+    // ten for most of them, as the similarity search finds it.
+    let recommended = pairs
+        .iter()
+        .filter(|&&i| {
+            let (z, r) = twin(i);
+            let got = engine
+                .recommend(&RecommendQuery {
+                    like: vec![z],
+                    top: 10,
+                    features: FeatureGroup::Curves,
+                    ..Default::default()
+                })
+                .unwrap();
+            got.iter().any(|h| h.object_id == r)
+        })
+        .count() as f64
+        / pairs.len() as f64;
+    assert!(
+        recommended >= by_curves - 0.05,
+        "recommended {recommended}, found {by_curves}"
+    );
     // A vector has no lightcurve to fit.
     let mut q = SimilarQuery::new(Target::Vector(vec![0.0; 87]), 10);
     q.features = FeatureGroup::Curves;

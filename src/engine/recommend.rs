@@ -4,11 +4,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use rayon::prelude::*;
 use serde::Serialize;
 
+use super::similar::curve_of;
 use super::{check_count, read, Engine, EngineError, Filters, Result, MAX_K};
 use crate::embed::{FeatureGroup, GroupWeights};
 use crate::model::Vote;
+use crate::science::curves::{self, Curve};
 use crate::science::{self, Explanation};
 
 impl Engine {
@@ -38,7 +41,8 @@ impl Engine {
     /// voted up and unlike what they voted down), filtered, best first. Score: mean over
     /// positives of 1/(1 + d) minus mean over negatives of 1/(1 + d), d measured on the
     /// preset's features (`features`) among the nearest candidates of each positive by that
-    /// preset (`Engine::nearest_by`).
+    /// preset (`Engine::nearest_by`); for the curves preset, d is the lightcurves' fit
+    /// (`science::curves::distance`; a lightcurve that cannot be compared scores 0).
     /// Never returns the examples nor objects the user voted on.
     pub fn recommend(&self, req: &RecommendQuery) -> Result<Vec<Recommendation>> {
         let (mut like, mut unlike) = (req.like.clone(), req.unlike.clone());
@@ -67,20 +71,25 @@ impl Engine {
             .collect::<Result<_>>()?;
         let per_example = (req.top * 10).clamp(50, MAX_K);
         let mut candidates: HashSet<String> = HashSet::new();
-        for (v, example) in pos.iter().zip(&like) {
-            let curve = match req.features {
-                FeatureGroup::Curves => {
-                    Some(super::similar::curve_of(&self.object(example)?.detections))
-                }
-                _ => None,
-            };
+        // The curves preset compares the examples' lightcurves with the candidates'.
+        let example_curves = |ids: &[String]| -> Result<Vec<Curve>> {
+            match req.features {
+                FeatureGroup::Curves => ids
+                    .iter()
+                    .map(|id| Ok(curve_of(&self.object(id)?.detections)))
+                    .collect(),
+                _ => Ok(Vec::new()),
+            }
+        };
+        let (pos_curves, neg_curves) = (example_curves(&like)?, example_curves(&unlike)?);
+        for (i, v) in pos.iter().enumerate() {
             let near = self.nearest_by(
                 v,
                 per_example,
                 None,
                 req.features,
                 req.weights,
-                curve.as_ref(),
+                pos_curves.get(i),
             )?;
             for (id, _) in near {
                 if !exclude.contains(id.as_ref()) {
@@ -106,7 +115,29 @@ impl Engine {
                 .sum::<f64>()
                 / set.len() as f64
         };
-        let mut scored: Vec<(f64, String)> = {
+        let mut scored: Vec<(f64, String)> = if req.features == FeatureGroup::Curves {
+            // Closeness to a set of examples: the mean of 1 / (1 + fit) over them (0 for a
+            // lightcurve that cannot be compared).
+            let close = |c: &Curve, set: &[Curve]| -> f64 {
+                if set.is_empty() {
+                    return 0.0;
+                }
+                set.iter()
+                    .map(|e| 1.0 / (1.0 + curves::distance(e, c)))
+                    .sum::<f64>()
+                    / set.len() as f64
+            };
+            let ids: Vec<String> = candidates.into_iter().collect();
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let records = self.store.get_objects(&refs)?;
+            ids.into_par_iter()
+                .zip(records)
+                .filter_map(|(id, r)| {
+                    let c = curve_of(&r?.detections);
+                    Some((close(&c, &pos_curves) - close(&c, &neg_curves), id))
+                })
+                .collect()
+        } else {
             let live = read(&self.live);
             candidates
                 .into_iter()
