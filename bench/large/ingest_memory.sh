@@ -4,6 +4,10 @@
 # the wall time, the peak resident memory and the ingest summary's counts. A watchdog stops
 # the ingest above 20 GiB resident (before the kernel's out-of-memory killer does).
 set -u
+if [ ! -x /usr/bin/time ]; then
+    echo "needs GNU time at /usr/bin/time (Debian: apt-get install time)" >&2
+    exit 2
+fi
 BIN=$1
 FILE=$2
 WORK=$(mktemp -d)

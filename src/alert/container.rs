@@ -212,7 +212,6 @@ impl Header {
             }
             for _ in 0..count.unsigned_abs() {
                 let n = usize::try_from(src.long()?).map_err(|_| "negative key length")?;
-                #[derive(PartialEq)]
                 enum Key {
                     Schema,
                     Codec,
