@@ -1032,10 +1032,12 @@ fn the_flux_preset_finds_the_same_object_seen_by_the_other_survey() {
         by_flux >= 0.55 && by_flux >= 2.5 * by_all,
         "twins found: flux {by_flux}, all {by_all}"
     );
-    // Ranked by how well the lightcurves fit, the flux scan's nearest give the twin more often.
+    // Ranked by how well the lightcurves fit, the flux scan's nearest give the twin more often:
+    // at least 90% (issue 16's target; 0.944 on these 108 pairs, 0.907 before the fit counted
+    // the points the other curve does not span and the limits of visits that detected nothing).
     let by_curves = found(FeatureGroup::Curves);
     assert!(
-        by_curves >= 0.8 && by_curves >= by_flux + 0.1,
+        by_curves >= 0.9 && by_curves >= by_flux + 0.2,
         "twins found: curves {by_curves}, flux {by_flux}"
     );
     // Recommendations from a ZTF version by the curves preset: its Rubin twin among the first

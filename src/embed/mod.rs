@@ -42,7 +42,7 @@ use light_curve_feature::prelude::*;
 use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AnnotationValue, Band, Detection, ObjectRecord, Unit};
+use crate::model::{AnnotationValue, Band, Detection, ObjectRecord, Unit, UpperLimit};
 
 /// Version of the feature list; bump on any change to [`Embedder`]'s output.
 pub const FEATURE_VERSION: u32 = 4;
@@ -527,6 +527,12 @@ pub fn signed_flux(d: &Detection) -> Option<f64> {
         _ => return None,
     };
     (f.is_finite() && f != 0.0).then_some(f)
+}
+
+/// The flux (nJy) of a non-detection's limiting magnitude; `None` when not finite.
+pub fn limit_flux(l: &UpperLimit) -> Option<f64> {
+    let f = 10f64.powf((NJY_ZERO_POINT - l.limit_mag) / 2.5);
+    (f.is_finite() && f > 0.0).then_some(f)
 }
 
 /// log10 of the peak and of the median |flux|, and the share of negative fluxes.

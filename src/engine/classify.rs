@@ -165,7 +165,7 @@ impl Engine {
         self.check_preset(&super::Target::Object(object_id.to_string()), features)?;
         let vector = self.current_vector(object_id)?;
         let curve = (features == FeatureGroup::Curves)
-            .then(|| super::similar::curve_of(&record.detections));
+            .then(|| super::similar::curve_of(&record.detections, &record.upper_limits));
         let candidates = self.nearest_by(
             &vector,
             VOTE_CANDIDATES,

@@ -76,7 +76,10 @@ impl Engine {
             match req.features {
                 FeatureGroup::Curves => ids
                     .iter()
-                    .map(|id| Ok(curve_of(&self.object(id)?.detections)))
+                    .map(|id| {
+                        let r = self.object(id)?;
+                        Ok(curve_of(&r.detections, &r.upper_limits))
+                    })
                     .collect(),
                 _ => Ok(Vec::new()),
             }
@@ -133,7 +136,8 @@ impl Engine {
             ids.into_par_iter()
                 .zip(records)
                 .filter_map(|(id, r)| {
-                    let c = curve_of(&r?.detections);
+                    let r = r?;
+                    let c = curve_of(&r.detections, &r.upper_limits);
                     Some((close(&c, &pos_curves) - close(&c, &neg_curves), id))
                 })
                 .collect()

@@ -15,7 +15,9 @@ use super::{check_count, read, Engine, EngineError, Result};
 use crate::embed::{FeatureGroup, GroupWeights};
 use crate::index::exact_knn;
 use crate::index::live::Facts;
-use crate::model::{Alert, Detection, Label, ObjectRecord, Survey, Unit, VectorVersion};
+use crate::model::{
+    Alert, Detection, Label, ObjectRecord, Survey, Unit, UpperLimit, VectorVersion,
+};
 use crate::science::curves::{self, Curve};
 use crate::science::{self, taxonomy, Explanation};
 
@@ -88,13 +90,21 @@ pub const PRESET_CANDIDATES: usize = 200;
 pub const CURVE_CANDIDATES: usize = 100;
 
 /// A lightcurve as the curves preset compares it (`science::curves`): its signed difference
-/// fluxes (nJy) at their bands' wavelengths; other points are left out.
-pub(super) fn curve_of(detections: &[Detection]) -> Curve {
+/// fluxes (nJy) and its non-detections' limits (nJy) at their bands' wavelengths; other points
+/// are left out.
+pub(super) fn curve_of(detections: &[Detection], limits: &[UpperLimit]) -> Curve {
     Curve::new(detections.iter().filter_map(|d| {
         Some((
             d.mjd,
             curves::wavelength_nm(&d.band)?,
             crate::embed::signed_flux(d)?,
+        ))
+    }))
+    .with_limits(limits.iter().filter_map(|l| {
+        Some((
+            l.mjd,
+            curves::wavelength_nm(&l.band)?,
+            crate::embed::limit_flux(l)?,
         ))
     }))
 }
@@ -373,8 +383,11 @@ impl Engine {
         let mut r = self.resolve_vector(target, explain)?;
         if features == FeatureGroup::Curves {
             r.curve = Some(match target {
-                Target::Object(id) => curve_of(&self.object(id)?.detections),
-                Target::Lightcurve(detections) => curve_of(detections),
+                Target::Object(id) => {
+                    let r = self.object(id)?;
+                    curve_of(&r.detections, &r.upper_limits)
+                }
+                Target::Lightcurve(detections) => curve_of(detections, &[]),
                 Target::Vector(_) => Curve::default(),
             });
         }
@@ -539,7 +552,7 @@ impl Engine {
             .par_iter()
             .map(|r| {
                 r.as_ref().map_or(f64::INFINITY, |r| {
-                    curves::distance(curve, &curve_of(&r.detections))
+                    curves::distance(curve, &curve_of(&r.detections, &r.upper_limits))
                 })
             })
             .collect();

@@ -2,29 +2,41 @@
 //! points, not statistics of them, so that one object seen by two surveys (different cadence,
 //! bands and depth) is found again (issue 16's twins).
 //!
-//! Each lightcurve is a set of signed difference fluxes (nJy) at (time, wavelength). The
-//! *prediction* of a curve `a` at a point (t, λ) is, for each of `a`'s bands whose points span
-//! t, its flux linearly interpolated in time; then those band values linearly interpolated in
-//! wavelength (the nearest band's value beyond the outermost). The *mismatch* of `b`'s points
-//! against `a` is
+//! Each lightcurve is a set of signed difference fluxes (nJy) at (time, wavelength), and the
+//! limits (nJy) of the visits that detected nothing. The *prediction* of a curve `a` at a point
+//! (t, λ) is, for each of `a`'s bands whose points span t, its flux linearly interpolated in
+//! time; then those band values linearly interpolated in wavelength (the nearest band's value
+//! beyond the outermost); where none of `a`'s bands spans t, `a`'s object was not seen then,
+//! and its difference flux is taken as 0. The *mismatch* of `b` against `a` is
 //!
 //! ```text
-//!     Σ (f_b − a(t + s, λ))²  /  Σ (f_b² + a(t + s, λ)²)
+//!     (Σ (f_b − a(t + s, λ))² + Σ e²)  /  (Σ (f_b² + a(t + s, λ)²) + Σ e²)
 //! ```
 //!
-//! over the points of `b` that `a` predicts (at least [`MIN_POINTS`]): 0 for a perfect fit, 1
+//! over `b`'s points, where `e = max(|a(t + s, λ)| − L, 0)` is how far `a`'s prediction, where it
+//! has one, rises above `b`'s limit `L` at each of `b`'s non-detections: 0 for a perfect fit, 1
 //! for unrelated fluxes, 2 for opposite ones; scale-aware, so that a fainter copy of the same
-//! shape does not fit. The distance of two curves is the least mismatch over time shifts `s`
-//! of ±[`MAX_SHIFT_DAYS`] (in steps of [`SHIFT_STEP_DAYS`]: the same shape at another epoch
-//! fits, so this compares shapes, not dates), both ways (`b` against `a` and `a` against `b`),
+//! shape does not fit. It counts when `a` predicts at least [`MIN_POINTS`] of `b`'s points
+//! from its own. Without the points `a` does not span and `b`'s limits, a lightcurve fitted on
+//! a few points at its ends matched better than the same object's twin fitted on all of them
+//! (SCIENCE.md). The distance of two curves is the least mismatch over time shifts `s`
+//! of ±[`MAX_SHIFT_DAYS`] (in steps of [`SHIFT_STEP_DAYS`]: the same shape a few weeks apart
+//! fits), both ways (`b` against `a` and `a` against `b`),
 //! and two ways of reading a curve: every point of `b`, and only `b`'s points in bands that `a`
 //! has. Difference fluxes of a variable star are measured against each band's own reference,
 //! so one band's values do not predict another's: the second reading keeps a band that `a`
 //! lacks from spoiling a fit that the shared bands make.
 //!
-//! Measured on generated twins (`bench/science/surveys.py`, SCIENCE.md): the flux preset's 100
-//! nearest re-ranked this way find 84% of twins among their 10 nearest, against 47-50% by the
-//! flux features alone. Imports `model` only.
+//! Two lightcurves are compared only where they overlap in time within those shifts: an
+//! object seen a year before another is not comparable with it (both directions predict
+//! nothing) and comes after every comparable one. This is a comparison of objects observed
+//! over the same weeks (one object seen by two surveys, or this season's transients), not a
+//! search for a shape over every epoch, which the flux preset serves. Aligning the curves by
+//! their brightest points as well was tried and lost twins (SCIENCE.md).
+//!
+//! Measured on generated twins (`bench/science/surveys.py`, SCIENCE.md): the flux preset's
+//! nearest re-ranked this way find 82-90% of twins among their 10 nearest (three generator
+//! seeds), against 47-50% by the flux features alone. Imports `model` only.
 
 use crate::model::Band;
 
@@ -64,6 +76,8 @@ pub struct Curve {
     bands: Vec<BandPoints>,
     /// Every point: (time, wavelength, flux).
     points: Vec<(f64, f64, f64)>,
+    /// The limits of the visits that detected nothing: (time, wavelength, flux).
+    limits: Vec<(f64, f64, f64)>,
 }
 
 impl Curve {
@@ -90,7 +104,25 @@ impl Curve {
             }
         }
         bands.retain(|b| b.times.len() >= 2);
-        Curve { bands, points }
+        Curve {
+            bands,
+            points,
+            limits: Vec::new(),
+        }
+    }
+
+    /// This curve with the limits (MJD, wavelength in nm, limiting flux in nJy) of the visits
+    /// that detected nothing; limits that are not finite and positive are left out.
+    pub fn with_limits(mut self, limits: impl IntoIterator<Item = (f64, f64, f64)>) -> Curve {
+        self.limits = limits
+            .into_iter()
+            .filter(|(t, w, l)| t.is_finite() && w.is_finite() && l.is_finite() && *l > 0.0)
+            .collect();
+        self
+    }
+
+    fn has_band(&self, wavelength: f64) -> bool {
+        self.bands.iter().any(|b| b.wavelength == wavelength)
     }
 
     /// How many points it has.
@@ -125,9 +157,10 @@ impl Curve {
         Some(fa + (fb - fa) * (w - wa) / (wb - wa))
     }
 
-    /// The mismatch of `other`'s points against this curve shifted by `shift` days (`other`'s
-    /// point at t is compared with this curve at t + shift); with `shared`, only `other`'s
-    /// points in bands this curve has. `None` when fewer than [`MIN_POINTS`] are predicted.
+    /// The mismatch of `other` against this curve shifted by `shift` days (`other`'s point at
+    /// t is compared with this curve at t + shift); with `shared`, only `other`'s points and
+    /// limits in bands this curve has. `None` when this curve predicts fewer than
+    /// [`MIN_POINTS`] of those points.
     fn mismatch(
         &self,
         other: &Curve,
@@ -137,15 +170,25 @@ impl Curve {
     ) -> Option<f64> {
         let (mut num, mut den, mut n) = (0.0, 0.0, 0usize);
         for &(t, w, f) in &other.points {
-            if shared && !self.bands.iter().any(|b| b.wavelength == w) {
+            if shared && !self.has_band(w) {
                 continue;
             }
-            let Some(p) = self.predict(t + shift, w, scratch) else {
-                continue;
-            };
+            // Where no band spans t, this curve's object was not seen: 0.
+            let p = self.predict(t + shift, w, scratch);
+            n += usize::from(p.is_some());
+            let p = p.unwrap_or(0.0);
             num += (f - p) * (f - p);
             den += f * f + p * p;
-            n += 1;
+        }
+        for &(t, w, limit) in &other.limits {
+            if shared && !self.has_band(w) {
+                continue;
+            }
+            if let Some(p) = self.predict(t + shift, w, scratch) {
+                let over = (p.abs() - limit).max(0.0);
+                num += over * over;
+                den += over * over;
+            }
         }
         (n >= MIN_POINTS && den > 0.0).then(|| num / den)
     }
@@ -215,7 +258,7 @@ mod tests {
         assert!(d_twin < 0.01, "{d_twin}");
         let d_faint = distance(&a, &fainter);
         assert!(d_faint > 0.2, "{d_faint}");
-        // The same shape 20 days later fits too: shapes are compared, not dates.
+        // The same shape 20 days later fits too (within the shifts tried).
         let later = Curve::new(transient(&sparse, 1000.0, 70.0));
         assert!(distance(&a, &later) < 0.01);
         // Symmetric by construction.
@@ -239,6 +282,61 @@ mod tests {
         let mut scratch = Vec::new();
         let p = a.predict(40.0, 554.0, &mut scratch).unwrap();
         assert!((p - 1500.0).abs() < 20.0, "{p}");
+    }
+
+    #[test]
+    fn points_the_fitted_curve_does_not_span_count_as_unseen() {
+        // `a` saw only the rise (days 0-20); `b` saw the rise and a bright peak at day 70.
+        let rise = |t: f64| 10.0 * t;
+        let a = Curve::new((0..=10).map(|i| (f64::from(i) * 2.0, 482.0, rise(f64::from(i) * 2.0))));
+        let mut points: Vec<(f64, f64, f64)> = (0..10)
+            .map(|i| {
+                let t = f64::from(i) * 2.0 + 1.0;
+                (t, 482.0, rise(t))
+            })
+            .collect();
+        let peak = [
+            (65.0, 482.0, 3000.0),
+            (70.0, 482.0, 4000.0),
+            (75.0, 482.0, 3000.0),
+        ];
+        let mut scratch = Vec::new();
+        let b = Curve::new(points.clone());
+        let only_rise = a.mismatch(&b, 0.0, false, &mut scratch).unwrap();
+        assert!(only_rise < 0.01, "{only_rise}");
+        // The peak is what `a`'s object did not show (0 where `a` saw nothing): mostly unfit.
+        points.extend(peak);
+        let b = Curve::new(points);
+        let with_peak = a.mismatch(&b, 0.0, false, &mut scratch).unwrap();
+        assert!(with_peak > 0.9, "{with_peak}");
+    }
+
+    #[test]
+    fn a_prediction_above_the_other_curves_limit_counts_against_the_fit() {
+        let times: Vec<f64> = (0..30).map(|i| f64::from(i) * 3.0).collect();
+        let a = Curve::new(transient(&times, 1000.0, 40.0));
+        let sparse: Vec<f64> = (0..6).map(|i| 5.0 + f64::from(i) * 15.0).collect();
+        let b = Curve::new(transient(&sparse, 1000.0, 40.0));
+        let mut scratch = Vec::new();
+        let bare = a.mismatch(&b, 0.0, false, &mut scratch).unwrap();
+        // A visit at the peak that saw nothing brighter than 100 nJy: `a`'s 1000 does not fit.
+        let b_missed = b.clone().with_limits([(40.0, 482.0, 100.0)]);
+        let missed = a.mismatch(&b_missed, 0.0, false, &mut scratch).unwrap();
+        assert!(missed > bare + 0.05, "{missed} against {bare}");
+        // One that saw nothing brighter than 5000 nJy agrees with it; so does one in a band `a`
+        // lacks when only `a`'s bands are read.
+        let b_shallow = b.clone().with_limits([(40.0, 482.0, 5000.0)]);
+        assert_eq!(a.mismatch(&b_shallow, 0.0, false, &mut scratch), Some(bare));
+        let b_other_band = b.clone().with_limits([(40.0, 1000.0, 100.0)]);
+        assert_eq!(
+            a.mismatch(&b_other_band, 0.0, true, &mut scratch),
+            a.mismatch(&b, 0.0, true, &mut scratch)
+        );
+        // Limits that are not finite and positive are left out.
+        assert!(b
+            .with_limits([(1.0, 482.0, f64::NAN), (2.0, 482.0, 0.0)])
+            .limits
+            .is_empty());
     }
 
     #[test]
