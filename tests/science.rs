@@ -1033,7 +1033,7 @@ fn the_flux_preset_finds_the_same_object_seen_by_the_other_survey() {
         "twins found: flux {by_flux}, all {by_all}"
     );
     // Ranked by how well the lightcurves fit, the flux scan's nearest give the twin more often:
-    // at least 90% (issue 16's target; 0.944 on these 108 pairs, 0.907 before the fit counted
+    // at least 90% (issue 16's target; 0.954 on these 108 pairs, 0.907 before the fit counted
     // the points the other curve does not span and the limits of visits that detected nothing).
     let by_curves = found(FeatureGroup::Curves);
     assert!(

@@ -10,13 +10,15 @@
 //! and its difference flux is taken as 0. The *mismatch* of `b` against `a` is
 //!
 //! ```text
-//!     (Σ (f_b − a(t + s, λ))² + Σ e²)  /  (Σ (f_b² + a(t + s, λ)²) + Σ e²)
+//!     (Σ (f_b − a(t + s, λ))² + W Σ e²)  /  (Σ (f_b² + a(t + s, λ)²) + W Σ e²)
 //! ```
 //!
 //! over `b`'s points, where `e = max(|a(t + s, λ)| − L, 0)` is how far `a`'s prediction, where it
-//! has one, rises above `b`'s limit `L` at each of `b`'s non-detections: 0 for a perfect fit, 1
-//! for unrelated fluxes, 2 for opposite ones; scale-aware, so that a fainter copy of the same
-//! shape does not fit. It counts when `a` predicts at least [`MIN_POINTS`] of `b`'s points
+//! has one, rises above `b`'s limit `L` at each of `b`'s non-detections, weighed by
+//! `W` = [`LIMIT_WEIGHT`]: a residual at a detection may be noise or the interpolation's error,
+//! while a flux predicted above a limit the other survey reached is one it would have seen, so
+//! a fit that needs one is all but ruled out. 0 for a perfect fit, 1 for unrelated fluxes, 2
+//! for opposite ones; scale-aware, so that a fainter copy of the same shape does not fit. It counts when `a` predicts at least [`MIN_POINTS`] of `b`'s points
 //! from its own. Without the points `a` does not span and `b`'s limits, a lightcurve fitted on
 //! a few points at its ends matched better than the same object's twin fitted on all of them
 //! (SCIENCE.md). The distance of two curves is the least mismatch over time shifts `s`
@@ -42,6 +44,10 @@ use crate::model::Band;
 
 /// Points of `b` that `a` must predict for a mismatch to count.
 pub const MIN_POINTS: usize = 3;
+/// How much more a prediction above the other curve's limit counts than the same residual at a
+/// detection. Measured on generated twins (SCIENCE.md): weights of 30 to 1,000 find the same
+/// share of twins (within 0.003 on average over three seeds), 1 finds 2.4 points fewer.
+pub const LIMIT_WEIGHT: f64 = 100.0;
 /// The largest time shift tried, days.
 pub const MAX_SHIFT_DAYS: f64 = 30.0;
 /// The step between time shifts, days.
@@ -186,8 +192,8 @@ impl Curve {
             }
             if let Some(p) = self.predict(t + shift, w, scratch) {
                 let over = (p.abs() - limit).max(0.0);
-                num += over * over;
-                den += over * over;
+                num += LIMIT_WEIGHT * over * over;
+                den += LIMIT_WEIGHT * over * over;
             }
         }
         (n >= MIN_POINTS && den > 0.0).then(|| num / den)
