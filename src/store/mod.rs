@@ -670,6 +670,13 @@ impl Store {
             .transpose()
     }
 
+    /// Writes one value of `meta` ([`Store::meta_value`] reads it back).
+    fn put_meta_value<T: Serialize>(&self, key: &[u8], value: &T) -> Result<()> {
+        let mut wb = WriteBatch::default();
+        wb.put_cf(self.handle(cf::META)?, key, encode(cf::META, value)?);
+        self.write_batch(wb)
+    }
+
     pub fn spec(&self) -> Result<Option<EmbeddingSpec>> {
         self.meta_value(keys::SPEC_KEY)
     }
@@ -709,23 +716,11 @@ impl Store {
     }
 
     pub fn set_index_settings(&self, settings: &IndexSettings) -> Result<()> {
-        let mut wb = WriteBatch::default();
-        wb.put_cf(
-            self.handle(cf::META)?,
-            keys::INDEX_SETTINGS_KEY,
-            encode(cf::META, settings)?,
-        );
-        self.write_batch(wb)
+        self.put_meta_value(keys::INDEX_SETTINGS_KEY, settings)
     }
 
     pub fn set_index_dump(&self, dump: &IndexDump) -> Result<()> {
-        let mut wb = WriteBatch::default();
-        wb.put_cf(
-            self.handle(cf::META)?,
-            keys::INDEX_DUMP_KEY,
-            encode(cf::META, dump)?,
-        );
-        self.write_batch(wb)
+        self.put_meta_value(keys::INDEX_DUMP_KEY, dump)
     }
 
     /// Every embedding version of one object, oldest first.
@@ -977,33 +972,23 @@ impl Store {
             .write_opt(wb, &wo)
             .map_err(|e| self.write_error(e))?;
         let limit = self.config.wal_bytes;
-        if limit == 0 {
-            return Ok(());
-        }
-        let before = self.written.fetch_add(bytes, Ordering::Relaxed);
-        if before + bytes < limit {
-            return Ok(());
-        }
-        // One writer measures; the others go on.
-        if self
-            .written
-            .compare_exchange(before + bytes, 0, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
+        // Past the limit, the writer that takes the count back to 0 measures; the others go on.
+        if limit == 0
+            || self.written.fetch_add(bytes, Ordering::Relaxed) + bytes < limit
+            || self.written.swap(0, Ordering::Relaxed) < limit
+            || self.log_bytes() <= 2 * limit
         {
             return Ok(());
         }
-        if self.log_bytes() > 2 * limit {
-            let handles: Vec<_> = cf::ALL
-                .iter()
-                .map(|name| self.handle(name))
-                .collect::<Result<_>>()?;
-            let mut fo = rocksdb::FlushOptions::default();
-            fo.set_wait(true);
-            self.db
-                .flush_cfs_opt(&handles, &fo)
-                .map_err(|e| self.write_error(e))?;
-        }
-        Ok(())
+        let handles: Vec<_> = cf::ALL
+            .iter()
+            .map(|name| self.handle(name))
+            .collect::<Result<_>>()?;
+        let mut fo = rocksdb::FlushOptions::default();
+        fo.set_wait(true);
+        self.db
+            .flush_cfs_opt(&handles, &fo)
+            .map_err(|e| self.write_error(e))
     }
 
     /// A refused write as this layer's error: the file system's refusal (RocksDB then refuses
