@@ -5,7 +5,8 @@
 //! - every other read RPC's latency from one client, idle (GetObject, Classify, Explain,
 //!   Recommend, TopAnomalies; the store has no labels, Classify's costliest case), and
 //!   FindSimilar and Classify by the flux and curves presets (an exact scan of every object,
-//!   then for curves the lightcurves of the 100 nearest fitted; a tenth as many calls);
+//!   then for curves the lightcurves of the 300 nearest fitted, 100 for Classify; a tenth as
+//!   many calls);
 //! - the same while a second client streams new packets in (W4 of BENCHMARKS.md);
 //! - ingest throughput over gRPC, and ingest-to-queryable latency (one-packet Ingest calls:
 //!   a write is queryable when it is acknowledged);
@@ -515,7 +516,7 @@ async fn other_rpcs(
     }
     out.insert("Explain".into(), serde_json::json!(latency(times)));
     // The flux preset scans every object (exact), and the curves preset then fits the
-    // lightcurves of the 100 nearest: fewer calls.
+    // lightcurves of the 300 nearest (100 for Classify): fewer calls.
     for preset in ["flux", "curves"] {
         let mut times = Vec::with_capacity(n);
         for i in 0..n.div_ceil(10) {

@@ -15,7 +15,8 @@ for both), ingested into one store, and measured:
    does the vote keep its macro-F1 on the Rubin twins?
 3. **the flux and curves presets** (feature version 4): the same two measures by the engine's
    ``similar --features flux`` and ``classify --features flux`` (the survey-blind flux group,
-   scanned exactly), and by ``--features curves`` (the flux scan's 100 nearest ranked by how
+   scanned exactly), and by ``--features curves`` (the flux scan's 300 nearest, 100 for
+   ``classify``, ranked by how
    well their lightcurves fit, ``science::curves``);
 4. **the flux-space prototype** the group was made from: its eleven features computed here in
    Python from ``asterism object --json``, on the points that both surveys could detect

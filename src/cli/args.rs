@@ -548,10 +548,11 @@ pub(super) struct SimilarArgs {
     /// Which features make objects alike: `lightcurve` (looks like this one), `context` (sits
     /// where this one sits: catalogue neighbours, reference source, history), `flux` (the
     /// survey-blind difference fluxes: the same object seen by ZTF or Rubin; an exact scan),
-    /// `curves` (the flux scan's 100 nearest ranked by how well their lightcurves, detections
-    /// and non-detections, fit this one's, shifted up to 30 days: finds the same object in the
-    /// other survey best; only objects observed over the same weeks compare) or `all`
-    /// (the index's metric: is the same kind of thing).
+    /// `curves` (the flux scan's 300 nearest, 100 for `classify`, ranked by how well their
+    /// lightcurves, detections and non-detections, fit this one's, shifted up to 30 days at a
+    /// cost: finds the same object in the other survey best; only objects observed over the
+    /// same weeks compare, one too short to compare keeps its place) or `all` (the index's
+    /// metric: is the same kind of thing).
     #[arg(
         long,
         default_value = "all",

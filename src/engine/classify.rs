@@ -172,7 +172,7 @@ impl Engine {
             Some(object_id),
             features,
             None,
-            curve.as_ref(),
+            curve.as_ref().map(|c| (c, VOTE_CURVE_CANDIDATES)),
         )?;
         let ids: Vec<&str> = candidates.iter().map(|(id, _)| id.as_ref()).collect();
         let labels = self.primary_labels(&ids)?;
@@ -400,6 +400,11 @@ pub const VOTE_CANDIDATES: usize = 30;
 pub const SPREAD_NEIGHBOURHOOD: usize = 256;
 /// Labelled voters used.
 pub const VOTERS: usize = 10;
+/// Candidates the flux scan gives a vote by the curves preset before their lightcurves are
+/// compared: fewer than a similarity search's (`similar::CURVE_CANDIDATES`), whose twins need
+/// the wider pool. Measured on generated twins (SCIENCE.md): 300 cost the vote across surveys
+/// 0.93-0.96 -> 0.80-0.85 (macro-F1, five stores), while finding the same object needs them.
+pub const VOTE_CURVE_CANDIDATES: usize = 100;
 /// A labelled neighbour that voted.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Voter {

@@ -92,7 +92,9 @@ impl Engine {
                 None,
                 req.features,
                 req.weights,
-                pos_curves.get(i),
+                pos_curves
+                    .get(i)
+                    .map(|c| (c, super::similar::CURVE_CANDIDATES)),
             )?;
             for (id, _) in near {
                 if !exclude.contains(id.as_ref()) {

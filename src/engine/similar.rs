@@ -18,7 +18,7 @@ use crate::index::live::Facts;
 use crate::model::{
     Alert, Detection, Label, ObjectRecord, Survey, Unit, UpperLimit, VectorVersion,
 };
-use crate::science::curves::{self, Curve};
+use crate::science::curves::{self, Curve, Fit};
 use crate::science::{self, taxonomy, Explanation};
 
 /// The embedding a hit was ranked by, as far as the ranking knew it.
@@ -85,9 +85,12 @@ pub struct SimilarQuery {
 /// features (at least; 20 per answer wanted, more while filters reject them).
 pub const PRESET_CANDIDATES: usize = 200;
 
-/// Candidates the flux scan gives the curves preset before their lightcurves are compared
-/// (at least; more when more objects are asked for).
-pub const CURVE_CANDIDATES: usize = 100;
+/// Candidates the flux scan gives the curves preset's similarity search and recommendations
+/// before their lightcurves are compared (at least; more when more objects are asked for).
+/// The same object seen by another survey has other flux features: in a store of ~545
+/// objects, among the flux scan's 100 nearest for 0.87-0.90 of generated twins and its 300
+/// nearest for 0.96-0.99; in one of ~20,000, 0.23 and 0.44 (SCIENCE.md).
+pub const CURVE_CANDIDATES: usize = 300;
 
 /// A lightcurve as the curves preset compares it (`science::curves`): its signed difference
 /// fluxes (nJy) and its non-detections' limits (nJy) at their bands' wavelengths; other points
@@ -457,10 +460,9 @@ impl Engine {
     /// table of them, `LiveIndex::for_each_scanned`); otherwise the index's
     /// nearest (at least [`PRESET_CANDIDATES`]) ranked by the preset's features and weights.
     ///
-    /// The curves preset (`curve`, the target's lightcurve) compares the lightcurves of the flux
-    /// scan's nearest (at least [`CURVE_CANDIDATES`]) with `curve` and ranks them by that
-    /// (`science::curves::distance`); a candidate whose lightcurve cannot be compared comes
-    /// after every one that can, at distance 2 (the mismatch of opposite fluxes).
+    /// The curves preset (`curve`: the target's lightcurve, and how many of the flux scan's
+    /// nearest to compare with it, at least) ranks those candidates by how well their
+    /// lightcurves fit (`rank_by_curves`).
     pub(super) fn nearest_by(
         &self,
         vector: &[f32],
@@ -468,7 +470,7 @@ impl Engine {
         exclude: Option<&str>,
         features: FeatureGroup,
         weights: Option<GroupWeights>,
-        curve: Option<&Curve>,
+        curve: Option<(&Curve, usize)>,
     ) -> Result<Vec<(Arc<str>, f32)>> {
         let live = read(&self.live);
         if features == FeatureGroup::All && weights.is_none() {
@@ -524,7 +526,7 @@ impl Engine {
             a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0))
         };
         let compared = match (features, curve) {
-            (FeatureGroup::Curves, Some(_)) => k.max(CURVE_CANDIDATES),
+            (FeatureGroup::Curves, Some((_, candidates))) => k.max(candidates),
             _ => k,
         };
         if compared < all.len() {
@@ -532,14 +534,14 @@ impl Engine {
             all.truncate(compared);
         }
         all.sort_by(order);
-        if let (FeatureGroup::Curves, Some(curve)) = (features, curve) {
+        if let (FeatureGroup::Curves, Some((curve, _))) = (features, curve) {
             return self.rank_by_curves(curve, all, k);
         }
         Ok(all)
     }
 
     /// `candidates` (in the flux group's order) ranked by how well their lightcurves fit
-    /// `curve`, the first `k`.
+    /// `curve` (`science::curves::rank`), the first `k`.
     fn rank_by_curves(
         &self,
         curve: &Curve,
@@ -548,21 +550,18 @@ impl Engine {
     ) -> Result<Vec<(Arc<str>, f32)>> {
         let ids: Vec<&str> = candidates.iter().map(|(id, _)| id.as_ref()).collect();
         let records = self.store.get_objects(&ids)?;
-        let fits: Vec<f64> = records
+        let fits: Vec<Fit> = records
             .par_iter()
             .map(|r| {
-                r.as_ref().map_or(f64::INFINITY, |r| {
-                    curves::distance(curve, &curve_of(&r.detections, &r.upper_limits))
+                r.as_ref().map_or(Fit::TooFew, |r| {
+                    curves::compare(curve, &curve_of(&r.detections, &r.upper_limits))
                 })
             })
             .collect();
-        // Stable: candidates that fit equally keep the flux group's order.
-        let mut ranked: Vec<(f64, (Arc<str>, f32))> = fits.into_iter().zip(candidates).collect();
-        ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
-        Ok(ranked
+        Ok(curves::rank(fits.into_iter().zip(candidates).collect())
             .into_iter()
             .take(k)
-            .map(|(fit, (id, _))| (id, if fit.is_finite() { fit as f32 } else { 2.0 }))
+            .map(|(d, (id, _))| (id, d as f32))
             .collect())
     }
 
@@ -588,7 +587,7 @@ impl Engine {
                     exclude,
                     q.features,
                     q.weights,
-                    r.curve.as_ref(),
+                    r.curve.as_ref().map(|c| (c, CURVE_CANDIDATES)),
                 )?
                 .into_iter()
                 .map(|(id, d)| (id, d, Embedding::Current(None)))
