@@ -63,7 +63,7 @@ pub const SHIFT_COST: f64 = 1.0;
 /// How two lightcurves compare ([`compare`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Fit {
-    /// Their least mismatch (see the module documentation).
+    /// Their least mismatch with its shift's cost (see the module documentation): 0 to 3.
     Mismatch(f64),
     /// Observed over the same weeks (within [`MAX_SHIFT_DAYS`]), but neither predicts
     /// [`MIN_POINTS`] of the other's points at any shift, or one has no points: nothing is
