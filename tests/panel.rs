@@ -117,6 +117,43 @@ fn the_panel_shows_the_similar_answer_draws_it_and_hides_limits() {
         }
     }
 
+    // The curves preset (ZTF18abxhyqv has difference fluxes: it came as packets): its
+    // neighbours, ranked by how the lightcurves fit, are not explained by features.
+    b.go(&format!(
+        "http://{}/panel/ZTF18abxhyqv?k=5&features=curves",
+        served.http
+    ));
+    b.wait_ready();
+    let shown = strings(&b.run(
+        "return [...document.querySelectorAll('article.neighbour')].map(e => e.dataset.objectId)",
+    ));
+    let mut q = SimilarQuery::new(Target::Object("ZTF18abxhyqv".into()), 5);
+    q.features = asterism::embed::FeatureGroup::Curves;
+    let expected: Vec<String> = served
+        .engine()
+        .find_similar(&q)
+        .unwrap()
+        .into_iter()
+        .map(|h| h.object_id)
+        .collect();
+    assert_eq!(shown, expected);
+    assert!(!shown.is_empty());
+    let whys = strings(&b.run(
+        "return [...document.querySelectorAll('article.neighbour .why')].map(e => e.innerText)",
+    ));
+    assert_eq!(
+        whys,
+        vec!["ranked by how the lightcurves fit".to_string(); shown.len()]
+    );
+    let title = b.run("return document.querySelector('article.neighbour .distance').title");
+    assert!(
+        title
+            .as_str()
+            .unwrap()
+            .starts_with("mismatch of the lightcurves"),
+        "{title}"
+    );
+
     // ZTF18abxhyqv has upper limits: drawn as triangles, hidden by the box, back again.
     let limits = |b: &Browser| {
         number(

@@ -429,17 +429,22 @@
   }
 
   function neighbourCard(n, s, rank) {
-    const why = s.explanation && s.explanation.closest ? s.explanation.closest.slice(0, 3).map((f) => f.feature).join(", ") : "";
+    // The curves preset ranks by how the lightcurves fit, not by features: no feature explains it.
+    const curves = params.get("features") === "curves";
+    const why = !curves && s.explanation && s.explanation.closest ? s.explanation.closest.slice(0, 3).map((f) => f.feature).join(", ") : "";
+    const distanceTitle = curves
+      ? "mismatch of the lightcurves with the time shift's cost: 0 the same fluxes at the same dates, 1 unrelated or too short to compare, 2 opposite or observed apart"
+      : "distance in the embedding";
     const label = n.label ? n.label + " (" + n.labelled_by + ")" : s.class ? s.class + " (predicted)" : "unlabelled";
     return el("article", { class: "neighbour", dataset: { objectId: n.object_id, rank: String(rank) } }, [
       el("header", {}, [
         el("span", { class: "rank", text: "#" + rank }),
         el("a", { href: linkTo(n.object_id), target: mode === "embed" ? "_blank" : null, rel: "noopener", text: n.object_id }),
-        el("span", { class: "distance", title: "distance in the embedding", text: "d " + fmt(s.distance, 3) }),
+        el("span", { class: "distance", title: distanceTitle, text: "d " + fmt(s.distance, 3) }),
       ]),
       el("div", { class: "thumb", role: "img", "aria-label": "lightcurve of " + n.object_id }),
       el("p", { class: "meta", text: label + " \u00B7 " + s.detections + " detections" }),
-      why ? el("p", { class: "why", text: "alike in " + why }) : null,
+      why ? el("p", { class: "why", text: "alike in " + why }) : curves ? el("p", { class: "why", text: "ranked by how the lightcurves fit" }) : null,
       voteButtons(n.object_id),
     ]);
   }
