@@ -299,37 +299,36 @@ pub fn distance(a: &Curve, b: &Curve) -> f64 {
 /// twins of three detections each fell behind chance fits from far down the flux order
 /// (SCIENCE.md).
 pub fn rank<T>(candidates: Vec<(Fit, T)>) -> Vec<(f64, T)> {
-    let (ranked, apart): (Vec<_>, Vec<_>) = candidates
+    let distance = |fit: Fit| match fit {
+        Fit::Mismatch(m) => m,
+        Fit::TooFew => 1.0,
+        Fit::Apart => 2.0,
+    };
+    let (kept, apart): (Vec<_>, Vec<_>) = candidates
         .into_iter()
         .partition(|(fit, _)| *fit != Fit::Apart);
-    // Stable: candidates that fit equally keep their order.
-    let mut fitted: Vec<(f64, usize)> = ranked
-        .iter()
-        .enumerate()
-        .filter_map(|(i, (fit, _))| match fit {
-            Fit::Mismatch(m) => Some((*m, i)),
-            Fit::TooFew | Fit::Apart => None,
+    // The fits leave their places empty, to be filled in order of mismatch (stable: candidates
+    // that fit equally keep their order).
+    let mut places: Vec<Option<(Fit, T)>> = kept.into_iter().map(Some).collect();
+    let mut fitted: Vec<(f64, T)> = places
+        .iter_mut()
+        .filter_map(|place| match place {
+            Some((Fit::Mismatch(m), _)) => {
+                let m = *m;
+                place.take().map(|(_, c)| (m, c))
+            }
+            _ => None,
         })
         .collect();
-    let places: Vec<usize> = fitted.iter().map(|&(_, i)| i).collect();
     fitted.sort_by(|a, b| a.0.total_cmp(&b.0));
-    // Where each place's candidate comes from.
-    let mut from: Vec<usize> = (0..ranked.len()).collect();
-    for (&place, &(_, i)) in places.iter().zip(&fitted) {
-        from[place] = i;
-    }
-    let mut slots: Vec<Option<(Fit, T)>> = ranked.into_iter().map(Some).collect();
-    from.into_iter()
-        .filter_map(|i| slots[i].take())
-        .chain(apart)
-        .map(|(fit, c)| {
-            let d = match fit {
-                Fit::Mismatch(m) => m,
-                Fit::TooFew => 1.0,
-                Fit::Apart => 2.0,
-            };
-            (d, c)
+    let mut fitted = fitted.into_iter();
+    places
+        .into_iter()
+        .filter_map(|place| match place {
+            Some((fit, c)) => Some((distance(fit), c)),
+            None => fitted.next(),
         })
+        .chain(apart.into_iter().map(|(fit, c)| (distance(fit), c)))
         .collect()
 }
 
